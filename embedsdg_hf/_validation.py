@@ -1,0 +1,89 @@
+"""Input checks shared by every transform: clear errors that name the column / value and say what is allowed."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Iterable
+
+import numpy as np
+
+
+def require_columns(ds, columns: Iterable[str], *, what: str = "dataset") -> None:
+    """Raise ``ValueError`` naming each missing column and listing the columns there are."""
+    present = list(ds.column_names)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        hint = ""
+        for name in missing:
+            close = [c for c in present if c.lower() == name.lower() or c.rstrip("s") == name.rstrip("s")]
+            if close:
+                hint += f" Did you mean {close[0]!r} instead of {name!r}?"
+        raise ValueError(
+            f"The {what} has no column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}. "
+            f"Columns present: {present}.{hint}"
+        )
+
+
+def require_rows(ds, *, what: str = "dataset", step: str = "this step") -> None:
+    """Raise ``ValueError`` for an empty dataset, which no step can work with."""
+    if len(ds) == 0:
+        raise ValueError(f"The {what} is empty (0 rows): {step} needs at least one row.")
+
+
+def template_fields(template: str) -> list[str]:
+    """Names of the ``{fields}`` a ``str.format`` template uses, in order, without duplicates."""
+    names: list[str] = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"Invalid text template {template!r}: {err}.") from None
+    for _, field, _, _ in parsed:
+        if field is None:
+            continue
+        if field == "" or field.isdigit():
+            raise ValueError(
+                f"Text template {template!r} uses a positional field '{{{field}}}'; name a column instead, "
+                "e.g. '{question}\\n{answer}'."
+            )
+        name = field.split(".")[0].split("[")[0]
+        if name not in names:
+            names.append(name)
+    if not names:
+        raise ValueError(f"Text template {template!r} names no column; use fields like '{{question}}'.")
+    return names
+
+
+def require_template_columns(ds, template: str) -> list[str]:
+    """Check that every field of ``template`` is a column of ``ds``; return the fields."""
+    fields = template_fields(template)
+    missing = [f for f in fields if f not in ds.column_names]
+    if missing:
+        raise ValueError(
+            f"Text template {template!r} names column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(map(repr, missing))}, which the dataset does not have. Columns present: {ds.column_names}."
+        )
+    return fields
+
+
+def as_float_matrix(values, *, column: str, expected_dim: int | None = None) -> np.ndarray:
+    """Turn a column of fixed-length vectors into a finite float32 matrix, or raise a clear ``ValueError``."""
+    try:
+        matrix = np.asarray(values, dtype=np.float32)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"Column {column!r} must hold fixed-length numeric vectors ({err}).") from None
+    if matrix.ndim != 2:
+        raise ValueError(
+            f"Column {column!r} must hold fixed-length numeric vectors; got an array of shape {matrix.shape}."
+        )
+    if expected_dim is not None and matrix.shape[1] != expected_dim:
+        raise ValueError(
+            f"Column {column!r} holds vectors of length {matrix.shape[1]}, expected {expected_dim}."
+        )
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise ValueError(
+            f"Column {column!r} has NaN or infinite values in {len(rows)} row(s) (first: {rows[:5].tolist()}). "
+            "Remove or recompute those rows before this step."
+        )
+    return matrix
