@@ -76,9 +76,7 @@ def as_float_matrix(values, *, column: str, expected_dim: int | None = None) -> 
             f"Column {column!r} must hold fixed-length numeric vectors; got an array of shape {matrix.shape}."
         )
     if expected_dim is not None and matrix.shape[1] != expected_dim:
-        raise ValueError(
-            f"Column {column!r} holds vectors of length {matrix.shape[1]}, expected {expected_dim}."
-        )
+        raise ValueError(f"Column {column!r} holds vectors of length {matrix.shape[1]}, expected {expected_dim}.")
     bad = ~np.isfinite(matrix).all(axis=1)
     if bad.any():
         rows = np.flatnonzero(bad)

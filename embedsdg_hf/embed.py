@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._mapping import column_array
 from ._validation import require_columns, require_rows, require_template_columns, template_fields
 from .models import BUILTIN_MODELS, load_input_embeddings, load_student, load_tokenizer, resolve_model
 
@@ -67,7 +68,9 @@ class EmbeddingSpec:
 
     def render(self, batch: dict[str, list]) -> list[str]:
         fields = template_fields(self.text_template)
-        return [self.text_template.format_map(dict(zip(fields, values))) for values in zip(*(batch[f] for f in fields))]
+        return [
+            self.text_template.format_map(dict(zip(fields, values))) for values in zip(*(batch[f] for f in fields))
+        ]
 
 
 def model_revision(spec: str) -> str:
@@ -105,7 +108,9 @@ def tokenize_and_weigh(spec: EmbeddingSpec, texts: list[str]) -> tuple[list[list
     if spec.weights == "attention":
         weights = _attention_weights(spec, ids)
     else:
-        weights = [np.full(len(seq), 1.0 if spec.weights == "mask" else 1.0 / max(len(seq), 1), np.float32) for seq in ids]
+        weights = [
+            np.full(len(seq), 1.0 if spec.weights == "mask" else 1.0 / max(len(seq), 1), np.float32) for seq in ids
+        ]
     return ids, weights, counts
 
 
@@ -226,7 +231,7 @@ def add_embeddings(
 
 
 def _warn_truncated(ds, count_column: str, max_length: int) -> None:
-    counts = np.asarray(ds.with_format("numpy", columns=[count_column])[count_column])
+    counts = column_array(ds, count_column)
     n_long, n_empty = int((counts > max_length).sum()), int((counts == 0).sum())
     if n_long:
         warnings.warn(

@@ -25,7 +25,8 @@ def interpolate_sequences(model: str, ids_a, weights_a, ids_b, weights_b):
     This is the one definition of eq. 4, shared by placement (here) and decoding (``inputs_embeds``).
 
     Example:
-        >>> avg = interpolate_sequences("smollm2-135m-instruct", [1, 2, 3], [1/3] * 3, [4, 5], [0.5, 0.5])  # doctest: +SKIP
+        >>> spec = "smollm2-135m-instruct"
+        >>> avg = interpolate_sequences(spec, [1, 2, 3], [1 / 3] * 3, [4, 5], [0.5, 0.5])  # doctest: +SKIP
         >>> avg.shape  # doctest: +SKIP
         torch.Size([3, 576])
     """

@@ -39,7 +39,9 @@ def resolve_model(spec: str) -> str:
         '/root/.cache/embedsdg_hf/models/smollm2-135m-instruct'
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"A model spec must be a non-empty string (Hub id, local path or built-in name), got {spec!r}.")
+        raise ValueError(
+            f"A model spec must be a non-empty string (Hub id, local path or built-in name), got {spec!r}."
+        )
     if spec in BUILTIN_MODELS:
         return str(_ensure_builtin(spec))
     path = Path(spec).expanduser()

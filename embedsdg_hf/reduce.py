@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._mapping import map_numpy
+from ._mapping import map_numpy, vector_matrix
 from ._validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class Reducer:
         directory = Path(directory)
         meta_file = directory / "reducer.json"
         if not meta_file.exists():
-            raise FileNotFoundError(f"No reducer.json in {str(directory)!r}: expected a folder written by Reducer.save.")
+            raise FileNotFoundError(
+                f"No reducer.json in {str(directory)!r}: expected a folder written by Reducer.save."
+            )
         meta = json.loads(meta_file.read_text())
         if meta.pop("format_version", None) != _FORMAT_VERSION:
             raise ValueError(f"{meta_file} has an unsupported format_version; expected {_FORMAT_VERSION}.")
@@ -115,7 +117,7 @@ def fit_reducer(
         raise ValueError(f"method={method!r} is not supported; choose one of {list(METHODS)}.")
     require_rows(ds, step="fit_reducer")
     require_columns(ds, [column])
-    x = as_float_matrix(ds.with_format("numpy", columns=[column])[column], column=column)
+    x = vector_matrix(ds, column)
     n, dim = x.shape
     if not isinstance(n_components, int) or not 1 <= n_components < dim:
         raise ValueError(f"n_components must be an int in [1, {dim - 1}] for {dim}-dim vectors, got {n_components!r}.")

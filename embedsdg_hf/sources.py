@@ -37,7 +37,9 @@ def load_seed_pool(source: str, *, split: str = "train", name: str | None = None
             raise FileNotFoundError(f"Seed pool file {str(path)!r} does not exist.")
         builder = _LOCAL_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"Seed pool file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}.")
+            raise ValueError(
+                f"Seed pool file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}."
+            )
         ds = load_dataset(builder, data_files=str(path), split="train")
     else:
         ds = load_dataset(source, name, split=split)

@@ -64,8 +64,13 @@ def test_pairs_keep_token_ids_and_weights_not_sequences(student, pool_and_reduce
     assert row["interp_length"] == max(len(row["seed_input_ids_a"]), len(row["seed_input_ids_b"]))
     assert not any(isinstance(v, list) and v and isinstance(v[0], list) for v in row.values())  # no m x N matrices
     # The decoder rebuilds the average from ids + weights through the one shared function.
-    avg = interpolate_sequences(student, row["seed_input_ids_a"], row["seed_token_weights_a"],
-                                row["seed_input_ids_b"], row["seed_token_weights_b"])
+    avg = interpolate_sequences(
+        student,
+        row["seed_input_ids_a"],
+        row["seed_token_weights_a"],
+        row["seed_input_ids_b"],
+        row["seed_token_weights_b"],
+    )
     assert avg.shape == (row["interp_length"], 576)
 
 

@@ -21,7 +21,9 @@ def test_pca_matches_sklearn_and_round_trips(embedded, tmp_path):
     reducer = fit_reducer(embedded, method="pca", n_components=3, seed=0)
     out = add_coords(embedded, reducer)
     assert out.features["coords"].length == 3
-    np.testing.assert_allclose(np.asarray(out["coords"], dtype=np.float32), PCA(3, random_state=0).fit(x).transform(x), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(out["coords"], dtype=np.float32), PCA(3, random_state=0).fit(x).transform(x), rtol=1e-3, atol=1e-4
+    )
     loaded = Reducer.load(reducer.save(tmp_path / "reducer"))
     np.testing.assert_array_equal(loaded.transform(x[:10]), reducer.transform(x[:10]))
     assert loaded.is_linear and loaded.n_fit == 120

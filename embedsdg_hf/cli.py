@@ -1,0 +1,92 @@
+"""The ``embedsdg`` console script. ``--help`` is instant: heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+_RUN_HELP = """Run the EmbedSDG pipeline. With no --config: the embedded default (built-in SmolLM2-135M student,
+built-in word-problem pool). Any recipe key can be overridden as a flag, e.g. --n_pairs 64 --reducer svd.
+Run `embedsdg run --config recipes/gsm8k-cpu/pipeline.yaml` for a recipe."""
+
+
+def _cmd_run(rest: list[str]) -> int:
+    from trl import TrlParser
+
+    from .config import PipelineConfig
+    from .pipeline import format_summary, run_analysis
+
+    parser = TrlParser((PipelineConfig,), prog="embedsdg run", description=_RUN_HELP)
+    try:
+        (config,) = parser.parse_args_and_config(rest)
+    except ValueError as err:  # unknown recipe keys, bad values from __post_init__
+        print(f"embedsdg run: error: {err}", file=sys.stderr)
+        return 2
+    manifest = run_analysis(config)
+    print(format_summary(manifest))
+    print(f"\nWrote {config.output_dir}/ (manifest.json, figures, pool/regions/pairs datasets, reducer, grid).")
+    return 0
+
+
+def _cmd_make_pool(args: argparse.Namespace) -> int:
+    from .pool import make_word_problems
+
+    ds = make_word_problems(args.n, seed=args.seed)
+    ds.to_json(args.output)
+    print(f"Wrote {len(ds)} word problems to {args.output}")
+    return 0
+
+
+def _cmd_env(_: argparse.Namespace) -> int:
+    from .pipeline import _versions
+
+    for name, value in _versions().items():
+        print(f"- {name}: {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="embedsdg", description="EmbedSDG: targeted synthetic data generation.")
+    parser.add_argument("--version", action="version", version=f"embedsdg-hf {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "run", help="Run the pipeline (recipe via --config; `embedsdg run --help` lists every key).", add_help=False
+    )
+    pool = sub.add_parser("make-pool", help="Write the built-in word-problem seed pool as JSONL.")
+    pool.add_argument("--n", type=int, default=1000, help="Number of problems.")
+    pool.add_argument("--seed", type=int, default=0)
+    pool.add_argument("--output", default="word_problems.jsonl")
+    sub.add_parser("env", help="Print the versions of the libraries in use (for bug reports).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `run` hands everything after it to TrlParser (recipe keys as flags, --config, its own --help).
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command == "run":
+        index = argv.index("run")
+        top = parser.parse_args(argv[:index])
+        logging.basicConfig(
+            level=logging.INFO if top.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+        )
+        return _cmd_run(argv[index + 1 :])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "make-pool":
+        return _cmd_make_pool(args)
+    if args.command == "env":
+        return _cmd_env(args)
+    parser.print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

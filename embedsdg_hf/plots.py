@@ -1,0 +1,107 @@
+"""The run's figures (PNG): window-density histogram with T (paper Fig. 2) and the embedding map with sparse regions,
+seed pairs and interpolations (Figs. 3 and 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _figure(width: float = 7.0, height: float = 5.0):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt, *plt.subplots(figsize=(width, height), dpi=120)
+
+
+def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str | Path, *, title: str | None = None):
+    """Histogram of non-empty window counts with the sparse threshold T marked (paper Fig. 2).
+
+    Example:
+        >>> plot_density_histogram(count_windows(ds, grid), grid.threshold, "density.png")  # doctest: +SKIP
+    """
+    counts = np.asarray(window_counts).ravel()
+    nonempty = counts[counts > 0]
+    plt, fig, ax = _figure()
+    bins = np.arange(0, (nonempty.max() if len(nonempty) else 1) + 2) - 0.5
+    if len(bins) > 80:
+        bins = 80
+    ax.hist(nonempty, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4)
+    ax.axvline(threshold - 0.5, color="#C44E52", linestyle="--", linewidth=1.5)
+    n_sparse = int(((counts >= 1) & (counts < threshold)).sum())
+    ax.axvspan(
+        0.5, threshold - 0.5, color="#C44E52", alpha=0.12, label=f"sparse: 1 <= count < T={threshold} ({n_sparse})"
+    )
+    ax.set_xlabel("points in window")
+    ax.set_ylabel("number of windows")
+    empty = int((counts == 0).sum())
+    ax.set_title(title or f"Window density ({len(nonempty)} non-empty windows, {empty} empty not shown)")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_embedding_map(
+    coords: np.ndarray,
+    path: str | Path,
+    *,
+    regions=None,
+    pairs=None,
+    max_regions: int = 200,
+    title: str | None = None,
+):
+    """2-D map of the pool (first two axes) with sparse regions boxed; seed pairs joined and interpolations marked.
+
+    Args:
+        coords: (n, K) pool coordinates.
+        regions: the ``find_sparse_regions`` dataset (``lower``, ``upper``); at most ``max_regions`` are boxed.
+        pairs: the ``make_seed_pairs`` dataset (``coords_a``, ``coords_b``), optionally with ``interp_coords``.
+    """
+    from matplotlib.patches import Rectangle
+
+    coords = np.asarray(coords, dtype=np.float32)
+    plt, fig, ax = _figure(7.5, 6.5)
+    ax.scatter(
+        coords[:, 0], coords[:, 1], s=3, c="#8C8C8C", alpha=0.45, linewidths=0, label=f"seed pool ({len(coords)})"
+    )
+    if regions is not None and len(regions):
+        shown = regions.select(range(min(max_regions, len(regions))))
+        for lower, upper in zip(shown["lower"], shown["upper"]):
+            ax.add_patch(
+                Rectangle(
+                    (lower[0], lower[1]),
+                    upper[0] - lower[0],
+                    upper[1] - lower[1],
+                    fill=False,
+                    edgecolor="#C44E52",
+                    lw=1,
+                )
+            )
+        ax.plot([], [], color="#C44E52", lw=1, label=f"sparse regions ({len(shown)} of {len(regions)})")
+    if pairs is not None and len(pairs):
+        a = np.asarray(pairs["coords_a"], dtype=np.float32)
+        b = np.asarray(pairs["coords_b"], dtype=np.float32)
+        for pa, pb in zip(a, b):
+            ax.plot([pa[0], pb[0]], [pa[1], pb[1]], color="#4C72B0", lw=0.8, alpha=0.8)
+        ax.scatter(np.r_[a[:, 0], b[:, 0]], np.r_[a[:, 1], b[:, 1]], s=14, c="#4C72B0", label=f"seed pairs ({len(a)})")
+        if "interp_coords" in pairs.column_names:
+            mid = np.asarray(pairs["interp_coords"], dtype=np.float32)
+            ax.scatter(mid[:, 0], mid[:, 1], s=40, marker="*", c="#DD8452", label="interpolations", zorder=3)
+    if coords.shape[1] > 2:
+        ax.set_title(
+            title or f"Embedding map (axes 1-2 of {coords.shape[1]}; regions are boxes in {coords.shape[1]}-D)"
+        )
+    else:
+        ax.set_title(title or "Embedding map")
+    ax.set_xlabel("axis 1")
+    ax.set_ylabel("axis 2")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,159 @@
+"""Tests for the shipped seed pool, :func:`embedsdg_hf.pool.make_word_problems`."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections import Counter
+from fractions import Fraction
+
+import datasets
+import pytest
+
+from embedsdg_hf import pool
+from embedsdg_hf.pool import PROBLEM_TYPES, make_word_problems
+
+COLUMNS = ["question", "answer", "final_answer", "problem_type"]
+ANNOTATION = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
+
+
+def safe_eval(expr: str) -> Fraction:
+    """Exactly evaluate an expression made only of integer literals and binary + - * / (never ``eval``)."""
+    operators = {
+        ast.Add: lambda a, b: a + b,
+        ast.Sub: lambda a, b: a - b,
+        ast.Mult: lambda a, b: a * b,
+        ast.Div: lambda a, b: a / b,
+    }
+
+    def value(node: ast.AST) -> Fraction:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return Fraction(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in operators:
+            return operators[type(node.op)](value(node.left), value(node.right))
+        raise ValueError(f"disallowed syntax {type(node).__name__} in {expr!r}")
+
+    return value(ast.parse(expr, mode="eval").body)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    """A few thousand rows across two seeds."""
+    return make_word_problems(2000, seed=0).to_list() + make_word_problems(2000, seed=123).to_list()
+
+
+def test_safe_eval() -> None:
+    assert safe_eval("48/2") == 24
+    assert safe_eval("2*12+2*8") == 40
+    assert safe_eval("7/2") == Fraction(7, 2)
+    for bad in ("__import__('os')", "2**3", "-1", "1.5*2", "abs(3)", "x+1"):
+        with pytest.raises(ValueError):
+            safe_eval(bad)
+
+
+def test_columns_types_and_length() -> None:
+    ds = make_word_problems(37, seed=5)
+    assert isinstance(ds, datasets.Dataset)
+    assert len(ds) == 37
+    assert ds.column_names == COLUMNS
+    for name in COLUMNS:
+        assert ds.features[name] == datasets.Value("string")
+    for row in ds:
+        assert all(isinstance(row[name], str) and row[name] for name in COLUMNS)
+        assert row["problem_type"] in PROBLEM_TYPES
+
+
+def test_default_size() -> None:
+    assert len(make_word_problems()) == 1000
+
+
+def test_deterministic_and_seed_dependent() -> None:
+    first = make_word_problems(200, seed=7).to_dict()
+    assert make_word_problems(200, seed=7).to_dict() == first
+    other = make_word_problems(200, seed=8).to_dict()
+    assert other != first
+    assert sum(a != b for a, b in zip(first["question"], other["question"], strict=True)) > 190
+
+
+def test_rows_depend_only_on_seed_and_index() -> None:
+    short = make_word_problems(20, seed=3).to_dict()
+    long = make_word_problems(60, seed=3)[:20]
+    assert long == short
+
+
+def test_annotations_are_correct(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        answer = row["answer"]
+        matches = list(ANNOTATION.finditer(answer))
+        assert matches, answer
+        for match in matches:
+            expr, result = match.groups()
+            assert re.fullmatch(r"[0-9+\-*/]+", expr), (expr, answer)
+            assert re.fullmatch(r"\d+", result), (result, answer)
+            assert safe_eval(expr) == int(result), (expr, result, answer)
+            after = answer[match.end() :]
+            assert after.startswith(result), (after[:20], answer)
+            assert not after[len(result) : len(result) + 1].isdigit(), answer
+        assert "<<" not in ANNOTATION.sub("", answer) and ">>" not in ANNOTATION.sub("", answer), answer
+
+
+def test_final_line(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        lines = row["answer"].split("\n")
+        assert len(lines) >= 2
+        assert sum(line.startswith("####") for line in lines) == 1
+        match = re.fullmatch(r"#### (\d+)", lines[-1])
+        assert match, lines[-1]
+        assert match.group(1) == row["final_answer"]
+        last_result = ANNOTATION.findall(row["answer"])[-1][1]
+        assert last_result == row["final_answer"]
+
+
+def test_text_is_fully_filled(rows: list[dict[str, str]]) -> None:
+    for row in rows:
+        text = row["question"] + "\n" + row["answer"]
+        assert "{" not in text and "}" not in text, text
+        assert "  " not in text, text
+        assert row["question"][0].isupper() or row["question"][0].isdigit(), row["question"]
+        assert row["question"].rstrip().endswith("?"), row["question"]
+
+
+def test_all_problem_types_appear_evenly() -> None:
+    assert len(PROBLEM_TYPES) >= 12
+    assert len(set(PROBLEM_TYPES)) == len(PROBLEM_TYPES)
+    assert set(make_word_problems(500, seed=0)["problem_type"]) == set(PROBLEM_TYPES)
+    counts = Counter(make_word_problems(1000, seed=4)["problem_type"])
+    assert max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_questions_are_unique() -> None:
+    for seed in (0, 1):
+        questions = make_word_problems(1000, seed=seed)["question"]
+        assert len(set(questions)) >= 990
+
+
+def test_name_table() -> None:
+    names = [name for name, _ in pool._NAMES]
+    assert len(set(names)) == len(names) >= 40
+    assert {pronoun for _, pronoun in pool._NAMES} == {"he", "she", "they"}
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_n_must_be_positive(n: int) -> None:
+    with pytest.raises(ValueError, match=r"n must be >= 1"):
+        make_word_problems(n)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n": "10"}, r"n must be an int"),
+        ({"n": 2.5}, r"n must be an int"),
+        ({"n": True}, r"n must be an int"),
+        ({"n": 5, "seed": "abc"}, r"seed must be an int"),
+        ({"n": 5, "seed": None}, r"seed must be an int"),
+    ],
+)
+def test_argument_types(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(TypeError, match=message):
+        make_word_problems(**kwargs)
