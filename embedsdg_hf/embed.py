@@ -28,7 +28,7 @@ import numpy as np
 
 from ._mapping import column_array
 from ._validation import require_columns, require_rows, require_template_columns, template_fields
-from .models import BUILTIN_MODELS, load_input_embeddings, load_student, load_tokenizer, resolve_model
+from .models import BUILTIN_MODELS, fork_safe_torch, load_input_embeddings, load_student, load_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +116,7 @@ def tokenize_and_weigh(spec: EmbeddingSpec, texts: list[str]) -> tuple[list[list
 
 def pool(spec: EmbeddingSpec, ids: list[list[int]], weights: list[np.ndarray] | None = None) -> np.ndarray:
     """``SM^e(t) x SM^w(t)`` for a batch, without materialising the m x N token matrices (one ``embedding_bag``)."""
-    import torch
-
+    torch = fork_safe_torch()
     matrix = load_input_embeddings(spec.model)
     lengths = np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids))
     flat = torch.from_numpy(np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum())))
@@ -133,8 +132,7 @@ def pool(spec: EmbeddingSpec, ids: list[list[int]], weights: list[np.ndarray] | 
 
 def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]], batch_size: int = 16) -> list[np.ndarray]:
     """Mean attention each token receives (over heads and over the queries that can see it) in one layer."""
-    import torch
-
+    torch = fork_safe_torch()
     model, tokenizer = load_student(spec.model, attn_implementation="eager")
     weights: list[np.ndarray] = [np.zeros(0, np.float32)] * len(ids)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._validation import require_columns, require_rows, require_template_columns
 from .embed import EmbeddingSpec, tokenize_and_weigh
-from .models import load_input_embeddings
+from .models import fork_safe_torch, load_input_embeddings
 from .reduce import Reducer
 
 PAIR_COLUMNS = ("seed_a", "seed_b", "region_lower", "region_upper")
@@ -30,8 +30,7 @@ def interpolate_sequences(model: str, ids_a, weights_a, ids_b, weights_b):
         >>> avg.shape  # doctest: +SKIP
         torch.Size([3, 576])
     """
-    import torch
-
+    torch = fork_safe_torch()
     matrix = load_input_embeddings(model)
     m = max(len(ids_a), len(ids_b))
     avg = torch.zeros((m, matrix.shape[1]), dtype=torch.float32)

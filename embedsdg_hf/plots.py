@@ -32,9 +32,11 @@ def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str 
     ax.hist(nonempty, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4)
     ax.axvline(threshold - 0.5, color="#C44E52", linestyle="--", linewidth=1.5)
     n_sparse = int(((counts >= 1) & (counts < threshold)).sum())
-    ax.axvspan(
-        0.5, threshold - 0.5, color="#C44E52", alpha=0.12, label=f"sparse: 1 <= count < T={threshold} ({n_sparse})"
-    )
+    label = f"candidate sparse windows: 1 <= count < T={threshold} ({n_sparse})"
+    ax.axvspan(0.5, threshold - 0.5, color="#C44E52", alpha=0.12, label=label)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("points in window")
     ax.set_ylabel("number of windows")
     empty = int((counts == 0).sum())
