@@ -13,7 +13,7 @@ built-in word-problem pool). Any recipe key can be overridden as a flag, e.g. --
 Run `embedsdg run --config recipes/gsm8k-cpu/pipeline.yaml` for a recipe."""
 
 
-def _cmd_run(rest: list[str]) -> int:
+def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     from trl import TrlParser
 
     from .config import PipelineConfig
@@ -25,7 +25,13 @@ def _cmd_run(rest: list[str]) -> int:
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__
         print(f"embedsdg run: error: {err}", file=sys.stderr)
         return 2
-    manifest = run_analysis(config)
+    try:
+        manifest = run_analysis(config)
+    except (ValueError, FileExistsError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
+        if verbose:
+            raise
+        print(f"embedsdg run: error: {err}", file=sys.stderr)
+        return 2
     print(format_summary(manifest))
     print(f"\nWrote {config.output_dir}/ (manifest.json, figures, pool/regions/pairs datasets, reducer, grid).")
     return 0
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.INFO if top.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
         )
-        return _cmd_run(argv[index + 1 :])
+        return _cmd_run(argv[index + 1 :], verbose=top.verbose)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

@@ -1,0 +1,89 @@
+"""The `embedsdg` console script as a user runs it: a real subprocess, real model, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embedsdg_hf.config import PipelineConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _embedsdg(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "embedsdg_hf.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_help_imports_nothing_heavy():
+    code = "import sys, embedsdg_hf.cli as c; c.build_parser(); print(sorted({'torch','datasets','transformers'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "make-pool" in _embedsdg("--help").stdout
+
+
+def test_every_recipe_parses():
+    from trl import TrlParser
+
+    recipes = sorted(REPO.glob("recipes/*/pipeline.yaml"))
+    assert recipes
+    for recipe in recipes:
+        (config,) = TrlParser((PipelineConfig,)).parse_args_and_config(["--config", str(recipe)])
+        assert config.to_dict().keys() >= yaml.safe_load(recipe.read_text()).keys()
+
+
+def test_unknown_recipe_key_and_bad_values_are_named(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("version: 1\nn_pair: 10\n")
+    out = _embedsdg("run", "--config", str(recipe))
+    assert out.returncode == 2 and "n_pair" in out.stderr and "Traceback" not in out.stderr
+    out = _embedsdg("run", "--n_components", "4")
+    assert out.returncode == 2 and "n_components must be 2 or 3" in out.stderr
+
+
+@pytest.mark.slow
+def test_run_writes_a_reproducible_analysis(student, tmp_path):
+    out_dir = tmp_path / "run"
+    args = ["run", "--pool_size", "400", "--n_pairs", "12", "--output_dir", str(out_dir)]
+    done = _embedsdg(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| embed | 400 | 400 |" in done.stdout and "seed pairs" in done.stdout
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["counts"]["pool"] == 400 and manifest["counts"]["pairs"] == 12
+    assert manifest["config"]["seed"] == 0 and manifest["versions"]["datasets"]
+    for name in ("density_histogram.png", "embedding_map.png", "grid.json", "reducer/reducer.json", "pairs.jsonl"):
+        assert (out_dir / name).stat().st_size > 0, name
+    assert (out_dir / "density_histogram.png").read_bytes()[:4] == b"\x89PNG"
+
+    from datasets import load_from_disk
+
+    pairs = load_from_disk(str(out_dir / "pairs"))
+    assert {"seed_a", "seed_b", "interp_coords", "interp_in_region", "seed_input_ids_a"} <= set(pairs.column_names)
+
+    # Same config again: allowed, same pairs. Another config into the same dir: refused, then --overwrite.
+    assert _embedsdg(*args).returncode == 0
+    assert load_from_disk(str(out_dir / "pairs"))["seed_a"] == pairs["seed_a"]
+    refused = _embedsdg("run", "--pool_size", "300", "--output_dir", str(out_dir))
+    assert refused.returncode == 2 and "another config" in refused.stderr and "pool_size" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (
+        _embedsdg(
+            "run", "--pool_size", "300", "--n_pairs", "4", "--output_dir", str(out_dir), "--overwrite", "true"
+        ).returncode
+        == 0
+    )
+
+
+def test_make_pool_writes_jsonl(tmp_path):
+    target = tmp_path / "pool.jsonl"
+    assert _embedsdg("make-pool", "--n", "25", "--output", str(target)).returncode == 0
+    rows = [json.loads(line) for line in target.read_text().splitlines()]
+    assert len(rows) == 25 and rows[0]["answer"].splitlines()[-1].startswith("#### ")
