@@ -31,13 +31,11 @@ def _child(rows: int, batch_size: int, workdir: str) -> None:
     os.environ["HF_DATASETS_CACHE"] = os.path.join(workdir, "cache")
     import datasets
 
-    from embedsdg_hf import add_embeddings, make_word_problems
+    from embedsdg_hf import add_embeddings
     from embedsdg_hf.models import load_input_embeddings, load_tokenizer
 
     datasets.disable_progress_bars()
-    parquet = Path(workdir) / f"pool-{rows}.parquet"
-    if not parquet.exists():
-        make_word_problems(rows, seed=0).to_parquet(str(parquet))
+    parquet = Path(workdir) / f"pool-{rows}.parquet"  # written by the parent: pool generation is not measured
     load_tokenizer("smollm2-135m-instruct")
     load_input_embeddings("smollm2-135m-instruct")
     ds = datasets.load_dataset("parquet", data_files=str(parquet), split="train")
@@ -71,9 +69,12 @@ def main() -> None:
         _child(args.child, args.batch_size, args.workdir)
         return
 
+    from embedsdg_hf import make_word_problems
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-memory-") as workdir:
         for size in args.sizes:
+            make_word_problems(size, seed=0).to_parquet(str(Path(workdir) / f"pool-{size}.parquet"))
             cmd = [
                 sys.executable,
                 __file__,
@@ -88,7 +89,7 @@ def main() -> None:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"add_embeddings peak RSS by pool size (batch_size={args.batch_size}; fresh process each)\n")
     print(
-        "| rows | peak RSS after model load (MB) | peak RSS after embedding (MB) | growth (MB) | embed s "
+        "| rows | peak RSS after model + data load (MB) | peak RSS after embedding (MB) | growth (MB) | embed s "
         "| output on disk (MB) |"
     )
     print("|---:|---:|---:|---:|---:|---:|")

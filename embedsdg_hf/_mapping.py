@@ -61,3 +61,9 @@ def list_matrix(ds, column: str, *, what: str = "dataset") -> np.ndarray:
 def vector_matrix(ds, column: str, *, expected_dim: int | None = None) -> np.ndarray:
     """The ``column`` of fixed-length vectors as a finite float32 (n, K) matrix (clear errors otherwise)."""
     return as_float_matrix(list_matrix(ds, column), column=column, expected_dim=expected_dim)
+
+
+def fixed_size_list(values: np.ndarray) -> pa.Array:
+    """A 2-D array (n, k) as an Arrow fixed-size-list column of width k (no Python objects on the way)."""
+    values = np.asarray(values)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ._mapping import list_matrix, vector_matrix
+from ._mapping import fixed_size_list, list_matrix, vector_matrix
 from ._validation import require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -353,14 +353,11 @@ def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> dataset
     seed_a = np.asarray([c[2][0] for c in chosen], dtype=np.int64)
     seed_b = np.asarray([c[3][0] for c in chosen], dtype=np.int64)
 
-    def fixed(values: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), k)
-
     columns = {
         "pair_id": pa.array(np.arange(len(chosen), dtype=np.int64)),
         "region_id": pa.array(table.region_id[ranks]),
-        "region_lower": fixed(table.lower[ranks]),
-        "region_upper": fixed(table.upper[ranks]),
+        "region_lower": fixed_size_list(table.lower[ranks]),
+        "region_upper": fixed_size_list(table.upper[ranks]),
         "region_count": pa.array(table.count[ranks]),
         "axis": pa.array(np.asarray([c[1] for c in chosen], dtype=np.int64)),
         "seed_a": pa.array(seed_a),
@@ -369,7 +366,7 @@ def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> dataset
         "dist_b": pa.array(np.asarray([c[3][1] for c in chosen], dtype=np.float64)),
         "source_a": pa.array([c[2][2] for c in chosen], pa.string()),
         "source_b": pa.array([c[3][2] for c in chosen], pa.string()),
-        "coords_a": fixed(coords[seed_a]),
-        "coords_b": fixed(coords[seed_b]),
+        "coords_a": fixed_size_list(coords[seed_a]),
+        "coords_b": fixed_size_list(coords[seed_b]),
     }
     return datasets.Dataset.from_dict(columns, features=_pair_features(k))

@@ -26,9 +26,9 @@ def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str 
     counts = np.asarray(window_counts).ravel()
     nonempty = counts[counts > 0]
     plt, fig, ax = _figure()
-    bins = np.arange(0, (nonempty.max() if len(nonempty) else 1) + 2) - 0.5
-    if len(bins) > 80:
-        bins = 80
+    top = int(nonempty.max()) if len(nonempty) else 1
+    width = max(1, -(-top // 150))  # integer-aligned bins: one per count up to 150 distinct values
+    bins = np.arange(0.5, top + width + 0.5, width)
     ax.hist(nonempty, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4)
     ax.axvline(threshold - 0.5, color="#C44E52", linestyle="--", linewidth=1.5)
     n_sparse = int(((counts >= 1) & (counts < threshold)).sum())

@@ -33,7 +33,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ._mapping import map_numpy, vector_matrix
+from ._mapping import fixed_size_list, map_numpy, vector_matrix
 from ._validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -538,15 +538,12 @@ def find_sparse_regions(
     box_lower = np.asarray(grid.lower) + window_index * np.asarray(grid.stride)
     box_upper = box_lower + np.asarray(grid.window)
 
-    def fixed(values: np.ndarray) -> pa.Array:
-        return pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), k)
-
     n = len(selected)
     columns = {
         "region_id": pa.array(np.arange(n, dtype=np.int64)),
-        "window_index": fixed(window_index),
-        "lower": fixed(box_lower),
-        "upper": fixed(box_upper),
+        "window_index": fixed_size_list(window_index),
+        "lower": fixed_size_list(box_lower),
+        "upper": fixed_size_list(box_upper),
         "count": pa.array(counts.ravel()[selected]),
         "members": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(members, pa.int64())),
         "n_populated_neighbors": pa.array(neighbors.ravel()[selected]),
