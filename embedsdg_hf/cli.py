@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -17,7 +18,7 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     from trl import TrlParser
 
     from .config import PipelineConfig
-    from .pipeline import format_summary, run_analysis
+    from .pipeline import format_summary, run_pipeline
 
     parser = TrlParser((PipelineConfig,), prog="embedsdg run", description=_RUN_HELP)
     try:
@@ -26,14 +27,23 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
         print(f"embedsdg run: error: {err}", file=sys.stderr)
         return 2
     try:
-        manifest = run_analysis(config)
+        manifest = run_pipeline(config)
     except (ValueError, FileExistsError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
         if verbose:
             raise
         print(f"embedsdg run: error: {err}", file=sys.stderr)
         return 2
     print(format_summary(manifest))
-    print(f"\nWrote {config.output_dir}/ (manifest.json, figures, pool/regions/pairs datasets, reducer, grid).")
+    if config.push_to_hub:
+        from .hub import push_run_to_hub
+
+        try:
+            url = push_run_to_hub(config.output_dir, config.push_to_hub, private=config.hub_private)
+        except (RuntimeError, ValueError) as err:
+            print(f"embedsdg run: push failed: {err}", file=sys.stderr)
+            return 1
+        print(f"Pushed to {url}")
+    print(f"\nWrote {config.output_dir}/ ({', '.join(sorted(p.name for p in Path(config.output_dir).iterdir()))}).")
     return 0
 
 

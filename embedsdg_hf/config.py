@@ -5,6 +5,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 RECIPE_VERSION = 1
+# Settings that say where results go or how fast they come, not what they are: a run dir may be resumed with
+# different values of these.
+_NOT_RESULTS = (
+    "output_dir",
+    "overwrite",
+    "push_to_hub",
+    "hub_private",
+    "teacher_concurrency",
+    "api_key_env",
+    "decode_batch_size",
+    "teacher_batch_size",
+    "stage",
+)
+
+
+def results_view(config: dict) -> dict:
+    """The settings of a config dict that define its results (not where they go or how fast they come)."""
+    return {k: v for k, v in config.items() if k not in _NOT_RESULTS}
 
 
 @dataclass
@@ -48,9 +66,37 @@ class PipelineConfig:
     n_pairs: int = field(default=32, metadata={"help": "Seed pairs to make, sparsest regions first."})
     max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
     seed: int = field(default=0, metadata={"help": "The run's only source of randomness."})
+    # Decoding through the student (eq. 6)
+    decode_examples: int = field(default=4, metadata={"help": "Few-shot examples in the copy prompt P_d."})
+    decode_max_new_tokens: int | None = field(
+        default=None, metadata={"help": "Decoding budget (default: 1.25x the longest seed of the batch + 16)."}
+    )
+    decode_rescale: bool = field(
+        default=True, metadata={"help": "Feed the averaged sequence at token scale (False: eq. 4 literally)."}
+    )
+    decode_batch_size: int = field(default=32, metadata={"help": "Pairs decoded per generate() call."})
+    # Teacher generation
+    stage: str = field(default="all", metadata={"help": "'all', or 'analysis' to stop before decoding."})
+    method: str = field(default="embedsdg", metadata={"help": "'embedsdg', or 'random' (RandomSDG, same budget)."})
+    teacher: str = field(
+        default="transformers:smollm2-135m-instruct",
+        metadata={"help": "'transformers:<model spec>' or 'openai:<model>@<base_url>[,<base_url>...]'."},
+    )
+    teacher_concurrency: int = field(default=64, metadata={"help": "Requests in flight (HTTP teachers)."})
+    teacher_batch_size: int = field(default=8, metadata={"help": "Batch size of the in-process teacher."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the HTTP API key."})
+    generate_prompt: str | None = field(
+        default=None, metadata={"help": "Prompt template name or .txt path (default: P_g / P_b of the paper)."}
+    )
+    samples_per_item: int = field(default=1, metadata={"help": "Teacher samples per pair (or per random seed)."})
+    temperature: float = field(default=0.7, metadata={"help": "Teacher sampling temperature."})
+    top_p: float = field(default=0.95, metadata={"help": "Teacher nucleus sampling."})
+    max_tokens: int = field(default=512, metadata={"help": "Teacher completion budget per request."})
     # Output
     output_dir: str = field(default="outputs/embedsdg-default", metadata={"help": "Where the run writes."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output dir written by another config."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Push the dataset + card to this Hub repo id."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
     def __post_init__(self):
         if self.version != RECIPE_VERSION:
@@ -64,6 +110,10 @@ class PipelineConfig:
                 raise ValueError(f"threshold must be 'auto' or an integer >= 2, got {self.threshold!r}.") from None
         if self.n_pairs < 1:
             raise ValueError(f"n_pairs must be >= 1, got {self.n_pairs}.")
+        if self.stage not in ("all", "analysis"):
+            raise ValueError(f"stage must be 'all' or 'analysis', got {self.stage!r}.")
+        if self.method not in ("embedsdg", "random"):
+            raise ValueError(f"method must be 'embedsdg' or 'random', got {self.method!r}.")
 
     @property
     def threshold_value(self) -> int | str:
@@ -74,4 +124,4 @@ class PipelineConfig:
 
     def fingerprint_dict(self) -> dict:
         """The settings that define the results (not where they go or whether to overwrite)."""
-        return {k: v for k, v in self.to_dict().items() if k not in ("output_dir", "overwrite")}
+        return results_view(self.to_dict())

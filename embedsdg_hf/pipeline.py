@@ -1,8 +1,10 @@
-"""The analysis pipeline behind ``embedsdg run``: pool -> embed -> reduce -> grid -> regions -> pairs -> interpolate.
+"""The pipeline behind ``embedsdg run``: pool -> embed -> reduce -> regions -> pairs -> interpolate -> decode ->
+generate -> filter (``method="random"``: pool -> sample seeds -> generate -> filter, same budget).
 
-Writes to the output dir: the pool with its embedding/coords columns, the regions and pairs (``save_to_disk`` and
-JSONL), the fitted reducer and grid, the figures, and ``manifest.json`` (config, versions, timings) so the run can
-be reproduced. Generation (decoding and the teacher) is the next stage and is not run here yet.
+Writes to the output dir: the pool with its embedding/coords columns, the regions and pairs, the synthetic dataset
+(``save_to_disk`` + JSONL of every row, and ``train.jsonl`` of the accepted rows), the fitted reducer and grid,
+the figures, the teacher's request cache (so an interrupted run resumes where it stopped) and ``manifest.json``
+(config, versions, timings, counts) so the run can be reproduced.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ._mapping import vector_matrix
-from .config import PipelineConfig
+from .config import PipelineConfig, results_view
 
 logger = logging.getLogger(__name__)
 
@@ -35,34 +37,53 @@ class _Timer:
 
 
 def prepare_output_dir(config: PipelineConfig) -> Path:
-    """Create the output dir; refuse one written by a different config unless ``overwrite``."""
+    """Create the output dir. The same config resumes there; another config is refused unless ``overwrite``."""
     out = Path(config.output_dir)
-    manifest = out / "manifest.json"
+    manifest = out / "run_config.json"
     if manifest.exists():
-        previous = json.loads(manifest.read_text()).get("config", {})
-        previous = {k: v for k, v in previous.items() if k not in ("output_dir", "overwrite")}
-        if previous != config.fingerprint_dict() and not config.overwrite:
-            changed = sorted(
-                k
-                for k in set(previous) | set(config.fingerprint_dict())
-                if previous.get(k) != config.fingerprint_dict().get(k)
-            )
+        previous = results_view(json.loads(manifest.read_text()))
+        current = config.fingerprint_dict()
+        if previous != current and not config.overwrite:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise FileExistsError(
                 f"{str(out)!r} holds a run with another config (differs in: {changed}). "
-                "Pass --overwrite to replace it, or choose another --output_dir."
+                "Pass --overwrite true to replace it, or choose another --output_dir."
             )
     elif out.exists() and any(out.iterdir()) and not config.overwrite:
-        raise FileExistsError(f"{str(out)!r} exists and is not an embedsdg run dir; pass --overwrite or pick another.")
+        raise FileExistsError(
+            f"{str(out)!r} exists and is not an embedsdg run dir; pass --overwrite true or pick another."
+        )
     if config.overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(config.to_dict(), indent=2))
     return out
 
 
-def run_analysis(config: PipelineConfig) -> dict:
-    """Run the analysis half of EmbedSDG and write everything to ``config.output_dir``; return the manifest."""
-    import numpy as np
+def run_pipeline(config: PipelineConfig) -> dict:
+    """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest."""
+    from . import load_seed_pool
 
+    out = prepare_output_dir(config)
+    timer = _Timer()
+    started = time.perf_counter()
+    with timer.step("load seed pool") as rec:
+        pool = load_seed_pool(
+            config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
+        )
+        rec["rows_out"] = len(pool)
+    manifest = {"config": config.to_dict(), "versions": _versions(), "counts": {"pool": len(pool)}, "figures": {}}
+    pairs = None
+    if config.method == "embedsdg":
+        pool, pairs = _analysis(config, pool, out, timer, manifest)
+    if config.stage == "all":
+        _generation(config, pool, pairs, out, timer, manifest)
+    manifest.update({"steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return manifest
+
+
+def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: dict):
     from . import (
         add_coords,
         add_embeddings,
@@ -71,27 +92,17 @@ def run_analysis(config: PipelineConfig) -> dict:
         find_sparse_regions,
         fit_grid,
         fit_reducer,
-        load_seed_pool,
         make_seed_pairs,
         plot_density_histogram,
         plot_embedding_map,
     )
 
-    out = prepare_output_dir(config)
-    timer = _Timer()
-    started = time.perf_counter()
     embed_kwargs = {
         "model": config.student,
         "text_template": config.text_template,
         "weights": config.weights,
         "max_length": config.max_length,
     }
-
-    with timer.step("load seed pool") as rec:
-        pool = load_seed_pool(
-            config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
-        )
-        rec["rows_out"] = len(pool)
     with timer.step("embed", len(pool)) as rec:
         pool = add_embeddings(pool, **embed_kwargs)
         rec["rows_out"] = len(pool)
@@ -119,33 +130,94 @@ def run_analysis(config: PipelineConfig) -> dict:
     with timer.step("interpolate", len(pairs)) as rec:
         pairs = add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
         rec["rows_out"] = len(pairs)
-    with timer.step("write outputs + figures") as rec:
+    if config.stage == "all":
+        from . import add_decoded_text
+
+        with timer.step("decode through the student", len(pairs)) as rec:
+            pairs = add_decoded_text(
+                pairs,
+                pool,
+                model=config.student,
+                text_template=config.text_template,
+                n_examples=config.decode_examples,
+                max_new_tokens=config.decode_max_new_tokens,
+                rescale=config.decode_rescale,
+                seed=config.seed,
+                batch_size=config.decode_batch_size,
+            )
+            rec["rows_out"] = len(pairs)
+    with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
-        figures = {
-            "density": plot_density_histogram(
-                count_windows(pool, grid), grid.threshold, out / "density_histogram.png"
-            ),
-            "map": plot_embedding_map(coords, out / "embedding_map.png", regions=regions, pairs=pairs),
-        }
+        manifest["figures"]["density"] = plot_density_histogram(
+            count_windows(pool, grid), grid.threshold, out / "density_histogram.png"
+        ).name
+        manifest["figures"]["map"] = plot_embedding_map(
+            coords, out / "embedding_map.png", regions=regions, pairs=pairs
+        ).name
         reducer.save(out / "reducer")
         grid.save(out / "grid.json")
         for name, ds in (("pool", pool), ("regions", regions), ("pairs", pairs)):
             ds.save_to_disk(str(out / name))
-            ds.to_json(str(out / f"{name}.jsonl"))
+        regions.to_json(str(out / "regions.jsonl"))
+        pairs.to_json(str(out / "pairs.jsonl"))
+    in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
+    manifest["grid"] = grid.to_dict()
+    manifest["counts"].update({"regions": len(regions), "pairs": len(pairs), "interp_in_region": in_region})
+    return pool, pairs
 
-    in_region = int(np.asarray(pairs["interp_in_region"]).sum()) if len(pairs) else 0
-    manifest = {
-        "config": config.to_dict(),
-        "versions": _versions(),
-        "grid": grid.to_dict(),
-        "counts": {"pool": len(pool), "regions": len(regions), "pairs": len(pairs), "interp_in_region": in_region},
-        "steps": timer.rows,
-        "wall_seconds": round(time.perf_counter() - started, 3),
-        "figures": {k: str(v.name) for k, v in figures.items()},
-        "stage": "analysis",
-    }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
-    return manifest
+
+def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
+    from . import filter_accepted, make_synthetic_dataset, summarize_generation
+    from .teachers import SamplingParams
+
+    question, answer = _template_columns(config.text_template)
+    teacher = _make_teacher(config)
+    n_items = len(pairs) if pairs is not None else config.n_pairs
+    with timer.step(f"generate with the teacher ({config.method})", n_items * config.samples_per_item) as rec:
+        synthetic = make_synthetic_dataset(
+            pool,
+            pairs,
+            teacher=teacher,
+            method=config.method,
+            n_samples=None if pairs is not None else config.n_pairs,
+            samples_per_item=config.samples_per_item,
+            prompt=config.generate_prompt,
+            sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens),
+            seed=config.seed,
+            cache_dir=out / "cache",
+            question_column=question,
+            answer_column=answer,
+        )
+        rec["rows_out"] = len(synthetic)
+    with timer.step("filter rejects", len(synthetic)) as rec:
+        accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
+        rec["rows_out"] = len(accepted)
+    synthetic.save_to_disk(str(out / "synthetic"))
+    synthetic.to_json(str(out / "synthetic.jsonl"))
+    accepted.to_json(str(out / "train.jsonl"))
+    manifest["generation"] = summarize_generation(synthetic)
+    manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
+
+
+def _template_columns(template: str) -> tuple[str, str]:
+    """The question/answer columns of a two-field template like ``{question}\\n{answer}`` (or ``{query}...``)."""
+    from ._validation import template_fields
+
+    fields = template_fields(template)
+    if len(fields) != 2:
+        raise ValueError(
+            f"text_template {template!r} must name exactly two columns (input, output) for generation, e.g. "
+            "'{question}\\n{answer}'."
+        )
+    return fields[0], fields[1]
+
+
+def _make_teacher(config: PipelineConfig):
+    from .teachers import load_teacher
+
+    if config.teacher.startswith("openai:"):
+        return load_teacher(config.teacher, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
+    return load_teacher(config.teacher, batch_size=config.teacher_batch_size)
 
 
 def _versions() -> dict:
@@ -172,17 +244,27 @@ def _versions() -> dict:
 
 
 def format_summary(manifest: dict) -> str:
-    """The end-of-run table: rows in/out and wall time per step, then the counts."""
+    """The end-of-run table: rows in/out and wall time per step, then counts, rejects by reason and tokens."""
     lines = ["| step | rows in | rows out | seconds |", "|---|---:|---:|---:|"]
     for row in manifest["steps"]:
         rows_in = "" if row["rows_in"] is None else row["rows_in"]
         rows_out = "" if row["rows_out"] is None else row["rows_out"]
         lines.append(f"| {row['step']} | {rows_in} | {rows_out} | {row['seconds']:.2f} |")
-    counts = manifest["counts"]
     lines.append(f"| **total** | | | {manifest['wall_seconds']:.2f} |")
+    counts = manifest["counts"]
     lines.append("")
-    lines.append(
-        f"{counts['regions']} sparse regions (T={manifest['grid']['threshold']}), {counts['pairs']} seed pairs, "
-        f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
-    )
+    if "regions" in counts:
+        lines.append(
+            f"{counts['regions']} sparse regions (T={manifest['grid']['threshold']}), {counts['pairs']} seed pairs, "
+            f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
+        )
+    gen = manifest.get("generation")
+    if gen:
+        rejects = ", ".join(f"{k}: {v}" for k, v in sorted(gen["rejects_by_reason"].items())) or "none"
+        rate = 100 * gen["accepted"] / max(gen["rows"], 1)
+        lines.append(
+            f"{gen['accepted']}/{gen['rows']} generated examples accepted ({rate:.0f}% parse rate); "
+            f"rejects: {rejects}; {gen['from_cache']} from the request cache."
+        )
+        lines.append(f"teacher tokens: {gen['prompt_tokens']:,} prompt + {gen['completion_tokens']:,} completion.")
     return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""Decoding through the student from inputs_embeds (eq. 6): the splice is exact, padding is harmless."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from embedsdg_hf import add_coords, add_decoded_text, add_embeddings, add_interpolations, fit_reducer
+from embedsdg_hf.decode import build_copy_prompt, generate_from_embeddings
+from embedsdg_hf.models import load_input_embeddings, load_student, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def pool(gsm8k_rows):
+    return Dataset.from_list(gsm8k_rows[:40])
+
+
+def _input_ids_path(student, ids_list, max_new_tokens):
+    model, tokenizer = load_student(student)
+    texts = []
+    for ids in ids_list:  # one at a time: no padding at all on this path
+        out = model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[0, len(ids) :].tolist()
+        eos = [i for i, t in enumerate(new) if t == tokenizer.eos_token_id]
+        texts.append(tokenizer.decode(new[: eos[0]] if eos else new, skip_special_tokens=True).strip())
+    return texts
+
+
+def test_splicing_a_seeds_own_embeddings_matches_the_input_ids_path(student, pool):
+    tokenizer = load_tokenizer(student)
+    examples = [pool[i]["question"] for i in range(4)]
+    before, after = build_copy_prompt(student, examples)
+    seeds = [pool[i]["question"] for i in (10, 11, 12)]  # different lengths: the batch is left-padded
+    full = [before + tokenizer(s, add_special_tokens=False)["input_ids"] + after for s in seeds]
+    assert len({len(ids) for ids in full}) == 3
+    matrix = load_input_embeddings(student)
+    spliced, finish = generate_from_embeddings(student, [matrix[torch.tensor(ids)] for ids in full], max_new_tokens=24)
+    assert spliced == _input_ids_path(student, full, 24)
+    assert all(text for text in spliced) and set(finish) <= {"stop", "length"}
+
+
+def test_copy_prompt_uses_the_chat_template_and_listing_1(student):
+    tokenizer = load_tokenizer(student)
+    before, after = build_copy_prompt(student, ["A", "B", "C", "D"])
+    text_before, text_after = tokenizer.decode(before), tokenizer.decode(after)
+    assert text_before.startswith("<|im_start|>") and "Input: D\nOutput: D" in text_before
+    assert text_before.rstrip().endswith("Input:")
+    assert text_after.startswith("\nOutput:") and text_after.rstrip().endswith("<|im_start|>assistant")
+
+
+@pytest.fixture(scope="module")
+def pairs(student, pool):
+    embedded = add_embeddings(pool, model=student)
+    reducer = fit_reducer(embedded, n_components=2, seed=0)
+    embedded = add_coords(embedded, reducer)
+    coords = np.asarray(embedded["coords"], dtype=np.float64)
+    seeds = [(0, 1), (2, 3), (4, 5)]
+    raw = Dataset.from_dict(
+        {
+            "seed_a": [a for a, _ in seeds],
+            "seed_b": [b for _, b in seeds],
+            "region_lower": [np.minimum(coords[a], coords[b]).tolist() for a, b in seeds],
+            "region_upper": [np.maximum(coords[a], coords[b]).tolist() for a, b in seeds],
+        }
+    )
+    return add_interpolations(raw, pool, model=student, reducer=reducer)
+
+
+def test_add_decoded_text_on_real_pairs(student, pool, pairs):
+    out = add_decoded_text(pairs, pool, model=student, max_new_tokens=24)
+    assert out.column_names[: len(pairs.column_names)] == pairs.column_names
+    assert all(isinstance(t, str) and t for t in out["decoded_text"])
+    assert set(out["decoded_finish_reason"]) <= {"stop", "length"}
+    literal = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, rescale=False)
+    assert literal._fingerprint != out._fingerprint
+
+
+def test_bad_input(student, pool, pairs):
+    with pytest.raises(ValueError, match=r"run add_interpolations first\) has no column 'seed_input_ids_a'"):
+        add_decoded_text(pairs.remove_columns("seed_input_ids_a"), pool, model=student)
+    with pytest.raises(ValueError, match=r"n_examples must be in \[0, 40\]"):
+        add_decoded_text(pairs, pool, model=student, n_examples=41)
+    with pytest.raises(ValueError, match="names column 'query'"):
+        add_decoded_text(pairs, pool, model=student, text_template="{query}")
