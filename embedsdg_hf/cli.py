@@ -14,17 +14,26 @@ built-in word-problem pool). Any recipe key can be overridden as a flag, e.g. --
 Run `embedsdg run --config recipes/gsm8k-cpu/pipeline.yaml` for a recipe."""
 
 
-def _cmd_run(rest: list[str], verbose: bool = False) -> int:
+def _parse_config(command: str, rest: list[str], description: str):
+    """The recipe from ``--config`` + flag overrides, or None after printing why it is invalid."""
     from trl import TrlParser
 
     from .config import PipelineConfig
-    from .pipeline import format_summary, run_pipeline
 
-    parser = TrlParser((PipelineConfig,), prog="embedsdg run", description=_RUN_HELP)
+    parser = TrlParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
     try:
         (config,) = parser.parse_args_and_config(rest)
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__
-        print(f"embedsdg run: error: {err}", file=sys.stderr)
+        print(f"embedsdg {command}: error: {err}", file=sys.stderr)
+        return None
+    return config
+
+
+def _cmd_run(rest: list[str], verbose: bool = False) -> int:
+    from .pipeline import format_summary, run_pipeline
+
+    config = _parse_config("run", rest, _RUN_HELP)
+    if config is None:
         return 2
     try:
         manifest = run_pipeline(config)
@@ -45,6 +54,17 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
         print(f"Pushed to {url}")
     print(f"\nWrote {config.output_dir}/ ({', '.join(sorted(p.name for p in Path(config.output_dir).iterdir()))}).")
     return 0
+
+
+def _cmd_validate(rest: list[str]) -> int:
+    from .validate import format_checks, validate_config
+
+    config = _parse_config("validate", rest, "Check a recipe without generating anything.")
+    if config is None:
+        return 2
+    checks = validate_config(config)
+    print(format_checks(checks))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def _cmd_make_pool(args: argparse.Namespace) -> int:
@@ -70,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser(
+        "validate",
+        help="Check a recipe (columns, templates, student, teacher reachable) without generating.",
+        add_help=False,
+    )
+    sub.add_parser(
         "run", help="Run the pipeline (recipe via --config; `embedsdg run --help` lists every key).", add_help=False
     )
     pool = sub.add_parser("make-pool", help="Write the built-in word-problem seed pool as JSONL.")
@@ -85,12 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `run` hands everything after it to TrlParser (recipe keys as flags, --config, its own --help).
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command == "run":
-        index = argv.index("run")
+    if command in ("run", "validate"):
+        index = argv.index(command)
         top = parser.parse_args(argv[:index])
         logging.basicConfig(
             level=logging.INFO if top.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
         )
+        if command == "validate":
+            return _cmd_validate(argv[index + 1 :])
         return _cmd_run(argv[index + 1 :], verbose=top.verbose)
     args = parser.parse_args(argv)
     logging.basicConfig(

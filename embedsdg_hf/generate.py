@@ -48,13 +48,13 @@ from .teachers.base import SamplingParams, Teacher, TeacherError, TeacherRequest
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FEATURES", "METHODS", "filter_accepted", "make_synthetic_dataset", "summarize_generation"]
+__all__ = ["FEATURES", "METHODS", "filter_accepted", "make_synthetic_dataset", "request_seed", "summarize_generation"]
 
 METHODS = ("embedsdg", "random")
 PAIR_COLUMNS = ("seed_a", "seed_b", "decoded_text")
 CACHE_FILE = "requests.jsonl"
 DEFAULT_SAMPLING = SamplingParams()
-_PROMPTS = {
+METHOD_PROMPTS = {
     "embedsdg": ("generate_embedsdg_v1", ("q1", "a1", "q2", "a2", "interpolated_decoded_text")),
     "random": ("generate_random_v1", ("q1", "a1")),
 }
@@ -273,7 +273,7 @@ def _check_arguments(teacher: Any, method: str, samples_per_item: int, seed: int
 
 
 def _resolve_prompt(prompt: str | os.PathLike | PromptTemplate | None, method: str) -> PromptTemplate:
-    default, fields = _PROMPTS[method]
+    default, fields = METHOD_PROMPTS[method]
     template = prompt if isinstance(prompt, PromptTemplate) else load_prompt(default if prompt is None else prompt)
     template.validate(fields, purpose=f"method={method!r}")
     return template
@@ -445,6 +445,14 @@ def _run_jobs(
     return [result or (TeacherResponse(text=None, error=_NO_RESULT), False) for result in results]
 
 
+def _training_answer(parsed: ParsedExample) -> str:
+    """The assistant turn for SFT: the solution ending in GSM8K's ``#### N`` line, so trained students emit it."""
+    last = parsed.answer.rstrip().splitlines()[-1] if parsed.answer.strip() else ""
+    if last.lstrip().startswith("####") or not parsed.final_answer:
+        return parsed.answer
+    return f"{parsed.answer.rstrip()}\n#### {parsed.final_answer}"
+
+
 def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run) -> dict[str, Any]:
     if response.ok:
         raw = run.prefill + response.text if response.prefill_applied else response.text
@@ -452,7 +460,7 @@ def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run) -> d
     else:
         raw, parsed = response.text or "", ParsedExample(reject_reason=TEACHER_ERROR)
     messages = (
-        [{"role": "user", "content": parsed.question}, {"role": "assistant", "content": parsed.answer}]
+        [{"role": "user", "content": parsed.question}, {"role": "assistant", "content": _training_answer(parsed)}]
         if parsed.accepted
         else []
     )

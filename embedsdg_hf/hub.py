@@ -156,7 +156,9 @@ def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = Fal
             repo_id=repo_id,
             repo_type="dataset",
         )
-    except OSError as err:  # requests/httpx connection errors are OSErrors
-        raise RuntimeError(f"Could not push to {repo_id!r} at {constants.ENDPOINT}: {err}") from err
+    except Exception as err:  # network/auth errors come from several HTTP stacks; re-raised with the endpoint
+        raise RuntimeError(
+            f"Could not push to {repo_id!r} at {constants.ENDPOINT}: {type(err).__name__}: {err}"
+        ) from err
     logger.info("Pushed %d rows to %s", len(train), url)
     return str(url)

@@ -8,7 +8,8 @@ the first one is taken (not a reject). A response that cannot be used keeps a re
 (:data:`REJECT_REASONS`):
 
 - ``empty_response``: no text (or only whitespace);
-- ``truncated``: the teacher stopped on its token limit (``finish_reason="length"``) inside the first example;
+- ``truncated``: the teacher stopped on its token limit (``finish_reason="length"``) inside the first example
+  (an answer whose ``#### N`` line was finished is complete: the answer ends there, what follows is dropped);
 - ``missing_question``: no ``### Question`` section, or an empty one;
 - ``missing_answer``: no ``### Answer`` section, or an empty one;
 - ``missing_final_answer``: neither a final-answer section nor a ``#### N`` line in the answer;
@@ -70,10 +71,10 @@ def parse_generation(text: str | None, *, finish_reason: str | None = None) -> P
         return ParsedExample(reject_reason=EMPTY_RESPONSE)
     sections, complete = _first_example(text)
     question = sections.get("question", "")
-    answer = sections.get("answer", "")
+    answer, closed = _close_at_gsm8k_line(sections.get("answer", ""))
     final_answer = _final_answer(sections.get("final", ""), answer)
     reason = None
-    if finish_reason == "length" and not complete:
+    if finish_reason == "length" and not (complete or closed):
         reason = TRUNCATED
     elif not question:
         reason = MISSING_QUESTION
@@ -113,6 +114,15 @@ def _first_example(text: str) -> tuple[dict[str, str], bool]:
             return found, True  # the second example starts here
         found.setdefault(kind, body)
     return found, False
+
+
+def _close_at_gsm8k_line(answer: str) -> tuple[str, bool]:
+    """Cut the answer after its first ``#### N`` line (a GSM8K solution ends there; small teachers often ramble on).
+    Returns the answer and whether that line was finished (text followed it), i.e. the example is complete."""
+    match = _GSM8K_FINAL.search(answer)
+    if match is None:
+        return answer, False
+    return answer[: match.end()].strip(), bool(answer[match.end() :].strip())
 
 
 def _final_answer(section: str, answer: str) -> str:

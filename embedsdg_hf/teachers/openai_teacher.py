@@ -11,9 +11,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
+import math
 import os
 import queue
 import random
@@ -37,6 +39,8 @@ logger = logging.getLogger(__name__)
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 #: Body keys the teacher sets itself; ``extra_body`` may not override them.
 RESERVED_KEYS = frozenset({"model", "messages", "temperature", "top_p", "max_tokens", "seed"})
+#: Connections per HTTP client; more concurrency uses several clients (see ``OpenAITeacher._run``).
+POOL_SIZE = 16
 
 OnResult = Callable[[int, TeacherResponse], None]
 
@@ -91,11 +95,12 @@ class _Retry:
 
 
 class _Run:
-    """State of one ``generate`` call: the HTTP client, the endpoints' load, and the dispatch loop."""
+    """State of one ``generate`` call: the HTTP clients, the endpoints' load, and the dispatch loop."""
 
-    def __init__(self, teacher: OpenAITeacher, client: httpx.AsyncClient):
+    def __init__(self, teacher: OpenAITeacher, clients: list[httpx.AsyncClient]):
         self.teacher = teacher
-        self.client = client
+        self.clients = clients
+        self.client_load = [0] * len(clients)
         self.endpoints = [_Endpoint(url, url + "/chat/completions") for url in teacher.base_urls]
         self._picks = 0
 
@@ -171,9 +176,12 @@ class _Run:
         return TeacherResponse(text=None, model=teacher.model, error=failures[-1].message, attempts=len(failures))
 
     async def _attempt(self, endpoint: _Endpoint, payload: bytes) -> TeacherResponse | _Retry:
+        # The least-loaded client always has a free connection: fewer than max_concurrency requests are in flight.
+        shard = min(range(len(self.clients)), key=self.client_load.__getitem__)
+        self.client_load[shard] += 1
         endpoint.in_flight += 1
         try:
-            response = await self.client.post(endpoint.chat_url, content=payload)
+            response = await self.clients[shard].post(endpoint.chat_url, content=payload)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             endpoint.connect_failures += 1
             return _Retry(f"{_describe(exc)} ({endpoint.base_url})", connect_failure=True)
@@ -181,15 +189,26 @@ class _Run:
             return _Retry(f"{_describe(exc)} ({endpoint.base_url})")
         finally:
             endpoint.in_flight -= 1
+            self.client_load[shard] -= 1
         endpoint.connect_failures = 0
         return self.teacher._interpret(endpoint, response)
 
 
 def _describe(exc: BaseException) -> str:
-    detail = str(exc).strip()
+    """A short reason for a transport failure, e.g. ``connection refused`` or ``timed out (ReadTimeout)``."""
+    chain, cause = [], exc
+    while cause is not None and len(chain) < 8:
+        chain.append(cause)
+        chain.extend(getattr(cause, "exceptions", ()))  # anyio raises an ExceptionGroup for several addresses
+        cause = cause.__cause__
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return "connection refused"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"timed out ({type(exc).__name__})"
     kind = {httpx.ConnectError: "connection failed", httpx.RemoteProtocolError: "connection dropped"}.get(
         type(exc), type(exc).__name__
     )
+    detail = str(chain[-1]).strip()
     return f"{kind}: {detail}" if detail else kind
 
 
@@ -252,9 +271,7 @@ class OpenAITeacher:
         extra_body = dict(extra_body or {})
         clashes = sorted(RESERVED_KEYS & extra_body.keys())
         if clashes:
-            raise ValueError(
-                f"extra_body may not set {clashes}: they come from TeacherRequest / the model argument."
-            )
+            raise ValueError(f"extra_body may not set {clashes}: they come from TeacherRequest / the model argument.")
         self.model = model
         self.base_urls = [url.rstrip("/") for url in urls]
         self.api_key_env = api_key_env
@@ -326,9 +343,19 @@ class OpenAITeacher:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
-        limits = httpx.Limits(max_connections=self.max_concurrency, max_keepalive_connections=self.max_concurrency)
-        async with httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(self.timeout)) as client:
-            await _Run(self, client).dispatch(requests, on_result)
+        # httpcore scans its whole pool (a poll() per connection) for every request, so a 64-connection pool costs
+        # twice the CPU per request of a 16-connection one: keep-alive pools of <= POOL_SIZE, used least-loaded.
+        n_clients = math.ceil(self.max_concurrency / POOL_SIZE)
+        size = math.ceil(self.max_concurrency / n_clients)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(self.timeout))
+                )
+                for _ in range(n_clients)
+            ]
+            await _Run(self, clients).dispatch(requests, on_result)
 
     def _run_in_thread(self, requests: Sequence[TeacherRequest], on_result: OnResult) -> None:
         """Run the event loop in a worker thread, relaying results to this thread through a queue."""

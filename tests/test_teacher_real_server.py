@@ -1,0 +1,73 @@
+"""OpenAITeacher against a real ``transformers serve`` (CPU, SmolLM2-135M-Instruct) on 127.0.0.1.
+
+What model name the server wants: ``transformers serve <folder>`` pins the server to that model, and a request's
+``model`` must then be the folder path *exactly as given on the command line* (or be omitted); any other name gets
+HTTP 400 "Server is pinned to '<folder>'". Responses report it as ``"<folder>@main"``. ``GET /v1/models`` lists
+the Hugging Face hub cache only (it answers 500 when that cache does not exist), so readiness is ``GET /health``.
+
+The server starts in ~6 s here and the module takes ~20 s on 2 idle CPU cores.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _servers import start_transformers_serve, stop_transformers_serve
+
+from embedsdg_hf.teachers import OpenAITeacher, SamplingParams, TeacherRequest, TeacherResponse, TransformersTeacher
+
+pytestmark = pytest.mark.slow
+
+GREEDY = SamplingParams(temperature=0, top_p=1.0, max_tokens=16)
+QUESTIONS = ["What is 2 + 3?", "Name a colour.", "Write a haiku about the sea."]
+
+
+@pytest.fixture(scope="module")
+def serve(student):
+    from embedsdg_hf.models import resolve_model
+
+    proc = start_transformers_serve(resolve_model(student), timeout=120)
+    try:
+        yield proc
+    finally:
+        stop_transformers_serve(proc)
+
+
+def requests() -> list[TeacherRequest]:
+    return [TeacherRequest(({"role": "user", "content": q},), GREEDY, seed=i) for i, q in enumerate(QUESTIONS)]
+
+
+def generate(teacher, batch) -> dict[int, TeacherResponse]:
+    results: dict[int, TeacherResponse] = {}
+    teacher.generate(batch, results.__setitem__, progress=False)
+    return results
+
+
+def test_chat_requests_through_openai_teacher(serve):
+    teacher = OpenAITeacher(serve.model, serve.base_url, max_concurrency=3, timeout=60.0)
+    results = generate(teacher, requests())
+    assert sorted(results) == [0, 1, 2]
+    for response in results.values():
+        assert response.ok and response.text.strip(), response
+        assert response.finish_reason in ("stop", "length")
+        assert response.prompt_tokens > 0 and 0 < response.completion_tokens <= GREEDY.max_tokens
+        assert response.model == f"{serve.model}@main"
+    usage = teacher.usage
+    assert usage["requests"] == 3 and usage["failures"] == 0
+    assert usage["prompt_tokens"] == sum(r.prompt_tokens for r in results.values())
+    assert usage["completion_tokens"] == sum(r.completion_tokens for r in results.values())
+    assert teacher.identity() == {"backend": "openai", "model": serve.model}
+
+
+def test_server_matches_the_in_process_teacher(serve, student):
+    """Same chat template and greedy decoding: the HTTP teacher and the in-process teacher agree."""
+    over_http = generate(OpenAITeacher(serve.model, serve.base_url, timeout=60.0), requests()[:1])
+    in_process = generate(TransformersTeacher(student, batch_size=1), requests()[:1])
+    assert over_http[0].text == in_process[0].text
+    assert over_http[0].prompt_tokens == in_process[0].prompt_tokens
+
+
+def test_wrong_model_name_is_a_request_error(serve):
+    teacher = OpenAITeacher("smollm2-135m-instruct", serve.base_url, timeout=60.0)
+    results = generate(teacher, requests()[:1])
+    assert results[0].error.startswith(f"HTTP 400 from {serve.base_url}") and "pinned" in results[0].error
+    assert results[0].attempts == 1
