@@ -63,7 +63,7 @@ class PipelineConfig:
         default=0.5, metadata={"help": "Share of surrounding windows that must be non-empty (0 disables)."}
     )
     # Pairs
-    n_pairs: int = field(default=32, metadata={"help": "Seed pairs to make, sparsest regions first."})
+    n_pairs: int = field(default=24, metadata={"help": "Seed pairs to make, sparsest regions first."})
     max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
     seed: int = field(default=0, metadata={"help": "The run's only source of randomness."})
     # Decoding through the student (eq. 6)
@@ -91,7 +91,7 @@ class PipelineConfig:
     samples_per_item: int = field(default=1, metadata={"help": "Teacher samples per pair (or per random seed)."})
     temperature: float = field(default=0.7, metadata={"help": "Teacher sampling temperature."})
     top_p: float = field(default=0.95, metadata={"help": "Teacher nucleus sampling."})
-    max_tokens: int = field(default=512, metadata={"help": "Teacher completion budget per request."})
+    max_tokens: int = field(default=320, metadata={"help": "Teacher completion budget per request."})
     # Output
     output_dir: str = field(default="outputs/embedsdg-default", metadata={"help": "Where the run writes."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output dir written by another config."})

@@ -82,17 +82,20 @@ def _check_teacher(config: PipelineConfig) -> str:
 
     teacher = load_teacher(config.teacher)
     if config.teacher.startswith("transformers:"):
-        return resolve_model(config.teacher.split(":", 1)[1])
+        return f"in-process transformers, {resolve_model(config.teacher.split(':', 1)[1])}"
     import os
 
-    import httpx
+    from .teachers.openai_teacher import httpx  # httpx, or httpx2 where only that distribution is installed
 
     headers = {}
     if os.environ.get(config.api_key_env):
         headers["Authorization"] = f"Bearer {os.environ[config.api_key_env]}"
     answered = []
     for base in teacher.base_urls:
-        response = httpx.get(f"{base.rstrip('/')}/models", headers=headers, timeout=10.0)
+        try:
+            response = httpx.get(f"{base.rstrip('/')}/models", headers=headers, timeout=10.0)
+        except httpx.HTTPError as err:
+            raise ConnectionError(f"{base}/models did not answer: {type(err).__name__}: {err}") from None
         if response.status_code in (401, 403):
             raise PermissionError(
                 f"{base} rejected the API key from ${config.api_key_env} (HTTP {response.status_code})."

@@ -41,6 +41,15 @@ def test_every_recipe_parses():
         assert config.to_dict().keys() >= yaml.safe_load(recipe.read_text()).keys()
 
 
+def test_default_recipe_is_what_run_does_without_a_config():
+    from trl import TrlParser
+
+    (config,) = TrlParser((PipelineConfig,)).parse_args_and_config(
+        ["--config", str(REPO / "recipes/default/pipeline.yaml")]
+    )
+    assert config == PipelineConfig()
+
+
 def test_unknown_recipe_key_and_bad_values_are_named(tmp_path):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text("version: 1\nn_pair: 10\n")
@@ -53,7 +62,7 @@ def test_unknown_recipe_key_and_bad_values_are_named(tmp_path):
 @pytest.mark.slow
 def test_run_writes_a_reproducible_analysis(student, tmp_path):
     out_dir = tmp_path / "run"
-    args = ["run", "--pool_size", "400", "--n_pairs", "12", "--output_dir", str(out_dir)]
+    args = ["run", "--stage", "analysis", "--pool_size", "400", "--n_pairs", "12", "--output_dir", str(out_dir)]
     done = _embedsdg(*args)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "| embed | 400 | 400 |" in done.stdout and "seed pairs" in done.stdout
@@ -72,15 +81,11 @@ def test_run_writes_a_reproducible_analysis(student, tmp_path):
     # Same config again: allowed, same pairs. Another config into the same dir: refused, then --overwrite.
     assert _embedsdg(*args).returncode == 0
     assert load_from_disk(str(out_dir / "pairs"))["seed_a"] == pairs["seed_a"]
-    refused = _embedsdg("run", "--pool_size", "300", "--output_dir", str(out_dir))
+    refused = _embedsdg("run", "--stage", "analysis", "--pool_size", "300", "--output_dir", str(out_dir))
     assert refused.returncode == 2 and "another config" in refused.stderr and "pool_size" in refused.stderr
     assert "Traceback" not in refused.stderr
-    assert (
-        _embedsdg(
-            "run", "--pool_size", "300", "--n_pairs", "4", "--output_dir", str(out_dir), "--overwrite", "true"
-        ).returncode
-        == 0
-    )
+    overwrite = ["--pool_size", "300", "--n_pairs", "4", "--output_dir", str(out_dir), "--overwrite", "true"]
+    assert _embedsdg("run", "--stage", "analysis", *overwrite).returncode == 0
 
 
 def test_make_pool_writes_jsonl(tmp_path):
@@ -88,3 +93,56 @@ def test_make_pool_writes_jsonl(tmp_path):
     assert _embedsdg("make-pool", "--n", "25", "--output", str(target)).returncode == 0
     rows = [json.loads(line) for line in target.read_text().splitlines()]
     assert len(rows) == 25 and rows[0]["answer"].splitlines()[-1].startswith("#### ")
+
+
+TINY = [
+    "--pool_size",
+    "150",
+    "--n_pairs",
+    "3",
+    "--decode_max_new_tokens",
+    "32",
+    "--max_tokens",
+    "96",
+    "--teacher_batch_size",
+    "4",
+]
+
+
+@pytest.mark.slow
+def test_run_end_to_end_with_the_built_in_teacher_then_resume_and_random(student, tmp_path):
+    out_dir = tmp_path / "e2e"
+    done = _embedsdg("run", *TINY, "--output_dir", str(out_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "| decode through the student | 3 | 3 |" in done.stdout
+    assert "| generate with the teacher (embedsdg) | 3 | 3 |" in done.stdout and "parse rate" in done.stdout
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    gen = manifest["generation"]
+    assert gen["rows"] == 3 and gen["accepted"] + sum(gen["rejects_by_reason"].values()) == 3
+    assert gen["completion_tokens"] > 0 and gen["from_cache"] == 0
+    from datasets import load_from_disk
+
+    synthetic = load_from_disk(str(out_dir / "synthetic"))
+    assert set(synthetic["method"]) == {"embedsdg"} and all(synthetic["decoded_text"])
+    assert len((out_dir / "train.jsonl").read_text().splitlines()) == gen["accepted"]
+
+    again = _embedsdg("run", *TINY, "--output_dir", str(out_dir))  # the same command: everything from the cache
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads((out_dir / "manifest.json").read_text())["generation"]["from_cache"] == 3
+    assert load_from_disk(str(out_dir / "synthetic"))["raw_response"] == synthetic["raw_response"]
+
+    random_dir = tmp_path / "random"
+    baseline = _embedsdg("run", *TINY, "--method", "random", "--output_dir", str(random_dir))
+    assert baseline.returncode == 0, baseline.stderr[-3000:]
+    rows = load_from_disk(str(random_dir / "synthetic"))
+    assert len(rows) == 3 and set(rows["method"]) == {"random"} and set(rows["seed_b"]) == {-1}
+
+
+def test_validate_reports_each_check(student, tmp_path):
+    ok = _embedsdg("validate", "--pool_size", "20")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "[ok] seed pool + text template" in ok.stdout and "[ok] teacher reachable" in ok.stdout
+    bad = _embedsdg("validate", "--teacher", "openai:some-model@http://127.0.0.1:9/v1", "--text_template", "{q}")
+    assert bad.returncode == 1
+    assert "[FAIL] seed pool + text template" in bad.stdout and "'{q}'" in bad.stdout
+    assert "[FAIL] teacher reachable" in bad.stdout and "127.0.0.1:9" in bad.stdout
