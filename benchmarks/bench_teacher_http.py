@@ -167,7 +167,13 @@ def bench_serve(
                     print(f"warning: {len(failed)} requests failed, e.g. {failed[0]}", file=sys.stderr)
                 tokens = sum(r.completion_tokens for r in responses)
                 runs[concurrency].append(
-                    {"wall_s": wall, "completion_tokens": tokens, "tokens_per_s": tokens / wall, "failed": len(failed)}
+                    {
+                        "wall_s": wall,
+                        "completion_tokens": tokens,
+                        "tokens_per_s": tokens / wall,
+                        "failed": len(failed),
+                        "load_average_1min": os.getloadavg()[0],  # other work on the machine skews CPU timings
+                    }
                 )
     finally:
         stop_transformers_serve(proc)

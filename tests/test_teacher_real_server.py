@@ -5,7 +5,7 @@ What model name the server wants: ``transformers serve <folder>`` pins the serve
 HTTP 400 "Server is pinned to '<folder>'". Responses report it as ``"<folder>@main"``. ``GET /v1/models`` lists
 the Hugging Face hub cache only (it answers 500 when that cache does not exist), so readiness is ``GET /health``.
 
-The server starts in ~6 s here and the module takes ~20 s on 2 idle CPU cores.
+The server starts in ~5-7 s here; the module takes ~15-35 s on 2 CPU cores (~60 s when they are fully loaded).
 """
 
 from __future__ import annotations

@@ -83,6 +83,7 @@ class _Endpoint:
     in_flight: int = 0
     last_pick: int = -1
     connect_failures: int = 0  # consecutive; a server that answers anything resets it
+    down_until: float = 0.0  # after a failed connect, other endpoints are preferred until then (monotonic time)
 
 
 @dataclass
@@ -105,11 +106,12 @@ class _Run:
         self._picks = 0
 
     def pick(self, avoid: _Endpoint | None = None) -> _Endpoint:
-        """Least in-flight endpoint, preferring ones that connect and (for a retry) not the one that just failed;
-        ties go round-robin."""
+        """Least in-flight endpoint, preferring ones not recently refusing connections and (for a retry) not the one
+        that just failed; ties go round-robin."""
+        now = time.monotonic()
         endpoint = min(
             self.endpoints,
-            key=lambda e: (e.connect_failures > 0, e is avoid, e.in_flight, e.last_pick),
+            key=lambda e: (e.down_until > now, e is avoid, e.in_flight, e.last_pick),
         )
         endpoint.last_pick = self._picks
         self._picks += 1
@@ -184,13 +186,15 @@ class _Run:
             response = await self.clients[shard].post(endpoint.chat_url, content=payload)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             endpoint.connect_failures += 1
+            cool_down = min(max(self.teacher.backoff_base, 0.1) * 2 ** (endpoint.connect_failures - 1), 30.0)
+            endpoint.down_until = time.monotonic() + cool_down
             return _Retry(f"{_describe(exc)} ({endpoint.base_url})", connect_failure=True)
         except httpx.TransportError as exc:  # timeouts, dropped connections, protocol errors
             return _Retry(f"{_describe(exc)} ({endpoint.base_url})")
         finally:
             endpoint.in_flight -= 1
             self.client_load[shard] -= 1
-        endpoint.connect_failures = 0
+        endpoint.connect_failures, endpoint.down_until = 0, 0.0
         return self.teacher._interpret(endpoint, response)
 
 
