@@ -35,6 +35,8 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
+    from .teachers import TeacherError
+
     try:
         manifest = run_pipeline(config)
     except (ValueError, FileExistsError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
@@ -42,6 +44,15 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
             raise
         print(f"embedsdg run: error: {err}", file=sys.stderr)
         return 2
+    except TeacherError as err:  # finished requests are in the cache: the same command resumes
+        if verbose:
+            raise
+        print(
+            f"embedsdg run: teacher failed: {err}\nFinished requests are saved in {config.output_dir}/cache; "
+            "rerun the same command to resume.",
+            file=sys.stderr,
+        )
+        return 3
     print(format_summary(manifest))
     if config.push_to_hub:
         from .hub import push_run_to_hub

@@ -71,3 +71,38 @@ def test_wrong_model_name_is_a_request_error(serve):
     results = generate(teacher, requests()[:1])
     assert results[0].error.startswith(f"HTTP 400 from {serve.base_url}") and "pinned" in results[0].error
     assert results[0].attempts == 1
+
+
+def test_generation_and_validate_through_the_real_server(serve, student, tmp_path):
+    """The whole generation step against the real server: make_synthetic_dataset, then `embedsdg validate`."""
+    import subprocess
+    import sys
+
+    from embedsdg_hf import filter_accepted, load_teacher, make_synthetic_dataset
+    from embedsdg_hf.pool import make_word_problems
+
+    spec = f"openai:{serve.model}@{serve.base_url}"
+    teacher = load_teacher(spec, max_concurrency=4)
+    pool = make_word_problems(20, seed=0)
+    sampling = SamplingParams(temperature=0, top_p=1.0, max_tokens=48)
+    first = make_synthetic_dataset(
+        pool, teacher=teacher, method="random", n_samples=3, sampling=sampling, cache_dir=tmp_path
+    )
+    assert len(first) == 3 and first["from_cache"] == [False] * 3
+    assert all(first["raw_response"]) and sum(first["completion_tokens"]) > 0
+    assert set(first["teacher_model"]) <= {serve.model, f"{serve.model}@main"}
+    assert len(first.filter(filter_accepted)) + sum(r is not None for r in first["reject_reason"]) == 3
+    again = make_synthetic_dataset(
+        pool, teacher=teacher, method="random", n_samples=3, sampling=sampling, cache_dir=tmp_path
+    )
+    assert again["from_cache"] == [True] * 3 and again["raw_response"] == first["raw_response"]
+    assert teacher.usage["requests"] == 3  # the second call sent nothing
+
+    checked = subprocess.run(
+        [sys.executable, "-m", "embedsdg_hf.cli", "validate", "--pool_size", "10", "--teacher", spec],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"[ok] teacher reachable: {serve.base_url} answered" in checked.stdout
