@@ -41,6 +41,11 @@ _HEADER = re.compile(
     r"[ \t]*\**[ \t]*:?[ \t]*\**[ \t]*#*[ \t]*(?P<rest>.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
+# Lines where a teacher starts echoing the generation prompt's own labels (Listings 2 and 4): a section ends there.
+_PROMPT_ECHO = re.compile(
+    r"^[ \t]*(partial example|example[ \t]*\d*|seed examples?[^\n]*|your task|generated example)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
 _GSM8K_FINAL = re.compile(r"^[ \t]*####[ \t]*(?P<value>\S.*?)[ \t]*$", re.MULTILINE)
 
 
@@ -70,8 +75,9 @@ def parse_generation(text: str | None, *, finish_reason: str | None = None) -> P
     if text is None or not text.strip():
         return ParsedExample(reject_reason=EMPTY_RESPONSE)
     sections, complete = _first_example(text)
-    question = sections.get("question", "")
+    question = _cut_prompt_echo(sections.get("question", ""))
     answer, closed = _close_at_gsm8k_line(sections.get("answer", ""))
+    answer = _cut_prompt_echo(answer)
     final_answer = _final_answer(sections.get("final", ""), answer)
     reason = None
     if finish_reason == "length" and not (complete or closed):
@@ -114,6 +120,12 @@ def _first_example(text: str) -> tuple[dict[str, str], bool]:
             return found, True  # the second example starts here
         found.setdefault(kind, body)
     return found, False
+
+
+def _cut_prompt_echo(section: str) -> str:
+    """The section up to the first line where the teacher echoes a label of the generation prompt."""
+    echo = _PROMPT_ECHO.search(section)
+    return (section[: echo.start()] if echo else section).strip()
 
 
 def _close_at_gsm8k_line(answer: str) -> tuple[str, bool]:

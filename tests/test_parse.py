@@ -143,3 +143,13 @@ def test_answer_ends_at_its_gsm8k_line_and_rambling_after_it_is_not_truncation()
     # Cut right at the final line: the number itself may be cut short, so it stays a truncation.
     cut = parse_generation("### Question\nHow many?\n### Answer\n2*3 = 6\n#### 6", finish_reason="length")
     assert cut.reject_reason == "truncated"
+
+
+def test_prompt_labels_echoed_by_the_teacher_end_a_section():
+    text = (
+        "### Question\nA pen costs $3. How much do 4 pens cost?\n\nPartial Example:\nThe original text is: ...\n"
+        "### Answer\n4*3 = <<4*3=12>>12\n#### 12"
+    )
+    parsed = parse_generation(text)
+    assert parsed.accepted and parsed.question == "A pen costs $3. How much do 4 pens cost?"
+    assert parsed.answer == "4*3 = <<4*3=12>>12\n#### 12"
