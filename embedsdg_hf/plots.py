@@ -107,3 +107,49 @@ def plot_embedding_map(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str | None = None):
+    """Region pool count vs the student's accuracy there, with a least-squares fit (paper Fig. 7).
+
+    Example:
+        >>> regions, stats = density_vs_accuracy(pool, predictions, model=spec)  # doctest: +SKIP
+        >>> plot_density_accuracy(regions, stats, "density_accuracy.png")  # doctest: +SKIP
+    """
+    x = np.asarray(regions["pool_count"], dtype=np.float64)
+    y = np.asarray(regions["accuracy"], dtype=np.float64)
+    sizes = 10 + 4 * np.asarray(regions["n_scored"], dtype=np.float64)
+    plt, fig, ax = _figure()
+    ax.scatter(
+        x, y, s=sizes, c="#4C72B0", alpha=0.7, edgecolors="white", linewidths=0.5, label="regions (size: n scored)"
+    )
+    if len(x) >= 2 and np.ptp(x) > 0:
+        slope, intercept = np.polyfit(x, y, 1)
+        grid = np.linspace(x.min(), x.max(), 50)
+        ax.plot(grid, slope * grid + intercept, color="#C44E52", lw=1.5, label="least-squares fit")
+    if stats.get("pearson_r") is not None:
+        text = (
+            f"Pearson r = {stats['pearson_r']:.2f} (p = {stats['pearson_p']:.2g})\n"
+            f"Spearman rho = {stats['spearman_rho']:.2f} (p = {stats['spearman_p']:.2g})"
+        )
+    else:
+        text = "correlation undefined (too few regions)"
+    text += f"\n{stats['n_regions']} regions; {stats['excluded_regions']} excluded (< {stats['min_examples']} scored)"
+    ax.text(
+        0.02,
+        0.98,
+        text,
+        transform=ax.transAxes,
+        va="top",
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#CCCCCC"},
+    )
+    ax.set_xlabel("pool examples in region (density)")
+    ax.set_ylabel("student accuracy in region")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title or "Density vs accuracy")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
