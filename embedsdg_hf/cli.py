@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -78,6 +79,57 @@ def _cmd_validate(rest: list[str]) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import json
+
+    from datasets import load_from_disk
+
+    from .analysis import density_vs_accuracy
+    from .plots import plot_density_accuracy
+    from .sources import load_seed_pool
+
+    pool = load_seed_pool(args.pool, n=args.pool_size)
+    scored = load_from_disk(args.predictions)
+    regions, stats = density_vs_accuracy(
+        pool,
+        scored,
+        model=args.model,
+        text_template=args.text_template,
+        scored_template=args.scored_template,
+        bins=args.bins,
+        min_examples=args.min_examples,
+    )
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    regions.to_csv(str(out / "regions.csv"))
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    plot_density_accuracy(regions, stats, out / "density_accuracy.png")
+    print(json.dumps(stats, indent=2))
+    print(f"Wrote {out}/ (regions.csv, stats.json, density_accuracy.png)")
+    return 0
+
+
+def _cmd_ablation(args: argparse.Namespace) -> int:
+    from .ablation import format_table, run_ablation
+
+    config = _parse_config("ablation", ["--config", args.config], "EmbedSDG vs RandomSDG")
+    if config is None:
+        return 2
+    rows = run_ablation(
+        config,
+        budgets=args.budgets,
+        sft_config=args.sft_config,
+        output_dir=args.output_dir,
+        eval_data=args.eval_data,
+        eval_limit=args.eval_limit,
+        eval_batch_size=args.eval_batch_size,
+        max_new_tokens=args.max_new_tokens,
+        sft_overrides=shlex.split(args.sft_overrides),
+    )
+    print(format_table(rows, student=config.student, eval_data=args.eval_data, limit=args.eval_limit))
+    return 0
+
+
 def _cmd_make_pool(args: argparse.Namespace) -> int:
     from .pool import make_word_problems
 
@@ -108,6 +160,32 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "run", help="Run the pipeline (recipe via --config; `embedsdg run --help` lists every key).", add_help=False
     )
+    sub.add_parser("train", help="LoRA fine-tune the student (TRL SFT; `embedsdg train --help`).", add_help=False)
+    from .evaluate import add_evaluate_arguments
+
+    add_evaluate_arguments(
+        sub.add_parser("evaluate", help="Accuracy on GSM8K / MATH / a file, with an optional adapter.")
+    )
+    analyze = sub.add_parser("analyze", help="Density vs accuracy: per-region pool count vs the student's accuracy.")
+    analyze.add_argument("--model", required=True, help="Student spec (embeds pool and scored examples).")
+    analyze.add_argument("--pool", required=True, help="Training pool: file, Hub id or 'word-problems'.")
+    analyze.add_argument("--pool-size", type=int, default=None)
+    analyze.add_argument("--predictions", required=True, help="`embedsdg evaluate`'s predictions/ folder.")
+    analyze.add_argument("--text-template", default="{question}\n{answer}")
+    analyze.add_argument("--scored-template", default="{question}\n{reference}")
+    analyze.add_argument("--bins", type=int, default=6)
+    analyze.add_argument("--min-examples", type=int, default=5)
+    analyze.add_argument("--output-dir", default="outputs/analyze")
+    ablation = sub.add_parser("ablation", help="EmbedSDG vs RandomSDG per budget: generate, fine-tune, evaluate.")
+    ablation.add_argument("--config", required=True, help="Pipeline recipe.")
+    ablation.add_argument("--sft-config", required=True, help="SFT recipe (recipes/<name>/sft/lora.yaml).")
+    ablation.add_argument("--budgets", type=int, nargs="+", required=True)
+    ablation.add_argument("--eval-data", default="gsm8k-test")
+    ablation.add_argument("--eval-limit", type=int, default=100)
+    ablation.add_argument("--eval-batch-size", type=int, default=32)
+    ablation.add_argument("--max-new-tokens", type=int, default=256)
+    ablation.add_argument("--sft-overrides", default="", help='Extra SFT recipe flags, quoted: "--max_length 384".')
+    ablation.add_argument("--output-dir", default="outputs/ablation")
     pool = sub.add_parser("make-pool", help="Write the built-in word-problem seed pool as JSONL.")
     pool.add_argument("--n", type=int, default=1000, help="Number of problems.")
     pool.add_argument("--seed", type=int, default=0)
@@ -121,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     # `run` hands everything after it to TrlParser (recipe keys as flags, --config, its own --help).
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in ("run", "validate"):
+    if command in ("run", "validate", "train"):
         index = argv.index(command)
         top = parser.parse_args(argv[:index])
         logging.basicConfig(
@@ -129,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         if command == "validate":
             return _cmd_validate(argv[index + 1 :])
+        if command == "train":
+            from .train import run_train
+
+            return run_train(argv[index + 1 :], prog="embedsdg train")
         return _cmd_run(argv[index + 1 :], verbose=top.verbose)
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -138,6 +220,14 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_make_pool(args)
     if args.command == "env":
         return _cmd_env(args)
+    if args.command == "evaluate":
+        from .evaluate import run_evaluate
+
+        return run_evaluate(args)
+    if args.command == "analyze":
+        return _cmd_analyze(args)
+    if args.command == "ablation":
+        return _cmd_ablation(args)
     parser.print_help()
     return 0
 

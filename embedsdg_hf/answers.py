@@ -1,0 +1,288 @@
+"""Final-answer extraction and comparison for GSM8K (``#### N``) and MATH (``\\boxed{...}``).
+
+- :func:`extract_gsm8k_answer`: the number after the last ``####``; with ``strict=False`` (the default) a completion
+  without it falls back to "the answer is N", then to the last number in the text.
+- :func:`extract_boxed`: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces).
+- :func:`math_equal`: LaTeX-normalised string equality, then numeric equality (integers, decimals, ``\\frac{a}{b}``,
+  ``a/b``, percentages) within a relative tolerance, then symbolic equality with sympy when it is installed.
+- :func:`answers_equal`: the comparison for a benchmark kind (``"gsm8k"`` or ``"math"``).
+
+Example:
+    >>> extract_gsm8k_answer("She pays 3 * 6 = $18.\\n#### $18.00")
+    '18'
+    >>> extract_boxed("so $x = \\\\boxed{\\\\frac{1}{2}}$.")
+    '\\\\frac{1}{2}'
+    >>> math_equal("\\\\dfrac12", "0.5")
+    True
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import math
+import re
+import tokenize
+from decimal import Decimal, InvalidOperation
+
+__all__ = ["KINDS", "answers_equal", "extract_boxed", "extract_gsm8k_answer", "math_equal", "normalize_number"]
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("gsm8k", "math")
+
+# A number as written in a solution: "18", "-3", "1,000", "$1,000.50", "-$5", ".5". A minus sign counts only when it
+# does not follow a word character or a closing bracket ("5-3" is a subtraction, its last number is 3, not -3), and a
+# number glued to a preceding word ("step2") is not one. Units, "%" and a sentence's final "." are left outside.
+_NUMBER = re.compile(
+    r"(?<![\w)\]}])(?P<sign>-)?(?:\$\s?)?(?P<sign2>-)?"
+    r"(?P<digits>(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
+)
+_ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)[\s:*=]*", re.IGNORECASE)
+_BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+
+
+def normalize_number(text: str) -> str | None:
+    """A canonical string for a number: no ``$``, commas or trailing zeros; None when ``text`` is not a number.
+
+    Example:
+        >>> normalize_number("$1,000.00"), normalize_number("-3"), normalize_number("0.50"), normalize_number("x")
+        ('1000', '-3', '0.5', None)
+    """
+    cleaned = re.sub(r"[\s$,]", "", str(text))
+    if not re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)", cleaned):
+        return None
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation:
+        return None
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
+
+
+def _number_from_match(match: re.Match) -> str | None:
+    sign = "-" if (match["sign"] or match["sign2"]) else ""
+    return normalize_number(sign + match["digits"])
+
+
+def extract_gsm8k_answer(text: str | None, *, strict: bool = False) -> str | None:
+    """The final numeric answer of a GSM8K-style solution, normalised (see :func:`normalize_number`).
+
+    The answer is the first number after the last ``####`` (``"#### $1,000.00 dollars."`` gives ``"1000"``). Without
+    one, ``strict=True`` returns None; ``strict=False`` falls back to the number right after the last "answer is" /
+    "answer:", and then to the last number anywhere in the text.
+
+    Example:
+        >>> extract_gsm8k_answer("Total: 5-3 = 2 apples. #### -2 apples")
+        '-2'
+        >>> extract_gsm8k_answer("The answer is 18. See step 2."), extract_gsm8k_answer("It is 7", strict=True)
+        ('18', None)
+    """
+    if not text:
+        return None
+    if "####" in text:
+        match = _NUMBER.search(text.rsplit("####", 1)[1])
+        if match:
+            return _number_from_match(match)
+    if strict:
+        return None
+    for answer_is in reversed(list(_ANSWER_IS.finditer(text))):
+        match = _NUMBER.match(text, answer_is.end())
+        if match:
+            return _number_from_match(match)
+    numbers = list(_NUMBER.finditer(text))
+    return _number_from_match(numbers[-1]) if numbers else None
+
+
+def extract_boxed(text: str | None) -> str | None:
+    """The content of the last ``\\boxed{...}`` or ``\\fbox{...}`` (nested and escaped braces allowed), stripped.
+
+    ``\\boxed 5`` (no braces) gives ``"5"``; an empty box gives None. An unclosed last box (a truncated completion)
+    gives None: an earlier box is not taken instead, since it is not the final answer.
+
+    Example:
+        >>> extract_boxed("first \\\\boxed{1}, then \\\\boxed{\\\\frac{\\\\sqrt{3}}{2}}")
+        '\\\\frac{\\\\sqrt{3}}{2}'
+        >>> extract_boxed("\\\\boxed{\\\\frac{1}{2}") is None
+        True
+    """
+    if not text:
+        return None
+    boxes = list(_BOXED.finditer(text))
+    if not boxes:
+        return None
+    position = boxes[-1].end()
+    while position < len(text) and text[position].isspace():
+        position += 1
+    if position >= len(text):
+        return None
+    if text[position] != "{":
+        token = re.match(r"[^\s$]+", text[position:])
+        return token.group(0) if token else None
+    depth, start, index = 0, position + 1, position
+    while index < len(text):
+        char = text[index]
+        if char == "\\":
+            index += 2  # an escaped character (\{, \}, \\) never opens or closes the box
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:index].strip() or None
+        index += 1
+    return None
+
+
+def _normalize_latex(text: str) -> str:
+    """A canonical form of a LaTeX answer for string comparison (in the spirit of the MATH paper's ``is_equiv``)."""
+    s = str(text).strip().replace("\n", "")
+    s = re.sub(r"\\[dt]frac(?![A-Za-z])", r"\\frac", s)
+    s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
+    s = re.sub(r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\!", "", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "%")
+    # Units: a trailing \text{...} after a number or a group ("10\text{ cm}^2"); a plain unit word ("10 inches").
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{[^{}]*\}(?:\^\{?\d+\}?)?\s*$", "", s)
+    s = re.sub(r"^(-?[\d.,]+)\s+[A-Za-z]{2,}(?:\^\d)?\.?$", r"\1", s)
+    s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\s*\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(?:[,;: ]|q?quad)|\s+", "", s)
+    # \frac12 -> \frac{1}{2}, \frac1{2} -> \frac{1}{2}, \frac{1}2 -> \frac{1}{2}; \sqrt2 -> \sqrt{2}.
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", s)
+    s = re.sub(r"\\frac\{([^{}]*)\}(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\sqrt(\d)", r"\\sqrt{\1}", s)
+    s = s.rstrip(".")
+    s = re.sub(r"^(-?)\.(\d)", r"\g<1>0.\2", s)
+    lhs, equals, rhs = s.partition("=")
+    if equals and "=" not in rhs and len(lhs) <= 2:  # "x=5" -> "5"
+        s = rhs
+    return s
+
+
+def _numeric_values(s: str) -> list[float]:
+    """The values a normalised answer can mean: one number, or two for a percentage (50% -> 50 and 0.5)."""
+    if s.endswith("%"):
+        value = _to_number(s[:-1])
+        return [] if value is None else [value, value / 100]
+    value = _to_number(s)
+    return [] if value is None else [value]
+
+
+def _to_number(s: str) -> float | None:
+    number = normalize_number(s) if re.fullmatch(r"-?(?:\d{1,3}(?:,\d{3})+|\d*)(?:\.\d+)?", s) else None
+    if number is not None:
+        return float(number)
+    fraction = re.fullmatch(r"(-?)\\frac\{([^{}]+)\}\{([^{}]+)\}", s) or re.fullmatch(r"(-?)([\d.]+)/([\d.]+)", s)
+    if fraction:
+        numerator, denominator = _to_number(fraction[2]), _to_number(fraction[3])
+        if numerator is not None and denominator:
+            return (-1 if fraction[1] else 1) * numerator / denominator
+    return None
+
+
+def math_equal(pred: str | None, ref: str | None, *, rel_tol: float = 1e-6) -> bool:
+    """Whether two MATH answers are equivalent.
+
+    Compared in turn: the normalised strings (``\\left``/``\\right``, ``\\!``, spaces, ``^\\circ``, ``\\$``, unit
+    ``\\text{...}``, ``dfrac``/``tfrac``, ``\\frac12``, a trailing ``.`` and an ``x=`` prefix removed); the numeric
+    values (integers, decimals, ``\\frac{a}{b}``, ``a/b``; ``50\\%`` equals ``50`` and ``0.5``) with ``rel_tol``;
+    and, when sympy is installed, the symbolic difference of simple expressions (``\\sqrt``, ``\\pi``, ``^``,
+    one-letter variables). Unordered lists ("1, -2" vs "-2, 1") are not matched.
+
+    Example:
+        >>> math_equal("\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)", "(3,\\\\frac{\\\\pi}{2})")
+        True
+        >>> math_equal("10\\\\%", "0.1")
+        True
+        >>> math_equal("\\\\frac{\\\\sqrt{2}}{2}", "\\\\sqrt{2}/2"), math_equal("3", "4")
+        (True, False)
+    """
+    if pred is None or ref is None:
+        return False
+    a, b = _normalize_latex(pred), _normalize_latex(ref)
+    if not a or not b:
+        return False
+    if a == b:
+        return True
+    values_a, values_b = _numeric_values(a), _numeric_values(b)
+    if values_a and values_b:
+        return any(math.isclose(x, y, rel_tol=rel_tol, abs_tol=1e-12) for x in values_a for y in values_b)
+    return _sympy_equal(a, b)
+
+
+@functools.lru_cache(maxsize=1)
+def _have_sympy() -> bool:
+    found = importlib.util.find_spec("sympy") is not None
+    if not found:
+        logger.info("sympy is not installed: MATH answers are compared as strings and numbers only")
+    return found
+
+
+def _latex_to_sympy(s: str) -> str | None:
+    """A sympy expression string for simple LaTeX, or None for anything outside a small safe subset.
+
+    ``parse_expr`` evaluates its input, so only digits, operators, brackets, ``sqrt``, ``pi`` and one-letter variables
+    get through, and exponents are small literals (``2^{10^{10}}`` would never finish).
+    """
+    if len(s) > 80:
+        return None
+    previous = None
+    while previous != s:  # innermost first, so nested fractions and roots unwind
+        previous = s
+        s = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"((\1)/(\2))", s)
+        s = re.sub(r"\\sqrt\{([^{}]*)\}", r"sqrt(\1)", s)
+    s = s.replace("\\pi", "pi").replace("\\cdot", "*").replace("\\times", "*").replace("{", "(").replace("}", ")")
+    s = s.replace("^", "**")
+    if not re.fullmatch(r"[0-9a-z+\-*/().]+", s):
+        return None
+    if any(word not in ("sqrt", "pi") and len(word) > 1 for word in re.findall(r"[a-z]+", s)):
+        return None
+    exponent = re.compile(r"(?:\d{1,2}(?![\d.])|[a-z](?![a-z])|\(-?\d{1,2}(?:/\d{1,2})?\))")
+    if not all(exponent.match(s, power.end()) for power in re.finditer(r"\*\*", s)):
+        return None
+    return s
+
+
+def _sympy_equal(a: str, b: str) -> bool:
+    if not _have_sympy():
+        return False
+    expr_a, expr_b = _latex_to_sympy(a), _latex_to_sympy(b)
+    if expr_a is None or expr_b is None:
+        return False
+    import sympy
+    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
+
+    transformations = (*standard_transformations, implicit_multiplication_application)
+    try:
+        difference = parse_expr(expr_a, transformations=transformations) - parse_expr(
+            expr_b, transformations=transformations
+        )
+        return bool(sympy.simplify(difference) == 0)
+    except (sympy.SympifyError, SyntaxError, TypeError, ValueError, ZeroDivisionError, tokenize.TokenError) as err:
+        logger.debug("sympy could not compare %r and %r: %s", a, b, err)  # unparseable: not shown equal
+        return False
+
+
+def answers_equal(pred: str | None, ref: str | None, kind: str = "gsm8k") -> bool:
+    """Whether a predicted final answer matches the reference, for ``kind`` ``"gsm8k"`` or ``"math"``.
+
+    GSM8K answers are compared as numbers (``"1,000"`` equals ``"1000.00"``); MATH answers with :func:`math_equal`.
+    A missing prediction (None) is never equal.
+
+    Example:
+        >>> answers_equal("1,000", "1000"), answers_equal("\\\\dfrac{1}{4}", "0.25", kind="math")
+        (True, True)
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
+    if pred is None or ref is None:
+        return False
+    if kind == "math":
+        return math_equal(pred, ref)
+    a, b = normalize_number(pred), normalize_number(ref)
+    if a is None or b is None:
+        return str(pred).strip() == str(ref).strip()
+    return Decimal(a) == Decimal(b)
