@@ -430,7 +430,11 @@ def _run_jobs(
             teacher.generate([jobs[i].request for i in pending], on_result, progress=is_progress_bar_enabled())
     except TeacherError:
         done = sum(r is not None and not r[1] and r[0].ok for r in results)
-        where = f"saved in {cache.path}; rerun with the same cache_dir to resume" if cache is not None else "lost (no cache_dir)"
+        where = (
+            f"saved in {cache.path}; rerun with the same cache_dir to resume"
+            if cache is not None
+            else "lost (no cache_dir)"
+        )
         logger.error("The teacher stopped the run; %d new result(s) were %s.", done, where)
         raise
     finally:
