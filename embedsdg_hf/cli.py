@@ -171,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--pool", required=True, help="Training pool: file, Hub id or 'word-problems'.")
     analyze.add_argument("--pool-size", type=int, default=None)
     analyze.add_argument("--predictions", required=True, help="`embedsdg evaluate`'s predictions/ folder.")
-    analyze.add_argument("--text-template", default="{question}\n{answer}")
-    analyze.add_argument("--scored-template", default="{question}\n{reference}")
+    # Questions only by default: the predictions hold the reference *final answer*, not a worked solution, so
+    # embedding "question + answer" would put pool and test examples in different places.
+    analyze.add_argument("--text-template", default="{question}", help="Pool text (default: the question).")
+    analyze.add_argument("--scored-template", default="{question}", help="Scored text (default: the question).")
     analyze.add_argument("--bins", type=int, default=6)
     analyze.add_argument("--min-examples", type=int, default=5)
     analyze.add_argument("--output-dir", default="outputs/analyze")
