@@ -1,0 +1,304 @@
+"""LoRA SFT (embedsdg_hf.train): recipes, accelerate configs, data loading and validation, loss mask, CPU smoke run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embedsdg_hf.train import (
+    ACCELERATE_CONFIGS,
+    build_train_parser,
+    build_trainer,
+    load_training_data,
+    resolve_accelerate_config,
+    run_train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SFT_RECIPES = sorted(REPO.glob("recipes/**/sft/*.yaml"))
+CPU_RECIPE = REPO / "recipes" / "gsm8k-cpu" / "sft" / "lora.yaml"
+END_OF_TURN = "<|im_end|>\n"  # SmolLM2's chat template closes every turn with this
+
+
+def _messages(question: str, answer: str) -> list[dict]:
+    return [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def sft_rows(gsm8k_rows) -> list[dict]:
+    """16 real GSM8K train rows as TRL conversational rows."""
+    return [{"messages": _messages(row["question"], row["answer"])} for row in gsm8k_rows[:16]]
+
+
+def _parse_recipe(path: Path, *extra: str):
+    """Parse a recipe with the training script's own parser; GPU recipes get bf16 off on a machine without CUDA."""
+    import torch
+
+    overrides = []
+    if yaml.safe_load(path.read_text()).get("bf16") and not torch.cuda.is_available():
+        overrides = ["--bf16", "false", "--use_cpu", "true"]
+    return build_train_parser().parse_args_and_config(["--config", str(path), *overrides, *extra])
+
+
+# Recipes and accelerate configs
+
+
+def test_all_sft_recipes_are_found():
+    names = {str(p.relative_to(REPO)) for p in SFT_RECIPES}
+    assert {
+        "recipes/gsm8k-cpu/sft/lora.yaml",
+        "recipes/paper-metamath/sft/lora.yaml",
+        "recipes/paper-metamath/sft/qlora.yaml",
+    } <= names
+
+
+@pytest.mark.parametrize("path", SFT_RECIPES, ids=lambda p: str(p.relative_to(REPO)))
+def test_sft_recipe_parses(path):
+    script_args, training_args, model_args = _parse_recipe(path)
+    assert script_args.version == 1
+    assert script_args.model and script_args.dataset
+    assert model_args.use_peft and model_args.lora_r == 16 and model_args.lora_alpha == 32
+    assert training_args.completion_only_loss is True
+    assert training_args.num_train_epochs == 5  # the paper's schedule
+    assert training_args.output_dir.startswith("outputs/")
+    if path.name == "qlora.yaml":
+        assert model_args.load_in_4bit
+
+
+def test_cpu_recipe_is_cpu_only():
+    _, training_args, model_args = _parse_recipe(CPU_RECIPE)
+    assert training_args.use_cpu and not training_args.bf16 and not training_args.fp16
+    assert model_args.lora_target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_recipe_with_unknown_key_is_rejected(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(CPU_RECIPE.read_text() + "lora_rank: 8\n")
+    with pytest.raises(ValueError, match="lora_rank"):
+        _parse_recipe(bad)
+
+
+EXPECTED_ACCELERATE = {
+    "cpu": ("NO", "no", 1),
+    "single-gpu": ("NO", "bf16", 1),
+    "multi-gpu": ("MULTI_GPU", "bf16", 8),
+    "deepspeed-zero2": ("DEEPSPEED", "bf16", 8),
+    "deepspeed-zero3": ("DEEPSPEED", "bf16", 8),
+    "fsdp": ("FSDP", "bf16", 8),
+}
+
+
+def test_accelerate_config_files_match_the_names():
+    assert set(ACCELERATE_CONFIGS) == set(EXPECTED_ACCELERATE)
+    assert {p.stem for p in (REPO / "recipes" / "accelerate").glob("*.yaml")} == set(ACCELERATE_CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_ACCELERATE))
+def test_accelerate_config_loads(name):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    config = load_config_from_file(str(resolve_accelerate_config(name)))
+    distributed_type, mixed_precision, num_processes = EXPECTED_ACCELERATE[name]
+    assert isinstance(config, ClusterConfig)
+    assert config.compute_environment == "LOCAL_MACHINE"
+    assert config.distributed_type == distributed_type
+    assert config.mixed_precision == mixed_precision
+    assert config.num_processes == num_processes
+    assert config.use_cpu is (name == "cpu")
+    if name.startswith("deepspeed"):
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+    if name == "fsdp":
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+def test_resolve_accelerate_config_path_and_unknown(tmp_path):
+    assert resolve_accelerate_config("cpu") == REPO / "recipes" / "accelerate" / "cpu.yaml"
+    own = tmp_path / "mine.yaml"
+    own.write_text("compute_environment: LOCAL_MACHINE\n")
+    assert resolve_accelerate_config(own) == own
+    assert resolve_accelerate_config(str(own)) == own
+    with pytest.raises(ValueError, match="deepspeed-zero3") as err:
+        resolve_accelerate_config("zero3")
+    assert "'cpu'" in str(err.value)
+
+
+# Data loading and validation
+
+
+def _synthetic_dataset(sft_rows):
+    """What make_synthetic_dataset saves: accepted rows plus rejects (empty messages, a reject_reason)."""
+    from datasets import Dataset
+
+    rows = [{**row, "question": "q", "reject_reason": None} for row in sft_rows[:4]]
+    rows.insert(1, {"messages": [], "question": "q", "reject_reason": "no_final_answer"})
+    rows.append({"messages": [], "question": "q", "reject_reason": "truncated"})
+    return Dataset.from_list(rows)
+
+
+def test_load_training_data_from_jsonl_and_run_dir(tmp_path, sft_rows):
+    rows = [{**row, "reject_reason": None, "method": "embedsdg"} for row in sft_rows[:5]]
+    _write_jsonl(tmp_path / "train.jsonl", rows)
+    for spec in (tmp_path / "train.jsonl", tmp_path):
+        ds = load_training_data(str(spec))
+        assert ds.column_names == ["messages"]
+        assert len(ds) == 5
+        assert ds[0]["messages"] == sft_rows[0]["messages"]
+
+
+def test_load_training_data_drops_rejects_from_save_to_disk(tmp_path, sft_rows):
+    _synthetic_dataset(sft_rows).save_to_disk(str(tmp_path / "run" / "synthetic"))
+    # the save_to_disk folder itself, or a run dir that has no train.jsonl
+    for spec in (tmp_path / "run" / "synthetic", tmp_path / "run"):
+        ds = load_training_data(str(spec))
+        assert ds.column_names == ["messages"]
+        assert ds["messages"] == [row["messages"] for row in sft_rows[:4]]
+
+
+def test_missing_messages_column_is_named(tmp_path, gsm8k_rows):
+    path = _write_jsonl(tmp_path / "raw.jsonl", gsm8k_rows[:3])
+    with pytest.raises(ValueError, match="messages") as err:
+        load_training_data(str(path))
+    assert "'question'" in str(err.value) and "'answer'" in str(err.value)
+
+
+def test_bad_rows_are_reported_with_their_index(tmp_path, sft_rows):
+    rows = [
+        sft_rows[0],
+        {"messages": _messages("What is 2+2?", "  ")},  # empty assistant turn
+        sft_rows[1],
+        {"messages": [{"role": "user", "content": "What is 2+2?"}]},  # no assistant turn
+    ]
+    path = _write_jsonl(tmp_path / "train.jsonl", rows)
+    with pytest.raises(ValueError) as err:
+        load_training_data(str(path))
+    message = str(err.value)
+    assert "2 of 4 rows" in message
+    assert "row 1: empty assistant turn" in message
+    assert "row 3: no assistant turn" in message
+
+
+def test_missing_path_is_an_error(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_training_data(str(tmp_path / "nope.jsonl"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    with pytest.raises(ValueError, match="does not exist"):  # a missing run dir, not a Hub id
+        load_training_data("outputs/gsm8k-cpu")
+
+
+def test_run_train_reports_bad_recipe_and_data(tmp_path, gsm8k_rows, capsys):
+    bad_version = ["--config", str(CPU_RECIPE), "--version", "2", "--output_dir", str(tmp_path / "a")]
+    assert run_train(bad_version) == 2
+    assert "version 2 is not supported" in capsys.readouterr().err
+    raw = _write_jsonl(tmp_path / "raw.jsonl", gsm8k_rows[:2])
+    assert run_train(["--config", str(CPU_RECIPE), "--dataset", str(raw), "--output_dir", str(tmp_path / "b")]) == 2
+    assert "no column 'messages'" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+def test_model_and_model_name_or_path_conflict(sft_rows):
+    from datasets import Dataset
+
+    _, training_args, model_args = _parse_recipe(CPU_RECIPE, "--model_name_or_path", "org/other")
+    with pytest.raises(ValueError, match="model_name_or_path"):
+        build_trainer(
+            Dataset.from_list(sft_rows[:2]),
+            model="smollm2-135m-instruct",
+            training_args=training_args,
+            model_args=model_args,
+        )
+
+
+# The loss mask
+
+
+def _collated(student, rows, tmp_path, *extra):
+    from datasets import Dataset
+
+    _, training_args, model_args = _parse_recipe(CPU_RECIPE, "--output_dir", str(tmp_path), *extra)
+    trainer = build_trainer(Dataset.from_list(rows), model=student, training_args=training_args, model_args=model_args)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(rows))])
+    return trainer.processing_class, batch
+
+
+def test_loss_is_on_the_assistant_answer_only(student, sft_rows, tmp_path):
+    rows = sft_rows[:2]
+    tokenizer, batch = _collated(student, rows, tmp_path)
+    for i, row in enumerate(rows):
+        user, assistant = row["messages"]
+        prompt = tokenizer.apply_chat_template([user], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        input_ids, labels = batch["input_ids"][i], batch["labels"][i]
+        real = batch["attention_mask"][i].bool()
+        trained = labels != -100
+        assert input_ids[: len(prompt_ids)].tolist() == list(prompt_ids)
+        assert not trained[: len(prompt_ids)].any(), "a prompt token (system/user turn, assistant header) has a label"
+        assert trained[len(prompt_ids) :][real[len(prompt_ids) :]].all(), "an answer token is masked"
+        assert not trained[~real].any(), "a padding token has a label"
+        assert (labels[trained] == input_ids[trained]).all()
+        assert tokenizer.decode(input_ids[trained]) == assistant["content"] + END_OF_TURN
+
+
+def test_without_completion_only_loss_the_prompt_is_trained(student, sft_rows, tmp_path):
+    _, batch = _collated(student, sft_rows[:2], tmp_path, "--completion_only_loss", "false")
+    real = batch["attention_mask"].bool()
+    assert (batch["labels"][real] == batch["input_ids"][real]).all()
+
+
+# CPU smoke run
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on a shared 2-core machine, two OpenMP threads next to another busy process wait on each
+    other at every op (measured here: 167 s for this test under load, 30 s with one thread; 18-25 s unloaded)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from embedsdg_hf.models import load_tokenizer, resolve_model
+
+    data = _write_jsonl(tmp_path / "train.jsonl", sft_rows)
+    out = tmp_path / "sft-lora"
+    argv = ["--config", str(CPU_RECIPE), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "3"]
+    argv += ["--per_device_train_batch_size", "4", "--max_length", "128", "--learning_rate", "1e-2"]
+    argv += ["--eval_fraction", "0.25", "--merge", "true", "--dtype", "float32", "--disable_tqdm", "true"]
+    assert run_train(argv) == 0
+
+    results = json.loads((out / "train_results.json").read_text())
+    assert results["global_step"] == 3
+    assert (results["train_examples"], results["eval_examples"]) == (12, 4)
+    assert results["train_loss"] > 0 and results["seconds_per_step"] > 0
+    assert "eval_loss" in json.loads((out / "eval_results.json").read_text())
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert (out / "tokenizer_config.json").is_file() and (out / "merged" / "config.json").is_file()
+
+    tokenizer = load_tokenizer(student)
+    text = tokenizer.apply_chat_template(sft_rows[0]["messages"], tokenize=False)
+    inputs = tokenizer(text, return_tensors="pt")
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(student), dtype=torch.float32).eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    with torch.no_grad():
+        base_logits = base(**inputs).logits
+        adapted_logits = PeftModel.from_pretrained(base, str(out)).eval()(**inputs).logits
+        merged_logits = merged(**inputs).logits
+    torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-3, rtol=1e-3)
+    assert (adapted_logits - base_logits).abs().max() > 1e-2, "training left the model unchanged"
