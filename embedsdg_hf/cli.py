@@ -121,12 +121,12 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
         sft_config=args.sft_config,
         output_dir=args.output_dir,
         eval_data=args.eval_data,
-        eval_limit=args.eval_limit,
+        eval_limit=args.eval_limit or None,
         eval_batch_size=args.eval_batch_size,
         max_new_tokens=args.max_new_tokens,
         sft_overrides=shlex.split(args.sft_overrides),
     )
-    print(format_table(rows, student=config.student, eval_data=args.eval_data, limit=args.eval_limit))
+    print(format_table(rows, student=config.student, eval_data=args.eval_data, limit=args.eval_limit or None))
     return 0
 
 
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablation.add_argument("--sft-config", required=True, help="SFT recipe (recipes/<name>/sft/lora.yaml).")
     ablation.add_argument("--budgets", type=int, nargs="+", required=True)
     ablation.add_argument("--eval-data", default="gsm8k-test")
-    ablation.add_argument("--eval-limit", type=int, default=100)
+    ablation.add_argument("--eval-limit", type=int, default=100, help="First N evaluation rows (0: all).")
     ablation.add_argument("--eval-batch-size", type=int, default=32)
     ablation.add_argument("--max-new-tokens", type=int, default=256)
     ablation.add_argument("--sft-overrides", default="", help='Extra SFT recipe flags, quoted: "--max_length 384".')
