@@ -140,9 +140,9 @@ def _cmd_make_pool(args: argparse.Namespace) -> int:
 
 
 def _cmd_env(_: argparse.Namespace) -> int:
-    from .pipeline import _versions
+    from .pipeline import library_versions
 
-    for name, value in _versions().items():
+    for name, value in library_versions().items():
         print(f"- {name}: {value}")
     return 0
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ._validation import require_columns, require_rows, require_template_columns
 from .interpolate import interpolate_sequences
-from .models import fork_safe_torch, load_input_embeddings, load_student
+from .models import cut_at_stop, fork_safe_torch, load_input_embeddings, load_student, stop_token_ids
 from .prompts import load_prompt
 
 logger = logging.getLogger(__name__)
@@ -123,12 +123,11 @@ def generate_from_embeddings(
     with torch.inference_mode():
         out = student.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
     texts, finish = [], []
-    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    stops = stop_token_ids(student, tokenizer)
     for row in out.tolist():
-        ended = [i for i, tok in enumerate(row) if tok in eos]
-        new = row[: ended[0]] if ended else row
-        texts.append(tokenizer.decode(new, skip_special_tokens=True).strip())
-        finish.append("stop" if ended else "length")
+        kept, reason = cut_at_stop(row, stops)
+        texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
+        finish.append(reason)
     return texts, finish
 
 

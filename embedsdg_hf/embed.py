@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ._mapping import column_array
-from ._validation import require_columns, require_rows, require_template_columns, template_fields
+from ._validation import require_rows, require_template_columns, template_fields
 from .models import BUILTIN_MODELS, fork_safe_torch, load_input_embeddings, load_student, load_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -210,7 +210,6 @@ def add_embeddings(
     dim = int(load_input_embeddings(model).shape[1])
 
     def apply(split):
-        require_columns(split, template_fields(text_template))
         features = split.features.copy()
         features[column] = List(Value("float32"), length=dim)
         features[count_column] = Value("int32")

@@ -238,15 +238,9 @@ def _attach_adapter(base, model: str, adapter: Path):
     return peft_model.eval()
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured]) | {tokenizer.eos_token_id}
-    return {int(i) for i in ids if i is not None}
-
-
 def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[str, int, str]]:
     """Greedy completions of left-padded prompts: ``(text, generated tokens incl. the stop token, finish reason)``."""
-    from .models import fork_safe_torch
+    from .models import cut_at_stop, fork_safe_torch, stop_token_ids
 
     torch = fork_safe_torch()
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
@@ -260,13 +254,11 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list
             top_k=None,
             pad_token_id=tokenizer.pad_token_id,
         )
-    stops = _stop_ids(model, tokenizer)
+    stops = stop_token_ids(model, tokenizer)
     completions = []
     for tokens in output[:, inputs["input_ids"].shape[1] :].tolist():
-        end = next((i + 1 for i, token in enumerate(tokens) if token in stops), None)
-        finish = "stop" if end is not None else "length"
-        end = end or len(tokens)
-        completions.append((tokenizer.decode(tokens[:end], skip_special_tokens=True).strip(), end, finish))
+        kept, finish = cut_at_stop(tokens, stops)
+        completions.append((tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept), finish))
     return completions
 
 
@@ -320,7 +312,7 @@ def evaluate_model(
 
     from ._validation import require_columns, require_rows
     from .embed import model_revision
-    from .pipeline import _versions
+    from .pipeline import library_versions
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
@@ -419,7 +411,7 @@ def evaluate_model(
         "tokens_per_second": total_tokens / generation_seconds if generation_seconds > 0 else None,
         "generation_seconds": generation_seconds,
         "wall_seconds": time.perf_counter() - started,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
     logger.info("Accuracy %.4f (%d/%d) on %s", results["accuracy"], n_correct, n, kind)
     return predictions, results

@@ -46,6 +46,22 @@ def fork_safe_torch():
     return torch
 
 
+def stop_token_ids(model, tokenizer) -> set[int]:
+    """Token ids that end generation: the generation config's EOS id(s) and the tokenizer's."""
+    configured = model.generation_config.eos_token_id
+    ids = set(configured if isinstance(configured, list) else [configured]) | {tokenizer.eos_token_id}
+    return {int(i) for i in ids if i is not None}
+
+
+def cut_at_stop(tokens: list[int], stops: set[int]) -> tuple[list[int], str]:
+    """A completion's tokens up to and including the first stop token, and ``"stop"`` / ``"length"`` (none found).
+
+    The one place where every greedy loop (decoding, the in-process teacher, evaluation) ends its completions.
+    """
+    end = next((i + 1 for i, token in enumerate(tokens) if token in stops), None)
+    return (tokens, "length") if end is None else (tokens[:end], "stop")
+
+
 def cache_dir() -> Path:
     """Where converted built-in models live: ``$EMBEDSDG_HF_CACHE`` or ``~/.cache/embedsdg_hf``."""
     return Path(os.environ.get("EMBEDSDG_HF_CACHE", Path.home() / ".cache" / "embedsdg_hf")).expanduser()

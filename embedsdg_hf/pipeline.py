@@ -72,7 +72,12 @@ def run_pipeline(config: PipelineConfig) -> dict:
             config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
         )
         rec["rows_out"] = len(pool)
-    manifest = {"config": config.to_dict(), "versions": _versions(), "counts": {"pool": len(pool)}, "figures": {}}
+    manifest = {
+        "config": config.to_dict(),
+        "versions": library_versions(),
+        "counts": {"pool": len(pool)},
+        "figures": {},
+    }
     pairs = None
     if config.method == "embedsdg":
         pool, pairs = _analysis(config, pool, out, timer, manifest)
@@ -220,7 +225,7 @@ def _make_teacher(config: PipelineConfig):
     return load_teacher(config.teacher, batch_size=config.teacher_batch_size)
 
 
-def _versions() -> dict:
+def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version()}

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..models import cut_at_stop, stop_token_ids
 from .base import SamplingParams, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
@@ -113,31 +114,20 @@ class TransformersTeacher:
             output = model.generate(**inputs, **kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        eos_ids = _eos_ids(model, tokenizer)
+        stops = stop_token_ids(model, tokenizer)
         responses = []
         for tokens, prompt_length, request in zip(new_tokens, prompt_lengths, batch):
-            end = next((i + 1 for i, token in enumerate(tokens) if token in eos_ids), None)
-            if end is None:
-                finish_reason = "length" if len(tokens) >= sampling.max_tokens else "stop"
-                end = len(tokens)
-            else:
-                finish_reason = "stop"
+            kept, finish_reason = cut_at_stop(tokens, stops)
+            if finish_reason == "length" and len(tokens) < sampling.max_tokens:
+                finish_reason = "stop"  # ended without EOS before the budget (e.g. every row finished)
             responses.append(
                 TeacherResponse(
-                    text=tokenizer.decode(tokens[:end], skip_special_tokens=True),
+                    text=tokenizer.decode(kept, skip_special_tokens=True),
                     finish_reason=finish_reason,
                     prompt_tokens=int(prompt_length),
-                    completion_tokens=end,
+                    completion_tokens=len(kept),
                     model=self.model,
                     prefill_applied=bool(request.prefill),
                 )
             )
         return responses
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    """Token ids that end generation: the generation config's EOS id(s) and the tokenizer's."""
-    configured = model.generation_config.eos_token_id
-    ids = set(configured if isinstance(configured, list) else [configured])
-    ids.add(tokenizer.eos_token_id)
-    return {int(i) for i in ids if i is not None}
