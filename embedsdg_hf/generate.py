@@ -37,14 +37,13 @@ from typing import Any
 import datasets
 import numpy as np
 import pyarrow.compute as pc
-from datasets.utils import is_progress_bar_enabled
 
 from ._mapping import column_array
 from ._validation import require_columns, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
-from .request_cache import RequestCache, request_key
-from .teachers.base import SamplingParams, Teacher, TeacherError, TeacherRequest, TeacherResponse
+from .request_cache import request_key, run_cached
+from .teachers.base import SamplingParams, Teacher, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +57,6 @@ METHOD_PROMPTS = {
     "embedsdg": ("generate_embedsdg_v1", ("q1", "a1", "q2", "a2", "interpolated_decoded_text")),
     "random": ("generate_random_v1", ("q1", "a1")),
 }
-_NO_RESULT = "the teacher reported no result for this request"
 
 _string, _int64 = datasets.Value("string"), datasets.Value("int64")
 FEATURES = datasets.Features(
@@ -185,7 +183,10 @@ def make_synthetic_dataset(
     jobs = [
         _job(item, k, template, sampling, seed, prefill, identity) for item in items for k in range(samples_per_item)
     ]
-    results = _run_jobs(teacher, jobs, cache_dir)
+    cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
+    results = run_cached(
+        teacher, [job.request for job in jobs], [job.key for job in jobs], cache_path, what="teacher_error rows"
+    )
     run = _Run(
         method=method,
         prompt_version=template.tag,
@@ -392,61 +393,6 @@ def _job(
         prefill=prefill,
     )
     return _Job(item, sample_index, request, request_key(identity, request, sample_index))
-
-
-def _run_jobs(
-    teacher: Teacher, jobs: list[_Job], cache_dir: str | os.PathLike | None
-) -> list[tuple[TeacherResponse, bool]]:
-    """(response, from_cache) for every job: cached ones from the cache, the rest from the teacher."""
-    cache = RequestCache(Path(cache_dir) / CACHE_FILE) if cache_dir is not None else None
-    results: list[tuple[TeacherResponse, bool] | None] = [None] * len(jobs)
-    try:
-        pending = []
-        for index, job in enumerate(jobs):
-            cached = cache.get(job.key) if cache is not None else None
-            if cached is not None:
-                results[index] = (cached, True)
-            else:
-                pending.append(index)
-        logger.info(
-            "Teacher requests: %d in all, %d from the cache, %d to send.",
-            len(jobs),
-            len(jobs) - len(pending),
-            len(pending),
-        )
-
-        def on_result(index: int, response: TeacherResponse) -> None:
-            if not 0 <= index < len(pending):
-                raise IndexError(f"The teacher reported a result for request {index}; it was given {len(pending)}.")
-            job_index = pending[index]
-            if results[job_index] is not None:
-                logger.warning("The teacher reported request %d twice; keeping the first result.", index)
-                return
-            results[job_index] = (response, False)
-            if cache is not None and response.ok:
-                cache.put(jobs[job_index].key, response)
-
-        if pending:
-            teacher.generate([jobs[i].request for i in pending], on_result, progress=is_progress_bar_enabled())
-    except TeacherError:
-        done = sum(r is not None and not r[1] and r[0].ok for r in results)
-        where = (
-            f"saved in {cache.path}; rerun with the same cache_dir to resume"
-            if cache is not None
-            else "lost (no cache_dir)"
-        )
-        logger.error("The teacher stopped the run; %d new result(s) were %s.", done, where)
-        raise
-    finally:
-        if cache is not None:
-            cache.close()
-    missing = [i for i, result in enumerate(results) if result is None]
-    if missing:
-        logger.warning(
-            "The teacher returned without a result for %d request(s); they are kept as teacher_error rows.",
-            len(missing),
-        )
-    return [result or (TeacherResponse(text=None, error=_NO_RESULT), False) for result in results]
 
 
 def _training_answer(parsed: ParsedExample) -> str:

@@ -9,7 +9,8 @@ cut off (with a warning) and a repeated key keeps its first record.
 Only successful responses are cached: a failed request is sent again on the next run. One process writes a file at a
 time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of interleaved lines.
 
-Public API: :class:`RequestCache`, :func:`request_key`.
+Public API: :class:`RequestCache`, :func:`request_key`, :func:`run_cached` (send what is not cached, cache what comes
+back).
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import filelock
 
-from .teachers.base import TeacherRequest, TeacherResponse
+from .teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RequestCache", "request_key"]
+__all__ = ["RequestCache", "request_key", "run_cached"]
 
 _FORMAT = 1
 _RESPONSE_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model", "prefill_applied")
@@ -174,3 +175,70 @@ class RequestCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_NO_RESULT = "the teacher reported no result for this request"
+
+
+def run_cached(
+    teacher: Teacher,
+    requests: Sequence[TeacherRequest],
+    keys: Sequence[str],
+    cache_path: str | os.PathLike | None,
+    *,
+    what: str = "rows",
+) -> list[tuple[TeacherResponse, bool]]:
+    """``(response, from_cache)`` for every request: cached ones from ``cache_path``, the rest from the teacher.
+
+    Each successful result is written to the cache the moment the teacher reports it, so a crash or a
+    :class:`~embedsdg_hf.teachers.base.TeacherError` loses nothing finished. A request the teacher returned no
+    result for comes back as a failed response (``ok`` False), never silently dropped.
+    """
+    from datasets.utils import is_progress_bar_enabled
+
+    if len(requests) != len(keys):
+        raise ValueError(f"run_cached got {len(requests)} requests but {len(keys)} keys.")
+    cache = RequestCache(cache_path) if cache_path is not None else None
+    results: list[tuple[TeacherResponse, bool] | None] = [None] * len(requests)
+    try:
+        pending = []
+        for index, key in enumerate(keys):
+            cached = cache.get(key) if cache is not None else None
+            if cached is not None:
+                results[index] = (cached, True)
+            else:
+                pending.append(index)
+        logger.info(
+            "Teacher requests: %d in all, %d from the cache, %d to send.",
+            len(requests),
+            len(requests) - len(pending),
+            len(pending),
+        )
+
+        def on_result(index: int, response: TeacherResponse) -> None:
+            if not 0 <= index < len(pending):
+                raise IndexError(f"The teacher reported a result for request {index}; it was given {len(pending)}.")
+            request_index = pending[index]
+            if results[request_index] is not None:
+                logger.warning("The teacher reported request %d twice; keeping the first result.", index)
+                return
+            results[request_index] = (response, False)
+            if cache is not None and response.ok:
+                cache.put(keys[request_index], response)
+
+        if pending:
+            teacher.generate([requests[i] for i in pending], on_result, progress=is_progress_bar_enabled())
+    except TeacherError:
+        done = sum(r is not None and not r[1] and r[0].ok for r in results)
+        where = "lost (no cache)" if cache is None else f"saved in {cache.path}; rerun with the same cache to resume"
+        logger.error("The teacher stopped the run; %d new result(s) were %s.", done, where)
+        raise
+    finally:
+        if cache is not None:
+            cache.close()
+    missing = [i for i, result in enumerate(results) if result is None]
+    if missing:
+        logger.warning(
+            "The teacher returned without a result for %d request(s); they are kept as failed %s.", len(missing), what
+        )
+    return [result or (TeacherResponse(text=None, error=_NO_RESULT), False) for result in results]
