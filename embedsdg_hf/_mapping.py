@@ -67,3 +67,17 @@ def fixed_size_list(values: np.ndarray) -> pa.Array:
     """A 2-D array (n, k) as an Arrow fixed-size-list column of width k (no Python objects on the way)."""
     values = np.asarray(values)
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
+
+
+def attach_columns(ds, columns: dict, features):
+    """``ds`` with the given whole columns added (replacing same-named ones); ``features`` types them.
+
+    For steps whose result depends on all rows at once (neighbour search), computed first and then attached.
+    """
+    import datasets
+
+    new = datasets.Dataset.from_dict(columns, features=features)
+    if len(new) != len(ds):
+        raise ValueError(f"attach_columns got {len(new)} values for a dataset of {len(ds)} rows.")
+    base = ds.remove_columns([name for name in columns if name in ds.column_names])
+    return datasets.concatenate_datasets([base, new], axis=1)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ._mapping import column_array
+from ._text import render_texts
 from ._validation import require_rows, require_template_columns, template_fields
 from .models import BUILTIN_MODELS, fork_safe_torch, load_input_embeddings, load_student, load_tokenizer, resolve_model
 
@@ -67,10 +68,7 @@ class EmbeddingSpec:
         return cls(**{**spec.__dict__, "max_length": max_length, "model_revision": model_revision(model)})
 
     def render(self, batch: dict[str, list]) -> list[str]:
-        fields = template_fields(self.text_template)
-        return [
-            self.text_template.format_map(dict(zip(fields, values))) for values in zip(*(batch[f] for f in fields))
-        ]
+        return render_texts(batch, self.text_template, template_fields(self.text_template))
 
 
 def model_revision(spec: str) -> str:
