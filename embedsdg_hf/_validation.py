@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import numbers
 import string
 from collections.abc import Iterable
 
 import numpy as np
+
+
+def is_int(value) -> bool:
+    """An integer that is not a bool (``True`` is an ``int`` in Python, never a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def require_columns(ds, columns: Iterable[str], *, what: str = "dataset") -> None:

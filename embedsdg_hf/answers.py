@@ -26,7 +26,17 @@ import re
 import tokenize
 from decimal import Decimal, InvalidOperation
 
-__all__ = ["KINDS", "answers_equal", "extract_boxed", "extract_gsm8k_answer", "math_equal", "normalize_number"]
+__all__ = [
+    "KINDS",
+    "NUMBER",
+    "answers_equal",
+    "extract_boxed",
+    "extract_gsm8k_answer",
+    "math_equal",
+    "normalize_number",
+    "number_from_match",
+    "strip_boxed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +45,26 @@ KINDS = ("gsm8k", "math")
 # A number as written in a solution: "18", "-3", "1,000", "$1,000.50", "-$5", ".5". A minus sign counts only when it
 # does not follow a word character or a closing bracket ("5-3" is a subtraction, its last number is 3, not -3), and a
 # number glued to a preceding word ("step2") is not one. Units, "%" and a sentence's final "." are left outside.
-_NUMBER = re.compile(
+NUMBER = re.compile(
     r"(?<![\w)\]}])(?P<sign>-)?(?:\$\s?)?(?P<sign2>-)?"
     r"(?P<digits>(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
 )
+_MAX_NUMBER_CHARS = 100
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)[\s:*=]*", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 
 
 def normalize_number(text: str) -> str | None:
-    """A canonical string for a number: no ``$``, commas or trailing zeros; None when ``text`` is not a number.
+    """A canonical string for a number: no ``$``, commas or trailing zeros; None when ``text`` is not a number (or
+    is over 100 characters long: no answer is, and Python refuses int/str conversions past 4,300 digits).
 
     Example:
         >>> normalize_number("$1,000.00"), normalize_number("-3"), normalize_number("0.50"), normalize_number("x")
         ('1000', '-3', '0.5', None)
     """
     cleaned = re.sub(r"[\s$,]", "", str(text))
+    if len(cleaned) > _MAX_NUMBER_CHARS:
+        return None
     if not re.fullmatch(r"-?(?:\d+(?:\.\d*)?|\.\d+)", cleaned):
         return None
     try:
@@ -62,7 +76,8 @@ def normalize_number(text: str) -> str | None:
     return format(value.normalize(), "f")
 
 
-def _number_from_match(match: re.Match) -> str | None:
+def number_from_match(match: re.Match) -> str | None:
+    """The normalised number of a :data:`NUMBER` match (its sign included)."""
     sign = "-" if (match["sign"] or match["sign2"]) else ""
     return normalize_number(sign + match["digits"])
 
@@ -83,17 +98,17 @@ def extract_gsm8k_answer(text: str | None, *, strict: bool = False) -> str | Non
     if not text:
         return None
     if "####" in text:
-        match = _NUMBER.search(text.rsplit("####", 1)[1])
+        match = NUMBER.search(text.rsplit("####", 1)[1])
         if match:
-            return _number_from_match(match)
+            return number_from_match(match)
     if strict:
         return None
     for answer_is in reversed(list(_ANSWER_IS.finditer(text))):
-        match = _NUMBER.match(text, answer_is.end())
+        match = NUMBER.match(text, answer_is.end())
         if match:
-            return _number_from_match(match)
-    numbers = list(_NUMBER.finditer(text))
-    return _number_from_match(numbers[-1]) if numbers else None
+            return number_from_match(match)
+    numbers = list(NUMBER.finditer(text))
+    return number_from_match(numbers[-1]) if numbers else None
 
 
 def extract_boxed(text: str | None) -> str | None:
@@ -135,6 +150,16 @@ def extract_boxed(text: str | None) -> str | None:
                 return text[start:index].strip() or None
         index += 1
     return None
+
+
+def strip_boxed(text: str) -> str:
+    """A MATH final answer with a surrounding ``\\boxed{...}`` removed; other text is returned as is.
+
+    Example:
+        >>> strip_boxed("\\\\boxed{5}"), strip_boxed("5")
+        ('5', '5')
+    """
+    return extract_boxed(text) or text
 
 
 def _normalize_latex(text: str) -> str:

@@ -31,7 +31,8 @@ def _parse_config(command: str, rest: list[str], description: str):
 
 
 def _cmd_run(rest: list[str], verbose: bool = False) -> int:
-    from .pipeline import format_summary, run_pipeline
+    from .pipeline import run_pipeline
+    from .report import format_summary
 
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
@@ -109,6 +110,34 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_coverage(args: argparse.Namespace) -> int:
+    compare = {}
+    for item in args.compare:
+        name, sep, run_dir = item.partition("=")
+        if not sep or not name or not run_dir:
+            print(
+                f"embedsdg coverage: error: --compare takes NAME=RUN_DIR (e.g. random=outputs/random), got {item!r}.",
+                file=sys.stderr,
+            )
+            return 2
+        if name in compare:
+            print(f"embedsdg coverage: error: --compare names {name!r} twice.", file=sys.stderr)
+            return 2
+        compare[name] = run_dir
+    from .coverage import coverage_from_run
+
+    try:
+        report = coverage_from_run(args.run_dir, compare=compare, output_dir=args.output_dir)
+    except (ValueError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
+        if args.verbose:
+            raise
+        print(f"embedsdg coverage: error: {err}", file=sys.stderr)
+        return 2
+    print(report.to_markdown())
+    print(f"\nWrote {args.output_dir or args.run_dir}/ (coverage.json, coverage.md, coverage.png)")
+    return 0
+
+
 def _cmd_ablation(args: argparse.Namespace) -> int:
     from .ablation import format_table, run_ablation
 
@@ -178,6 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--bins", type=int, default=6)
     analyze.add_argument("--min-examples", type=int, default=5)
     analyze.add_argument("--output-dir", default="outputs/analyze")
+    coverage = sub.add_parser(
+        "coverage", help="Did the synthetic rows fill the sparse regions? Counts before/after, landing, entropy."
+    )
+    coverage.add_argument("run_dir", metavar="RUN_DIR", help="An `embedsdg run` output dir (EmbedSDG method).")
+    coverage.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="NAME=RUN_DIR",
+        help="Another run to compare (same student and template), e.g. random=outputs/random-500; repeatable.",
+    )
+    coverage.add_argument("--output-dir", default=None, help="Where coverage.json/.md/.png go (default: RUN_DIR).")
     ablation = sub.add_parser("ablation", help="EmbedSDG vs RandomSDG per budget: generate, fine-tune, evaluate.")
     ablation.add_argument("--config", required=True, help="Pipeline recipe.")
     ablation.add_argument("--sft-config", required=True, help="SFT recipe (recipes/<name>/sft/lora.yaml).")
@@ -230,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_analyze(args)
     if args.command == "ablation":
         return _cmd_ablation(args)
+    if args.command == "coverage":
+        return _cmd_coverage(args)
     parser.print_help()
     return 0
 

@@ -17,6 +17,7 @@ _NOT_RESULTS = (
     "decode_batch_size",
     "teacher_batch_size",
     "stage",
+    "coverage",
 )
 
 
@@ -92,6 +93,36 @@ class PipelineConfig:
     temperature: float = field(default=0.7, metadata={"help": "Teacher sampling temperature."})
     top_p: float = field(default=0.95, metadata={"help": "Teacher nucleus sampling."})
     max_tokens: int = field(default=320, metadata={"help": "Teacher completion budget per request."})
+    # Quality gates (on the accepted rows, in this order; each sees only the rows the earlier ones passed)
+    verify: bool = field(
+        default=True, metadata={"help": "Check calculator annotations and the final answer (see answer_format)."}
+    )
+    answer_format: str = field(
+        default="gsm8k", metadata={"help": "'gsm8k' (<<a*b=c>> annotations, #### N) or 'math' (\\boxed{} answers)."}
+    )
+    dedup: bool = field(
+        default=True, metadata={"help": "Drop exact and near duplicates (of the pool and earlier rows)."}
+    )
+    dedup_threshold: float = field(
+        default=0.95, metadata={"help": "Centred cosine of question embeddings at or above which rows are duplicates."}
+    )
+    decontaminate: str = field(
+        default="gsm8k-test",
+        metadata={"help": "Eval sets to drop leaked problems of: comma-separated names/files ('none' disables)."},
+    )
+    decontam_ngram: int = field(default=13, metadata={"help": "Word n-gram length of the overlap check."})
+    decontam_threshold: float = field(
+        default=0.95, metadata={"help": "Centred cosine to an eval question at or above which a row is a leak."}
+    )
+    self_consistency: int = field(
+        default=0, metadata={"help": "Teacher solutions per question for the majority-vote check (0 disables)."}
+    )
+    consistency_teacher: str | None = field(
+        default=None, metadata={"help": "Teacher of the self-consistency check (default: the generating teacher)."}
+    )
+    coverage: bool = field(
+        default=True, metadata={"help": "Re-embed the kept rows and report how they fill the sparse regions."}
+    )
     # Output
     output_dir: str = field(default="outputs/embedsdg-default", metadata={"help": "Where the run writes."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an output dir written by another config."})
@@ -114,6 +145,15 @@ class PipelineConfig:
             raise ValueError(f"stage must be 'all' or 'analysis', got {self.stage!r}.")
         if self.method not in ("embedsdg", "random"):
             raise ValueError(f"method must be 'embedsdg' or 'random', got {self.method!r}.")
+        if self.answer_format not in ("gsm8k", "math"):
+            raise ValueError(f"answer_format must be 'gsm8k' or 'math', got {self.answer_format!r}.")
+        for name in ("dedup_threshold", "decontam_threshold"):
+            if not -1.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}.")
+        if self.decontam_ngram < 1:
+            raise ValueError(f"decontam_ngram must be >= 1, got {self.decontam_ngram}.")
+        if self.self_consistency < 0:
+            raise ValueError(f"self_consistency must be >= 0 (0 disables it), got {self.self_consistency}.")
 
     @property
     def threshold_value(self) -> int | str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import numbers
 import os
 from collections import Counter
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ._mapping import column_array
-from ._validation import require_columns, require_rows
+from ._validation import is_int, require_columns, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
 from .request_cache import request_key, run_cached
@@ -255,16 +254,12 @@ def summarize_generation(ds: datasets.Dataset) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
 def _check_arguments(teacher: Any, method: str, samples_per_item: int, seed: int) -> None:
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; allowed: {', '.join(map(repr, METHODS))}.")
-    if not _is_int(samples_per_item) or samples_per_item < 1:
+    if not is_int(samples_per_item) or samples_per_item < 1:
         raise ValueError(f"samples_per_item must be an integer >= 1, got {samples_per_item!r}.")
-    if not _is_int(seed) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
     if not isinstance(teacher, Teacher):
         raise TypeError(
@@ -346,7 +341,7 @@ def _random_items(
         if pairs is None:
             raise ValueError("method='random' needs n_samples, or pairs (whose length is then the budget).")
         n_samples = len(pairs)
-    if not _is_int(n_samples) or n_samples < 0:
+    if not is_int(n_samples) or n_samples < 0:
         raise ValueError(f"n_samples must be a non-negative integer, got {n_samples!r}.")
     if n_samples > len(pool):
         raise ValueError(

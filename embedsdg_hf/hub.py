@@ -25,6 +25,50 @@ def _recipe(config: dict) -> str:
     return yaml.safe_dump({k: v for k, v in config.items() if k not in ("push_to_hub", "overwrite")}, sort_keys=False)
 
 
+def _quality_section(config: dict, quality: dict) -> list[str]:
+    if not quality:
+        return []
+    gates = ", ".join(
+        f"{gate} ({n['checked']} checked, {n['dropped']} dropped)" for gate, n in quality["gates"].items()
+    )
+    lines = [
+        "## Quality gates",
+        "",
+        f"Applied in order, each to the rows the earlier ones kept: {gates or 'none'}. Answers are verified as "
+        f"`{config.get('answer_format', 'gsm8k')}`; duplicates are exact (normalised text) or near (centred cosine of "
+        f"the student's question embeddings >= {config.get('dedup_threshold')}) against the seed pool and earlier "
+        f"rows; decontamination against `{config.get('decontaminate')}` uses {config.get('decontam_ngram')}-gram "
+        f"overlap and embedding cosine >= {config.get('decontam_threshold')}.",
+        "",
+    ]
+    leaked = quality.get("contaminated") or []
+    if leaked:
+        lines += [f"{len(leaked)} generated rows leaked evaluation problems and were dropped:", ""]
+        lines += [f"- `{row['contaminated_with']}` ({row['contamination_reason']})" for row in leaked[:20]]
+        lines.append("")
+    return lines
+
+
+def _coverage_section(coverage: dict) -> list[str]:
+    if not coverage:
+        return []
+    lines = [
+        "## Coverage of the sparse regions",
+        "",
+        "| method | kept rows | in their target region | in a targeted region | regions reaching T | "
+        "occupancy entropy (normalised) |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for method, n in coverage.items():
+        target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
+        lines.append(
+            f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
+            f"{n['regions_reaching_threshold']}/{n['targeted_regions']} | "
+            f"{n['entropy_before_normalised']:.3f} -> {n['entropy_after_normalised']:.3f} |"
+        )
+    return [*lines, ""]
+
+
 def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
     """The README.md of a pushed run: YAML metadata, what was done, counts, rejects, figures, how to reproduce.
 
@@ -40,7 +84,7 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         "task_categories": ["text-generation"],
         "language": ["en"],
         "tags": ["synthetic", "embedsdg", "math", method],
-        "size_categories": [_size_category(counts.get("accepted", 0))],
+        "size_categories": [_size_category(counts.get("train", counts.get("accepted", 0)))],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
     }
     described = {
@@ -77,7 +121,13 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         if key in counts:
             lines.append(f"| {key} | {counts[key]} |")
     for reason, n in sorted(rejects.items()):
-        lines.append(f"| rejected: {reason} | {n} |")
+        lines.append(f"| rejected by the parser: {reason} | {n} |")
+    quality = manifest.get("quality") or {}
+    for gate, numbers in quality.get("gates", {}).items():
+        for reason, n in sorted(numbers["reasons"].items()):
+            lines.append(f"| dropped by {gate}: {reason} | {n} |")
+    if "train" in counts:
+        lines.append(f"| **kept (train split)** | {counts['train']} |")
     if gen:
         lines += [
             "",
@@ -85,10 +135,13 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         ]
     lines += [
         "",
-        "Only accepted rows are in the `train` split; every row, with its `reject_reason`, is in the run's "
-        "`synthetic.jsonl`.",
+        "Only rows that parsed and passed every quality gate are in the `train` split; every row, with its "
+        "`reject_reason`, is in the run's `synthetic.jsonl`, and the dropped rows, with their reasons, in "
+        "`dropped.jsonl`.",
         "",
     ]
+    lines += _quality_section(config, quality)
+    lines += _coverage_section(manifest.get("coverage") or {})
     figures = manifest.get("figures") or {}
     if figures:
         lines += ["## Figures", ""]
@@ -112,8 +165,22 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
     return "\n".join(lines)
 
 
+def _training_rows(out: Path, load_from_disk):
+    """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
+    Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
+    if (out / "quality").exists():
+        from .quality import filter_passed
+
+        rows = load_from_disk(str(out / "quality")).filter(filter_passed)
+    else:
+        from .generate import filter_accepted
+
+        rows = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
+    return rows.remove_columns([c for c in rows.column_names if c.endswith("embedding")])
+
+
 def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
-    """Push the accepted rows of a run (``train`` split), its card, figures and manifest; return the repo URL.
+    """Push the rows a run trains on (``train`` split), its card, figures and manifest; return the repo URL.
 
     Raises ``RuntimeError`` with the reason when the Hub cannot be reached (offline mode, no network, no token):
     a push is never reported as done unless the Hub accepted it.
@@ -127,9 +194,7 @@ def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = Fal
         raise RuntimeError(f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it to push; nothing was sent.")
     if "accepted" not in manifest.get("counts", {}):
         raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
-    from .generate import filter_accepted
-
-    train = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
+    train = _training_rows(out, load_from_disk)
     api = HfApi(token=token)
     try:
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)

@@ -173,10 +173,11 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
     from . import filter_accepted, make_synthetic_dataset, summarize_generation
+    from .quality import filter_passed
     from .teachers import SamplingParams
 
     question, answer = _template_columns(config.text_template)
-    teacher = _make_teacher(config)
+    teacher = _make_teacher(config, config.teacher)
     n_items = len(pairs) if pairs is not None else config.n_pairs
     with timer.step(f"generate with the teacher ({config.method})", n_items * config.samples_per_item) as rec:
         synthetic = make_synthetic_dataset(
@@ -199,9 +200,109 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         rec["rows_out"] = len(accepted)
     synthetic.save_to_disk(str(out / "synthetic"))
     synthetic.to_json(str(out / "synthetic.jsonl"))
-    accepted.to_json(str(out / "train.jsonl"))
     manifest["generation"] = summarize_generation(synthetic)
     manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
+    checked = _quality_gates(config, accepted, pool, out, timer, manifest)
+    train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
+    train.remove_columns([c for c in train.column_names if c.endswith("embedding")]).to_json(str(out / "train.jsonl"))
+    manifest["counts"]["train"] = len(train)
+    if config.coverage and config.method == "embedsdg":
+        _coverage(out, timer, manifest)
+
+
+def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):
+    """Verification -> dedup -> decontamination -> self-consistency on the accepted rows, as configured.
+
+    Writes ``quality/`` (every accepted row with the gates' columns and ``quality_reason``) and ``dropped.jsonl``
+    (the rows a gate dropped, with why), and puts the counts by gate and reason into the manifest.
+    """
+    from . import add_contamination_flags, add_duplicate_flags, load_eval_sets
+    from .consistency import add_self_consistency
+    from .quality import add_quality_reason, apply_gate, filter_passed, summarize_quality
+    from .verify import add_verification
+
+    question, _ = _template_columns(config.text_template)
+    checked = accepted
+    if config.verify:
+        with timer.step(f"verify answers ({config.answer_format})", len(checked)) as rec:
+            checked = apply_gate(checked, add_verification, kind=config.answer_format)
+            rec["rows_out"] = summarize_quality(checked)["passed"]
+    if config.dedup:
+        with timer.step("deduplicate (pool + earlier rows)", len(checked)) as rec:
+            checked = apply_gate(
+                checked,
+                add_duplicate_flags,
+                pool,
+                model=config.student,
+                pool_template=f"{{{question}}}",
+                threshold=config.dedup_threshold,
+            )
+            rec["rows_out"] = summarize_quality(checked)["passed"]
+    if config.decontaminate.strip().lower() not in ("", "none"):
+        with timer.step(f"decontaminate ({config.decontaminate})", len(checked)) as rec:
+            checked = apply_gate(
+                checked,
+                add_contamination_flags,
+                _eval_sets(config.decontaminate, load_eval_sets),
+                model=config.student,
+                ngram=config.decontam_ngram,
+                threshold=config.decontam_threshold,
+            )
+            rec["rows_out"] = summarize_quality(checked)["passed"]
+    if config.self_consistency:
+        from .teachers import SamplingParams
+
+        with timer.step(f"self-consistency (k={config.self_consistency})", len(checked)) as rec:
+            teacher = _make_teacher(config, config.consistency_teacher or config.teacher)
+            checked = apply_gate(
+                checked,
+                add_self_consistency,
+                teacher,
+                k=config.self_consistency,
+                kind=config.answer_format,
+                sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=512),
+                seed=config.seed,
+                cache_dir=out / "cache",
+            )
+            rec["rows_out"] = summarize_quality(checked)["passed"]
+    checked = add_quality_reason(checked)
+    checked.save_to_disk(str(out / "quality"))
+    dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
+    dropped.remove_columns([c for c in dropped.column_names if c.endswith("embedding")]).to_json(
+        str(out / "dropped.jsonl")
+    )
+    manifest["quality"] = summarize_quality(checked)
+    manifest["quality"]["contaminated"] = _contaminated(checked)
+    return checked
+
+
+def _eval_sets(spec: str, load_eval_sets) -> dict:
+    try:
+        return load_eval_sets(spec)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"Could not load the evaluation set(s) {spec!r} for decontamination: {err}. Give local files "
+            "(--decontaminate path/to/test.jsonl) or turn the check off with --decontaminate none."
+        ) from err
+
+
+def _contaminated(checked) -> list[dict]:
+    """The rows decontamination dropped: what they leaked, for the run report."""
+    if "contamination_reason" not in checked.column_names:
+        return []
+    columns = ["question", "contamination_reason", "contaminated_with", "contamination_ngrams", "contamination_score"]
+    table = checked.select_columns(columns).with_format("arrow")[:].to_pylist()
+    return [{"row": i, **row} for i, row in enumerate(table) if row["contamination_reason"] is not None]
+
+
+def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
+    from .coverage import coverage_from_run
+
+    with timer.step("coverage of the sparse regions", manifest["counts"].get("train")) as rec:
+        report = coverage_from_run(out)
+        rec["rows_out"] = manifest["counts"].get("train")
+    manifest["coverage"] = report.to_dict().get("summary")
+    manifest["figures"]["coverage"] = "coverage.png"
 
 
 def _template_columns(template: str) -> tuple[str, str]:
@@ -217,12 +318,12 @@ def _template_columns(template: str) -> tuple[str, str]:
     return fields[0], fields[1]
 
 
-def _make_teacher(config: PipelineConfig):
+def _make_teacher(config: PipelineConfig, spec: str):
     from .teachers import load_teacher
 
-    if config.teacher.startswith("openai:"):
-        return load_teacher(config.teacher, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
-    return load_teacher(config.teacher, batch_size=config.teacher_batch_size)
+    if spec.startswith("openai:"):
+        return load_teacher(spec, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
+    return load_teacher(spec, batch_size=config.teacher_batch_size)
 
 
 def library_versions() -> dict:
@@ -246,30 +347,3 @@ def library_versions() -> dict:
         except PackageNotFoundError:
             found[package] = None
     return found
-
-
-def format_summary(manifest: dict) -> str:
-    """The end-of-run table: rows in/out and wall time per step, then counts, rejects by reason and tokens."""
-    lines = ["| step | rows in | rows out | seconds |", "|---|---:|---:|---:|"]
-    for row in manifest["steps"]:
-        rows_in = "" if row["rows_in"] is None else row["rows_in"]
-        rows_out = "" if row["rows_out"] is None else row["rows_out"]
-        lines.append(f"| {row['step']} | {rows_in} | {rows_out} | {row['seconds']:.2f} |")
-    lines.append(f"| **total** | | | {manifest['wall_seconds']:.2f} |")
-    counts = manifest["counts"]
-    lines.append("")
-    if "regions" in counts:
-        lines.append(
-            f"{counts['regions']} sparse regions (T={manifest['grid']['threshold']}), {counts['pairs']} seed pairs, "
-            f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
-        )
-    gen = manifest.get("generation")
-    if gen:
-        rejects = ", ".join(f"{k}: {v}" for k, v in sorted(gen["rejects_by_reason"].items())) or "none"
-        rate = 100 * gen["accepted"] / max(gen["rows"], 1)
-        lines.append(
-            f"{gen['accepted']}/{gen['rows']} generated examples accepted ({rate:.0f}% parse rate); "
-            f"rejects: {rejects}; {gen['from_cache']} from the request cache."
-        )
-        lines.append(f"teacher tokens: {gen['prompt_tokens']:,} prompt + {gen['completion_tokens']:,} completion.")
-    return "\n".join(lines)

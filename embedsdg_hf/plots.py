@@ -1,8 +1,11 @@
-"""The run's figures (PNG): window-density histogram with T (paper Fig. 2) and the embedding map with sparse regions,
-seed pairs and interpolations (Figs. 3 and 5)."""
+"""The run's figures (PNG): window-density histogram with T (paper Fig. 2), the embedding map with sparse regions,
+seed pairs and interpolations (Figs. 3 and 5), density vs accuracy (Fig. 7) and the coverage map before / after the
+synthetic rows."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +152,119 @@ def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str 
     ax.set_ylim(-0.05, 1.05)
     ax.set_title(title or "Density vs accuracy")
     ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def _box(lower: Sequence[float], upper: Sequence[float], **style):
+    """An unfilled rectangle over the first two axes of a box."""
+    from matplotlib.patches import Rectangle
+
+    return Rectangle((lower[0], lower[1]), upper[0] - lower[0], upper[1] - lower[1], fill=False, **style)
+
+
+def _key(marker: str, colour: str, label: str, **style):
+    """A legend entry for a marker (no line)."""
+    from matplotlib.lines import Line2D
+
+    style = {"ms": 8, "mec": colour, **style}
+    return Line2D([], [], ls="", marker=marker, color=colour, label=label, **style)
+
+
+_METHOD_STYLES = (("#DD8452", "*", 90), ("#4C72B0", "o", 40), ("#8172B3", "^", 45), ("#937860", "s", 35))
+
+
+def plot_coverage(
+    pool_coords: np.ndarray,
+    synthetic_coords: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    boxes: Sequence[tuple[Sequence[float], Sequence[float]]] = (),
+    landed: Mapping[str, np.ndarray] | None = None,
+    reached: Mapping[str, Sequence[bool]] | None = None,
+    threshold: int | None = None,
+    bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    title: str | None = None,
+):
+    """The map before and after the synthetic rows: one panel for the pool alone, then one per method.
+
+    Every panel shows the pool (grey) and the targeted regions as boxes; an *after* panel adds that method's
+    synthetic points, filled where they landed inside a targeted region and hollow elsewhere, and colours each box
+    by whether the region reached the threshold ``T`` with them (green) or is still sparse (red). Axes are shared,
+    so the panels compare directly. For 3-D coords the first two axes are drawn (and the title says so).
+
+    Args:
+        pool_coords: (n, K) pool coordinates.
+        synthetic_coords: ``{method name: (m, K) coordinates}``, e.g. ``{"embedsdg": ..., "random": ...}``.
+        boxes: ``(lower, upper)`` of every targeted region.
+        landed: per method, a boolean per synthetic point: inside a targeted region.
+        reached: per method, a boolean per box: the region's count after is at least ``T``.
+        threshold: ``T``, for the legend.
+        bounds: ``(lower, upper)`` of the grid, drawn dashed (points outside it are not counted in any region).
+
+    Example:
+        >>> report = coverage_report(pool, grid, regions, reducer, {"embedsdg": ours, "random": baseline},
+        ...                          model=student, text_template=template)  # doctest: +SKIP
+        >>> plot_coverage(report.pool_coords, report.synthetic_coords, "coverage.png",
+        ...               boxes=[(r["lower"], r["upper"]) for r in report.regions])  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    pool_coords = np.asarray(pool_coords, dtype=np.float32)
+    k = pool_coords.shape[1]
+    names = list(synthetic_coords)
+    n_panels = 1 + len(names)
+    ncols = min(n_panels, 3)
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(5.4 * ncols, 5.0 * nrows), dpi=120, sharex=True, sharey=True, squeeze=False
+    )
+    flat = axes.ravel()
+    t = f"T={threshold}" if threshold is not None else "T"
+
+    def background(ax, colours: Sequence[str]) -> list:
+        ax.scatter(pool_coords[:, 0], pool_coords[:, 1], s=3, c="#8C8C8C", alpha=0.4, linewidths=0)
+        for (lower, upper), colour in zip(boxes, colours):
+            ax.add_patch(_box(lower, upper, ec=colour, lw=1.2))
+        handles = [_key("o", "#8C8C8C", f"seed pool ({len(pool_coords):,})", ms=3)]
+        if bounds is not None:
+            ax.add_patch(_box(*bounds, ec="#BBBBBB", ls="--"))
+            handles.append(Line2D([], [], color="#BBBBBB", ls="--", label="grid bounds"))
+        return handles
+
+    handles = background(flat[0], ["#C44E52"] * len(boxes))
+    handles.append(Line2D([], [], color="#C44E52", lw=1.2, label=f"targeted regions ({len(boxes)})"))
+    flat[0].set_title(f"Before: seed pool ({len(pool_coords):,} points)")
+    flat[0].legend(handles=handles, loc="best", fontsize=8)
+    for ax, name, (colour, marker, size) in zip(flat[1:], names, itertools.cycle(_METHOD_STYLES)):
+        points = np.asarray(synthetic_coords[name], dtype=np.float32).reshape(-1, k)
+        hit = np.zeros(len(points), bool) if landed is None else np.asarray(landed[name], dtype=bool)
+        done = [False] * len(boxes) if reached is None else [bool(r) for r in reached[name]]
+        handles = background(ax, ["#55A868" if d else "#C44E52" for d in done])
+        ax.scatter(points[hit, 0], points[hit, 1], s=size, marker=marker, c=colour, edgecolors="black", lw=0.6)
+        ax.scatter(points[~hit, 0], points[~hit, 1], s=size, marker=marker, facecolors="none", edgecolors=colour, lw=1)
+        handles += [
+            _key(marker, colour, f"{name}: in a targeted region ({hit.sum()})", mec="black", mew=0.6),
+            _key(marker, colour, f"{name}: elsewhere ({(~hit).sum()})", mfc="none"),
+            Line2D([], [], color="#55A868", lw=1.2, label=f"region at >= {t} after ({sum(done)})"),
+            Line2D([], [], color="#C44E52", lw=1.2, label=f"region still < {t} ({len(done) - sum(done)})"),
+        ]
+        ax.set_title(f"After: pool + {name} ({len(points):,} synthetic points)")
+        ax.legend(handles=handles, loc="best", fontsize=8)
+    for ax in flat[n_panels:]:
+        ax.set_visible(False)
+    for ax in flat[:n_panels]:
+        ax.xaxis.set_tick_params(labelbottom=True)
+        ax.set_xlabel("axis 1")
+        ax.set_ylabel("axis 2")
+    suffix = f" (axes 1-2 of {k}; regions are {k}-D boxes seen from above)" if k > 2 else ""
+    fig.suptitle((title or "Coverage of the targeted sparse regions") + suffix)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -124,7 +124,10 @@ def test_run_end_to_end_with_the_built_in_teacher_then_resume_and_random(student
 
     synthetic = load_from_disk(str(out_dir / "synthetic"))
     assert set(synthetic["method"]) == {"embedsdg"} and all(synthetic["decoded_text"])
-    assert len((out_dir / "train.jsonl").read_text().splitlines()) == gen["accepted"]
+    assert manifest["quality"]["checked"] == gen["accepted"]  # the gates ran on the accepted rows
+    assert len((out_dir / "train.jsonl").read_text().splitlines()) == manifest["counts"]["train"]
+    assert manifest["counts"]["train"] == manifest["quality"]["passed"]
+    assert "quality gates on the" in done.stdout
 
     again = _embedsdg("run", *TINY, "--output_dir", str(out_dir))  # the same command: everything from the cache
     assert again.returncode == 0, again.stderr[-3000:]

@@ -20,6 +20,7 @@ from embedsdg_hf import (
     add_embeddings,
     add_grid_cells,
     add_interpolations,
+    add_verification,
     find_sparse_regions,
     fit_grid,
     fit_reducer,
@@ -38,7 +39,9 @@ def stages(student, gsm8k_rows, tmp_path_factory):
         ds.save_to_disk(str(root / name))
         return load_from_disk(str(root / name))
 
-    pool = on_disk(Dataset.from_list(gsm8k_rows[:120]), "pool")
+    pool = on_disk(
+        Dataset.from_list([{**r, "final": r["answer"].rsplit("####", 1)[1].strip()} for r in gsm8k_rows[:120]]), "pool"
+    )
     embedded = on_disk(add_embeddings(pool, model=student), "embedded")
     reducer = fit_reducer(embedded, n_components=2, seed=0)
     reducer3 = fit_reducer(embedded, n_components=3, seed=0)
@@ -77,6 +80,12 @@ TRANSFORMS = {
         lambda ds, s, v, **kw: add_grid_cells(ds, (s["grid"], s["grid2"])[v], **kw),
         ["grid_cell"],
         "coords",
+    ),
+    "add_verification": (  # GSM8K rows whose final answer is read from their own "#### N" line
+        "pool",
+        lambda ds, s, v, **kw: add_verification(ds, kind=("gsm8k", "math")[v], final_column="final", **kw),
+        ["verify_reason", "verify_detail"],
+        "answer",
     ),
     "add_interpolations": (
         "pairs",

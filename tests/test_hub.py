@@ -45,8 +45,8 @@ def test_card_has_metadata_method_counts_rejects_figures_and_recipe():
     for line in (
         "| pairs | 24 |",
         "| accepted | 9 |",
-        "| rejected: truncated | 10 |",
-        "| rejected: missing_final_answer | 5 |",
+        "| rejected by the parser: truncated | 10 |",
+        "| rejected by the parser: missing_final_answer | 5 |",
     ):
         assert line in card
     assert "12,345 prompt" in card

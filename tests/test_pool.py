@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from collections import Counter
 from fractions import Fraction
@@ -12,28 +11,10 @@ import pytest
 
 from embedsdg_hf import pool
 from embedsdg_hf.pool import PROBLEM_TYPES, make_word_problems
+from embedsdg_hf.verify import evaluate_arithmetic
 
 COLUMNS = ["question", "answer", "final_answer", "problem_type"]
 ANNOTATION = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
-
-
-def safe_eval(expr: str) -> Fraction:
-    """Exactly evaluate an expression made only of integer literals and binary + - * / (never ``eval``)."""
-    operators = {
-        ast.Add: lambda a, b: a + b,
-        ast.Sub: lambda a, b: a - b,
-        ast.Mult: lambda a, b: a * b,
-        ast.Div: lambda a, b: a / b,
-    }
-
-    def value(node: ast.AST) -> Fraction:
-        if isinstance(node, ast.Constant) and type(node.value) is int:
-            return Fraction(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in operators:
-            return operators[type(node.op)](value(node.left), value(node.right))
-        raise ValueError(f"disallowed syntax {type(node).__name__} in {expr!r}")
-
-    return value(ast.parse(expr, mode="eval").body)
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +23,14 @@ def rows() -> list[dict[str, str]]:
     return make_word_problems(2000, seed=0).to_list() + make_word_problems(2000, seed=123).to_list()
 
 
-def test_safe_eval() -> None:
-    assert safe_eval("48/2") == 24
-    assert safe_eval("2*12+2*8") == 40
-    assert safe_eval("7/2") == Fraction(7, 2)
-    for bad in ("__import__('os')", "2**3", "-1", "1.5*2", "abs(3)", "x+1"):
+def test_evaluator_is_exact_and_safe() -> None:
+    """The annotations are checked with the library's evaluator (tested fully in test_verify.py)."""
+    assert evaluate_arithmetic("48/2") == 24
+    assert evaluate_arithmetic("2*12+2*8") == 40
+    assert evaluate_arithmetic("7/2") == Fraction(7, 2)
+    for bad in ("__import__('os')", "abs(3)", "x+1", "9**9**9"):
         with pytest.raises(ValueError):
-            safe_eval(bad)
+            evaluate_arithmetic(bad)
 
 
 def test_columns_types_and_length() -> None:
@@ -90,7 +72,7 @@ def test_annotations_are_correct(rows: list[dict[str, str]]) -> None:
             expr, result = match.groups()
             assert re.fullmatch(r"[0-9+\-*/]+", expr), (expr, answer)
             assert re.fullmatch(r"\d+", result), (result, answer)
-            assert safe_eval(expr) == int(result), (expr, result, answer)
+            assert evaluate_arithmetic(expr) == int(result), (expr, result, answer)
             after = answer[match.end() :]
             assert after.startswith(result), (after[:20], answer)
             assert not after[len(result) : len(result) + 1].isdigit(), answer

@@ -6,7 +6,9 @@ is a new file with a new ``_vN`` suffix, so the version recorded with every gene
 - ``generate_embedsdg_v1``: P_g, the paper's Listing 2 (fields ``{q1}``, ``{a1}``, ``{q2}``, ``{a2}``,
   ``{interpolated_decoded_text}``);
 - ``generate_random_v1``: P_b, the paper's Listing 4 (fields ``{q1}``, ``{a1}``);
-- ``decode_v1``: P_d, the copy prompt of Listings 1/3 (fields ``{examples}``, ``{input}``).
+- ``decode_v1``: P_d, the copy prompt of Listings 1/3 (fields ``{examples}``, ``{input}``);
+- ``solve_gsm8k_v1`` / ``solve_math_v1``: the self-consistency check's "solve this" prompts (field ``{question}``;
+  answers end in ``#### N`` / ``\\boxed{}``).
 
 A user's own template is a path to a ``.txt`` file; its version is ``file:<stem>@<sha256[:12]>`` of its bytes.
 
