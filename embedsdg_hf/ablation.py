@@ -61,9 +61,9 @@ def run_ablation(
             name = f"{method}-{budget}"
             run_dir = out / name
             manifest = run_pipeline(replace(config, n_pairs=budget, method=method, output_dir=str(run_dir)))
-            accepted = manifest["counts"]["accepted"]
+            accepted = manifest["counts"].get("train", manifest["counts"]["accepted"])  # after the quality gates
             if accepted == 0:
-                logger.warning("%s: no accepted examples; nothing to fine-tune on.", name)
+                logger.warning("%s: no example passed the parser and the quality gates; nothing to fine-tune on.", name)
                 rows.append(_row(method, budget, 0, None))
                 continue
             adapter = run_dir / "sft"
