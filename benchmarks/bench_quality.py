@@ -54,9 +54,14 @@ def _build(n_synthetic: int, n_pool: int, workdir: Path) -> None:
         words[len(words) // 2] = "banana"
         synthetic.append(" ".join(words))
     synthetic += rng.sample(test, PLANTED_TEST)
-    rng.shuffle(synthetic)
+    planted = ["none"] * (len(synthetic) - PLANTED_EXACT - PLANTED_NEAR - PLANTED_TEST)
+    planted += ["exact"] * PLANTED_EXACT + ["one-word"] * PLANTED_NEAR + ["test"] * PLANTED_TEST
+    order = list(range(len(synthetic)))
+    rng.shuffle(order)
     datasets.Dataset.from_dict({"question": pool}).save_to_disk(str(workdir / "pool"))
-    datasets.Dataset.from_dict({"question": synthetic}).save_to_disk(str(workdir / "synthetic"))
+    datasets.Dataset.from_dict(
+        {"question": [synthetic[i] for i in order], "planted": [planted[i] for i in order]}
+    ).save_to_disk(str(workdir / "synthetic"))
 
 
 def _child(workdir: str) -> None:
@@ -92,16 +97,26 @@ def _child(workdir: str) -> None:
     sampler.stop.set()
     sampler.join()
     table = flagged.with_format("arrow")
-    reasons = {}
+    reasons, caught = {}, {}
+    expected = {"exact": "duplicate_reason", "one-word": "duplicate_reason", "test": "contamination_reason"}
     for column in ("duplicate_reason", "contamination_reason"):
         for value in table[column].to_pylist():
             if value is not None:
                 reasons[value] = reasons.get(value, 0) + 1
+    for kind, duplicate, leak in zip(
+        table["planted"].to_pylist(),
+        table["duplicate_reason"].to_pylist(),
+        table["contamination_reason"].to_pylist(),
+    ):
+        if kind != "none":
+            hit = (duplicate if expected[kind] == "duplicate_reason" else leak) is not None
+            caught[kind] = caught.get(kind, 0) + hit
     print(
         json.dumps(
             {
                 "seconds": {k: round(v, 1) for k, v in seconds.items()},
                 "flags": reasons,
+                "planted_caught": caught,
                 "anon_mb_before": round(baseline),
                 "anon_mb_peak": round(sampler.peak),
             }
@@ -140,7 +155,7 @@ def main() -> None:
         memory = f"{r['anon_mb_peak']} ({r['anon_mb_before']})"
         print(f"| {r['synthetic']:,} | {r['pool']:,} | {cells} | {total:.1f} | {memory} |")
     for r in runs:
-        print(f"pool {r['pool']:,}: flags {r['flags']}")
+        print(f"pool {r['pool']:,}: flags {r['flags']}; planted caught {r['planted_caught']}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "quality.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": runs}, indent=2))
 
