@@ -80,4 +80,8 @@ def attach_columns(ds, columns: dict, features):
     if len(new) != len(ds):
         raise ValueError(f"attach_columns got {len(new)} values for a dataset of {len(ds)} rows.")
     base = ds.remove_columns([name for name in columns if name in ds.column_names])
+    if len(ds) == 0:  # concatenate_datasets(axis=1) drops the new columns of empty datasets
+        for name in columns:
+            base = base.add_column(name, [], feature=features[name])
+        return base
     return datasets.concatenate_datasets([base, new], axis=1)

@@ -63,7 +63,7 @@ def run_ablation(
             manifest = run_pipeline(replace(config, n_pairs=budget, method=method, output_dir=str(run_dir)))
             accepted = manifest["counts"].get("train", manifest["counts"]["accepted"])  # after the quality gates
             if accepted == 0:
-                logger.warning("%s: no example passed the parser and the quality gates; nothing to fine-tune on.", name)
+                logger.warning("%s: no example passed the parser and the quality gates; nothing to train on.", name)
                 rows.append(_row(method, budget, 0, None))
                 continue
             adapter = run_dir / "sft"

@@ -38,7 +38,7 @@ Public API: :func:`add_self_consistency`, :func:`filter_consistent`, :data:`CONS
 
 Example:
     >>> from embedsdg_hf.teachers import load_teacher
-    >>> teacher = load_teacher("openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1")
+    >>> teacher = load_teacher("openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1")  # doctest: +SKIP
     >>> synthetic = add_self_consistency(synthetic, teacher, k=5, cache_dir="runs/gen")  # doctest: +SKIP
     >>> train = synthetic.filter(filter_accepted).filter(filter_consistent)  # doctest: +SKIP
 """
@@ -54,6 +54,7 @@ from typing import Any
 
 import datasets
 
+from ._mapping import attach_columns
 from ._validation import is_int, require_columns
 from .answers import KINDS, answers_equal, extract_boxed, extract_gsm8k_answer, strip_boxed
 from .generate import request_seed
@@ -256,11 +257,8 @@ def _vote(votes: Sequence[str | None], final_answer: str | None, kind: str) -> t
 
 
 def _add_columns(ds: datasets.Dataset, columns: dict[str, list[Any]], reason_column: str) -> datasets.Dataset:
-    features = {**OUTPUT_FEATURES, reason_column: datasets.Value("string")}
     replaced = [name for name in columns if name in ds.column_names]
     if replaced:
         logger.warning("Column(s) %s already exist and will be replaced by the self-consistency check.", replaced)
-        ds = ds.remove_columns(replaced)
-    for name, values in columns.items():
-        ds = ds.add_column(name, values, feature=features[name])
-    return ds
+    features = datasets.Features({**OUTPUT_FEATURES, reason_column: datasets.Value("string")})
+    return attach_columns(ds, columns, features)

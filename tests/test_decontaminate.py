@@ -87,3 +87,11 @@ def test_errors_name_the_problem(eval_sets, student) -> None:
     with pytest.raises(ValueError, match="no rows|empty"):
         add_contamination_flags(ds, {"empty": datasets.Dataset.from_dict({"question": []})}, threshold=None)
     assert load_eval_sets("none") == {}
+
+
+def test_empty_dataset_gets_the_columns(eval_sets, student) -> None:
+    empty = datasets.Dataset.from_dict(
+        {"question": []}, features=datasets.Features({"question": datasets.Value("string")})
+    )
+    out = add_contamination_flags(empty, eval_sets, model=student)
+    assert len(out) == 0 and {"contamination_reason", "contaminated_with"} <= set(out.column_names)

@@ -135,3 +135,11 @@ def test_best_match_streams_the_reference_in_batches() -> None:
     exact = q @ unit_rows(reference, center).T
     np.testing.assert_array_equal(small[1], exact.argmax(1))
     np.testing.assert_allclose(small[0], exact.max(1), rtol=1e-5)
+
+
+def test_empty_dataset_gets_the_columns(pool, student) -> None:
+    empty = datasets.Dataset.from_dict(
+        {"question": []}, features=datasets.Features({"question": datasets.Value("string")})
+    )
+    out = add_duplicate_flags(empty, pool, model=student)
+    assert len(out) == 0 and {"duplicate_reason", "duplicate_row"} <= set(out.column_names)
