@@ -53,7 +53,7 @@ def _example(question: str, answer: str, final: str) -> str:
 
 @pytest.fixture(scope="module")
 def gated_run(tmp_path_factory, gsm8k_rows, gsm8k_train_file, student):
-    """A RandomSDG run of 6 requests; the server answers, in order, with planted examples."""
+    """A RandomSDG run of 6 requests; the server answers, in order, with planted examples, then the votes."""
     tmp = tmp_path_factory.mktemp("gated")
     pool_file = tmp / "pool.jsonl"
     pool_file.write_text("".join(json.dumps(r) + "\n" for r in gsm8k_rows[:150]))
@@ -75,14 +75,17 @@ def gated_run(tmp_path_factory, gsm8k_rows, gsm8k_train_file, student):
             "100",
         ),  # kept
     ]
+    # then the self-consistency check (k=3, in row order) of the two rows that pass the other gates
+    votes = ["Step by step.\n#### 7"] * 3 + ["12 pages.\n#### 99", "#### 99", "I think it is 100.\n#### 100"]
     with FaultyOpenAIServer() as server:
-        server.script(*(ok(text) for text in responses))
+        server.script(*(ok(text) for text in responses + votes))
         config = PipelineConfig(
             seed_pool=str(pool_file),
             method="random",
             n_pairs=6,
             teacher=f"openai:faulty-model@{server.base_url}",
             teacher_concurrency=1,
+            self_consistency=3,
             output_dir=str(tmp / "run"),
         )
         manifest = run_pipeline(config)
@@ -92,14 +95,16 @@ def gated_run(tmp_path_factory, gsm8k_rows, gsm8k_train_file, student):
 def test_planted_rows_are_dropped_by_the_right_gate(gated_run, gsm8k_rows) -> None:
     manifest, out, test_question = gated_run
     quality = manifest["quality"]
-    assert quality["checked"] == 6 and quality["passed"] == 2
+    assert quality["checked"] == 6 and quality["passed"] == 1
     assert quality["gates"]["verification"] == {"checked": 6, "dropped": 1, "reasons": {"bad_arithmetic": 1}}
     assert quality["gates"]["deduplication"] == {"checked": 5, "dropped": 2, "reasons": {"exact_duplicate": 2}}
     assert quality["gates"]["decontamination"] == {"checked": 3, "dropped": 1, "reasons": {"ngram_overlap": 1}}
     assert [row["contaminated_with"] for row in quality["contaminated"]] == ["gsm8k-test:7"]
+    assert quality["gates"]["self-consistency"] == {"checked": 2, "dropped": 1, "reasons": {"consistency_mismatch": 1}}
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert [row["final_answer"] for row in train] == ["7", "100"]
-    assert manifest["counts"]["train"] == 2
+    assert [row["final_answer"] for row in train] == ["7"]
+    assert train[0]["consistency_answers"] == ["7", "7", "7"]
+    assert manifest["counts"]["train"] == 1
     assert not any(key.endswith("embedding") for key in train[0])
     dropped = {
         json.loads(line)["question"]: json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()
@@ -107,7 +112,9 @@ def test_planted_rows_are_dropped_by_the_right_gate(gated_run, gsm8k_rows) -> No
     assert dropped[test_question]["quality_reason"] == "ngram_overlap"
     copied = dropped[gsm8k_rows[0]["question"]]
     assert (copied["duplicate_source"], copied["duplicate_row"]) == ("pool", 0)
-    assert len(dropped) == 4
+    outvoted = next(row for row in dropped.values() if row["final_answer"] == "100")
+    assert outvoted["consistency_majority"] == "99" and outvoted["quality_reason"] == "consistency_mismatch"
+    assert len(dropped) == 5
 
 
 def test_summary_and_card_show_the_counts(gated_run) -> None:
@@ -115,9 +122,10 @@ def test_summary_and_card_show_the_counts(gated_run) -> None:
     summary = format_summary(manifest)
     assert "verification: 1 of 6 dropped (bad_arithmetic: 1)" in summary
     assert "deduplication: 2 of 5 dropped (exact_duplicate: 2)" in summary
-    assert "-> 2 rows kept for training" in summary
+    assert "self-consistency: 1 of 2 dropped (consistency_mismatch: 1)" in summary
+    assert "-> 1 row(s) kept for training" in summary
     assert "leaked: row 2 ~ gsm8k-test:7 (ngram_overlap" in summary
     card = make_dataset_card(manifest, repo_id="me/test")
     assert "| dropped by verification: bad_arithmetic | 1 |" in card
     assert "| dropped by decontamination: ngram_overlap | 1 |" in card
-    assert "| **kept (train split)** | 2 |" in card and "`gsm8k-test:7` (ngram_overlap)" in card
+    assert "| **kept (train split)** | 1 |" in card and "`gsm8k-test:7` (ngram_overlap)" in card
