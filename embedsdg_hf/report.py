@@ -43,7 +43,8 @@ def format_quality(manifest: dict) -> list[str]:
         for gate, numbers in quality["gates"].items():
             reasons = ", ".join(f"{k}: {v}" for k, v in sorted(numbers["reasons"].items())) or "none"
             lines.append(f"  {gate}: {numbers['dropped']} of {numbers['checked']} dropped ({reasons})")
-        lines.append(f"  -> {quality['passed']} row(s) kept for training (train.jsonl); dropped rows in dropped.jsonl.")
+        kept = quality["passed"]
+        lines.append(f"  -> {kept} row(s) kept for training (train.jsonl); dropped rows in dropped.jsonl.")
         for row in quality.get("contaminated", [])[:10]:
             cosine = row["contamination_score"]
             cosine = "n/a" if cosine is None else f"{cosine:.3f}"
