@@ -85,3 +85,8 @@ def attach_columns(ds, columns: dict, features):
             base = base.add_column(name, [], feature=features[name])
         return base
     return datasets.concatenate_datasets([base, new], axis=1)
+
+
+def without_embeddings(ds):
+    """``ds`` without its embedding columns (names ending in ``embedding``): for JSONL exports and Hub pushes."""
+    return ds.remove_columns([c for c in ds.column_names if c.endswith("embedding")])

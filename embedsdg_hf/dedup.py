@@ -176,7 +176,10 @@ def add_duplicate_flags(
 
     counts = {why: reason.count(why) for why in DUPLICATE_REASONS}
     logger.info("Duplicates among %d rows: %s (threshold %s).", n, counts, threshold)
-    columns = {"duplicate_reason": reason, "duplicate_source": source, "duplicate_row": row, "duplicate_score": score}
-    columns["duplicate_row"] = [int(r) if r >= 0 else None for r in row]
-    columns["duplicate_score"] = [None if np.isnan(s) else float(s) for s in score]
+    columns = {
+        "duplicate_reason": reason,
+        "duplicate_source": source,
+        "duplicate_row": [int(r) if r >= 0 else None for r in row],
+        "duplicate_score": [None if np.isnan(s) else float(s) for s in score],
+    }
     return attach_columns(ds, columns, FEATURES)

@@ -168,6 +168,8 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
 def _training_rows(out: Path, load_from_disk):
     """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
+    from ._mapping import without_embeddings
+
     if (out / "quality").exists():
         from .quality import filter_passed
 
@@ -176,7 +178,7 @@ def _training_rows(out: Path, load_from_disk):
         from .generate import filter_accepted
 
         rows = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
-    return rows.remove_columns([c for c in rows.column_names if c.endswith("embedding")])
+    return without_embeddings(rows)
 
 
 def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._mapping import vector_matrix
+from ._mapping import vector_matrix, without_embeddings
 from .config import PipelineConfig, results_view
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
     manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
     train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
-    train.remove_columns([c for c in train.column_names if c.endswith("embedding")]).to_json(str(out / "train.jsonl"))
+    without_embeddings(train).to_json(str(out / "train.jsonl"))
     manifest["counts"]["train"] = len(train)
     if config.coverage and config.method == "embedsdg":
         _coverage(out, timer, manifest)
@@ -268,9 +268,7 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
     checked = add_quality_reason(checked)
     checked.save_to_disk(str(out / "quality"))
     dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
-    dropped.remove_columns([c for c in dropped.column_names if c.endswith("embedding")]).to_json(
-        str(out / "dropped.jsonl")
-    )
+    without_embeddings(dropped).to_json(str(out / "dropped.jsonl"))
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
     return checked
