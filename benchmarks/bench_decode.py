@@ -29,9 +29,9 @@ def main() -> None:
 
     import torch
 
-    from embedsdg_hf.decode import build_copy_prompt
-    from embedsdg_hf.models import load_student
-    from embedsdg_hf.pool import make_word_problems
+    from embedsdg_hf.common.models import load_student
+    from embedsdg_hf.data.word_problems import make_word_problems
+    from embedsdg_hf.generation.decode import build_copy_prompt
 
     model, tokenizer = load_student(args.model)
     problems = make_word_problems(args.batch + 4, seed=0)

@@ -45,7 +45,7 @@ def main() -> None:
     import torch
 
     from embedsdg_hf import add_embeddings
-    from embedsdg_hf.models import load_input_embeddings, load_student, load_tokenizer
+    from embedsdg_hf.common.models import load_input_embeddings, load_student, load_tokenizer
 
     datasets.disable_progress_bars()
     ds = datasets.load_dataset("json", data_files=args.data, split="train")

@@ -52,7 +52,7 @@ def _child(rows: int, batch_size: int, workdir: str) -> None:
     import datasets
 
     from embedsdg_hf import add_embeddings
-    from embedsdg_hf.models import load_input_embeddings, load_tokenizer
+    from embedsdg_hf.common.models import load_input_embeddings, load_tokenizer
 
     datasets.disable_progress_bars()
     ds = datasets.load_from_disk(str(Path(workdir) / f"pool-{rows}"))  # written by the parent; memory-mapped

@@ -70,7 +70,7 @@ def _child(workdir: str) -> None:
     import datasets
 
     from embedsdg_hf import add_contamination_flags, add_duplicate_flags, add_embeddings, load_eval_sets
-    from embedsdg_hf.models import load_input_embeddings, load_tokenizer
+    from embedsdg_hf.common.models import load_input_embeddings, load_tokenizer
 
     datasets.disable_progress_bars()
     model = "smollm2-135m-instruct"

@@ -25,8 +25,8 @@ import faiss
 import numpy as np
 import pyarrow as pa
 
-from embedsdg_hf.pairs import make_seed_pairs
-from embedsdg_hf.regions import find_sparse_regions, fit_grid
+from embedsdg_hf.space.pairs import make_seed_pairs
+from embedsdg_hf.space.regions import find_sparse_regions, fit_grid
 
 STEPS = ("fit_grid", "find_sparse_regions", "make_seed_pairs")
 RESULTS = Path(__file__).parent / "results" / "regions.json"

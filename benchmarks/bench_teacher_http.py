@@ -95,7 +95,7 @@ def _wait_for_port(port: int, timeout: float = 30.0) -> None:
 
 
 def _requests(n: int, max_tokens: int, prefix: str = "Question"):
-    from embedsdg_hf.teachers import SamplingParams, TeacherRequest
+    from embedsdg_hf.generation.teachers import SamplingParams, TeacherRequest
 
     sampling = SamplingParams(temperature=0, top_p=1.0, max_tokens=max_tokens)
     return [TeacherRequest(({"role": "user", "content": f"{prefix} {i}"},), sampling, seed=i) for i in range(n)]
@@ -111,7 +111,7 @@ def _timed_generate(teacher, requests) -> tuple[float, float, list]:
 
 def bench_client(n_requests: int, concurrency: int, repeats: int) -> dict:
     """Requests/s of OpenAITeacher against the zero-latency endpoint in another process."""
-    from embedsdg_hf.teachers import OpenAITeacher
+    from embedsdg_hf.generation.teachers import OpenAITeacher
 
     port = _free_port()
     server = subprocess.Popen([sys.executable, __file__, "--serve-fixed", str(port)])
@@ -147,8 +147,8 @@ def bench_serve(
     sys.path.insert(0, str(TESTS))
     from _servers import start_transformers_serve, stop_transformers_serve
 
-    from embedsdg_hf.models import resolve_model
-    from embedsdg_hf.teachers import OpenAITeacher
+    from embedsdg_hf.common.models import resolve_model
+    from embedsdg_hf.generation.teachers import OpenAITeacher
 
     extra = ("--continuous-batching",) if continuous_batching else ("--no-continuous-batching",)
     started = time.perf_counter()
@@ -216,7 +216,7 @@ def main() -> None:
         serve_fixed(args.serve_fixed)
         return
 
-    from embedsdg_hf.teachers import openai_teacher
+    from embedsdg_hf.generation.teachers import openai_teacher
 
     result: dict = {
         "machine": {

@@ -37,7 +37,7 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
-    from .teachers import TeacherError
+    from .generation.teachers import TeacherError
 
     try:
         manifest = run_pipeline(config)
@@ -85,9 +85,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     from datasets import load_from_disk
 
-    from .analysis import density_vs_accuracy
+    from .data.seed_pools import load_seed_pool
     from .plots import plot_density_accuracy
-    from .sources import load_seed_pool
+    from .training.analysis import density_vs_accuracy
 
     pool = load_seed_pool(args.pool, n=args.pool_size)
     scored = load_from_disk(args.predictions)
@@ -124,7 +124,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
             print(f"embedsdg coverage: error: --compare names {name!r} twice.", file=sys.stderr)
             return 2
         compare[name] = run_dir
-    from .coverage import coverage_from_run
+    from .quality.coverage_run import coverage_from_run
 
     try:
         report = coverage_from_run(args.run_dir, compare=compare, output_dir=args.output_dir)
@@ -139,7 +139,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
 
 
 def _cmd_ablation(args: argparse.Namespace) -> int:
-    from .ablation import format_table, run_ablation
+    from .experiments.ablation import format_table, run_ablation
 
     config = _parse_config("ablation", ["--config", args.config], "EmbedSDG vs RandomSDG")
     if config is None:
@@ -160,7 +160,7 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_pool(args: argparse.Namespace) -> int:
-    from .pool import make_word_problems
+    from .data.word_problems import make_word_problems
 
     ds = make_word_problems(args.n, seed=args.seed)
     ds.to_json(args.output)
@@ -169,7 +169,7 @@ def _cmd_make_pool(args: argparse.Namespace) -> int:
 
 
 def _cmd_env(_: argparse.Namespace) -> int:
-    from .pipeline import library_versions
+    from .common.versions import library_versions
 
     for name, value in library_versions().items():
         print(f"- {name}: {value}")
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="Run the pipeline (recipe via --config; `embedsdg run --help` lists every key).", add_help=False
     )
     sub.add_parser("train", help="LoRA fine-tune the student (TRL SFT; `embedsdg train --help`).", add_help=False)
-    from .evaluate import add_evaluate_arguments
+    from .training.evaluate import add_evaluate_arguments
 
     add_evaluate_arguments(
         sub.add_parser("evaluate", help="Accuracy on GSM8K / MATH / a file, with an optional adapter.")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "validate":
             return _cmd_validate(argv[index + 1 :])
         if command == "train":
-            from .train import run_train
+            from .training.train import run_train
 
             return run_train(argv[index + 1 :], prog="embedsdg train")
         return _cmd_run(argv[index + 1 :], verbose=top.verbose)
@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "env":
         return _cmd_env(args)
     if args.command == "evaluate":
-        from .evaluate import run_evaluate
+        from .training.evaluate import run_evaluate
 
         return run_evaluate(args)
     if args.command == "analyze":

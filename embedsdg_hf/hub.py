@@ -168,14 +168,14 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
 def _training_rows(out: Path, load_from_disk):
     """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
-    from ._mapping import without_embeddings
+    from .common.mapping import without_embeddings
 
     if (out / "quality").exists():
-        from .quality import filter_passed
+        from .quality.gates import filter_passed
 
         rows = load_from_disk(str(out / "quality")).filter(filter_passed)
     else:
-        from .generate import filter_accepted
+        from .generation.generate import filter_accepted
 
         rows = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
     return without_embeddings(rows)

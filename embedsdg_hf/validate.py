@@ -29,11 +29,11 @@ def _run(name: str, fn: Callable[[], str]) -> Check:
 
 def validate_config(config: PipelineConfig) -> list[Check]:
     """Run every check of a recipe; return them in order (a failed pool check skips what depends on it)."""
-    from .generate import METHOD_PROMPTS
-    from .models import resolve_model
+    from .common.models import resolve_model
+    from .data.seed_pools import load_seed_pool
+    from .generation.generate import METHOD_PROMPTS
+    from .generation.prompts import load_prompt
     from .pipeline import _template_columns
-    from .prompts import load_prompt
-    from .sources import load_seed_pool
 
     checks: list[Check] = []
     state: dict = {}
@@ -43,7 +43,7 @@ def validate_config(config: PipelineConfig) -> list[Check]:
             config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size or 8, seed=config.seed
         )
         state["columns"] = _template_columns(config.text_template)
-        from ._validation import require_rows, require_template_columns
+        from .common.validation import require_rows, require_template_columns
 
         require_rows(state["pool"], what="seed pool")
         require_template_columns(state["pool"], config.text_template)
@@ -77,15 +77,15 @@ def validate_config(config: PipelineConfig) -> list[Check]:
 
 
 def _check_teacher(config: PipelineConfig) -> str:
-    from .models import resolve_model
-    from .teachers import load_teacher
+    from .common.models import resolve_model
+    from .generation.teachers import load_teacher
 
     teacher = load_teacher(config.teacher)
     if config.teacher.startswith("transformers:"):
         return f"in-process transformers, {resolve_model(config.teacher.split(':', 1)[1])}"
     import os
 
-    from .teachers.openai_teacher import httpx  # httpx, or httpx2 where only that distribution is installed
+    from .generation.teachers.openai_teacher import httpx  # httpx, or httpx2 where only that distribution is installed
 
     headers = {}
     if os.environ.get(config.api_key_env):

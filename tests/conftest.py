@@ -21,7 +21,7 @@ GSM8K_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gs
 @pytest.fixture(scope="session")
 def student() -> str:
     """The built-in student spec; converts the GGUF to the safetensors cache once per machine."""
-    from embedsdg_hf.models import resolve_model
+    from embedsdg_hf.common.models import resolve_model
 
     resolve_model(STUDENT)
     return STUDENT

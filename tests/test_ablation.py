@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embedsdg_hf.ablation import _row, format_table, run_ablation
 from embedsdg_hf.config import PipelineConfig
+from embedsdg_hf.experiments.ablation import _row, format_table, run_ablation
 
 
 def test_table_has_the_base_row_and_one_row_per_method_and_budget():

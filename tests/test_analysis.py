@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from embedsdg_hf.analysis import density_vs_accuracy
 from embedsdg_hf.plots import plot_density_accuracy
+from embedsdg_hf.training.analysis import density_vs_accuracy
 
 CENTRES = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10], [10, 10, 10]], dtype=np.float64)
 POOL_COUNTS = [20, 40, 160, 640, 300]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedsdg_hf.answers import answers_equal, extract_boxed, extract_gsm8k_answer, math_equal, normalize_number
+from embedsdg_hf.common.answers import answers_equal, extract_boxed, extract_gsm8k_answer, math_equal, normalize_number
 
 
 @pytest.mark.parametrize(

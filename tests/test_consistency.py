@@ -12,10 +12,10 @@ from collections.abc import Callable
 import datasets
 import pytest
 
-from embedsdg_hf.answers import extract_gsm8k_answer
-from embedsdg_hf.consistency import CONSISTENCY_REASONS, add_self_consistency, filter_consistent
-from embedsdg_hf.prompts import PromptTemplate, load_prompt
-from embedsdg_hf.teachers.base import SamplingParams, TeacherError, TeacherRequest, TeacherResponse
+from embedsdg_hf.common.answers import extract_gsm8k_answer
+from embedsdg_hf.generation.prompts import PromptTemplate, load_prompt
+from embedsdg_hf.generation.teachers.base import SamplingParams, TeacherError, TeacherRequest, TeacherResponse
+from embedsdg_hf.quality.consistency import CONSISTENCY_REASONS, add_self_consistency, filter_consistent
 
 NEW_COLUMNS = ["consistency_answers", "consistency_majority", "consistency_agreement", "consistency_reason"]
 
@@ -263,7 +263,7 @@ def test_empty_dataset_and_replaced_columns(caplog):
     assert len(empty) == 0 and empty.column_names == ["question", "final_answer", *NEW_COLUMNS]
     assert teacher.calls == 0
     ds = rows(["Q"], ["1"], consistency_reason=["old"])
-    with caplog.at_level("WARNING", logger="embedsdg_hf.consistency"):
+    with caplog.at_level("WARNING", logger="embedsdg_hf.quality.consistency"):
         out = add_self_consistency(ds, teacher, k=1)
     assert "already exist" in caplog.text and out["consistency_reason"][:] == [None]
 
@@ -280,7 +280,7 @@ def test_huge_numbers_in_a_solution_do_not_crash():
 
 
 def test_real_transformers_teacher_on_gsm8k(student, gsm8k_rows, tmp_path):
-    from embedsdg_hf.teachers import load_teacher
+    from embedsdg_hf.generation.teachers import load_teacher
 
     teacher = load_teacher(f"transformers:{student}", batch_size=4)
     real = gsm8k_rows[:2]

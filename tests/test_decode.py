@@ -8,8 +8,8 @@ import torch
 from datasets import Dataset
 
 from embedsdg_hf import add_coords, add_decoded_text, add_embeddings, add_interpolations, fit_reducer
-from embedsdg_hf.decode import build_copy_prompt, generate_from_embeddings
-from embedsdg_hf.models import load_input_embeddings, load_student, load_tokenizer
+from embedsdg_hf.common.models import load_input_embeddings, load_student, load_tokenizer
+from embedsdg_hf.generation.decode import build_copy_prompt, generate_from_embeddings
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import re
 import datasets
 import pytest
 
-from embedsdg_hf.decontaminate import add_contamination_flags, filter_clean, load_eval_sets
+from embedsdg_hf.quality.decontaminate import add_contamination_flags, filter_clean, load_eval_sets
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import datasets
 import numpy as np
 import pytest
 
-from embedsdg_hf.dedup import add_duplicate_flags, filter_unique
-from embedsdg_hf.neighbors import best_match, first_near_duplicates, unit_rows
+from embedsdg_hf.quality.dedup import add_duplicate_flags, filter_unique
+from embedsdg_hf.space.neighbors import best_match, first_near_duplicates, unit_rows
 
 
 def _one_word_changed(question: str) -> str:

@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from embedsdg_hf import add_embeddings
-from embedsdg_hf.models import load_input_embeddings, load_student, load_tokenizer
+from embedsdg_hf.common.models import load_input_embeddings, load_student, load_tokenizer
 
 
 def _texts(ds):

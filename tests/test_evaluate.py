@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from embedsdg_hf.answers import answers_equal
-from embedsdg_hf.evaluate import (
+from embedsdg_hf.common.answers import answers_equal
+from embedsdg_hf.training.evaluate import (
     PROMPTS,
     add_evaluate_arguments,
     default_output_dir,
@@ -109,7 +109,7 @@ def test_matching_adapter_is_identity(student, evaluated, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from embedsdg_hf.models import resolve_model
+    from embedsdg_hf.common.models import resolve_model
 
     base = AutoModelForCausalLM.from_pretrained(resolve_model(student))
     get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(tmp_path / "lora")
@@ -144,7 +144,7 @@ def _adapter_for(model_path: str, target_modules: list[str], out: Path) -> Path:
 def _other_base(kind: str, student: str):
     from transformers import AutoConfig, GPT2Config, LlamaConfig
 
-    from embedsdg_hf.models import resolve_model
+    from embedsdg_hf.common.models import resolve_model
 
     if kind == "hidden-64":
         config = LlamaConfig(

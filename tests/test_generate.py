@@ -13,9 +13,15 @@ import datasets
 import numpy as np
 import pytest
 
-from embedsdg_hf.generate import FEATURES, filter_accepted, make_synthetic_dataset, request_seed, summarize_generation
-from embedsdg_hf.request_cache import RequestCache
-from embedsdg_hf.teachers.base import SamplingParams, TeacherError, TeacherRequest, TeacherResponse
+from embedsdg_hf.generation.generate import (
+    FEATURES,
+    filter_accepted,
+    make_synthetic_dataset,
+    request_seed,
+    summarize_generation,
+)
+from embedsdg_hf.generation.request_cache import RequestCache
+from embedsdg_hf.generation.teachers.base import SamplingParams, TeacherError, TeacherRequest, TeacherResponse
 
 PREFILL = "### Question\n"
 
@@ -163,7 +169,7 @@ def test_rejects_are_kept_with_reasons(pool, pairs, caplog):
             TeacherResponse("### Question\nQ?\n### Answer\nA\n#### 4", "stop", prefill_applied=False),
         )
     )
-    with caplog.at_level(logging.INFO, logger="embedsdg_hf.generate"):
+    with caplog.at_level(logging.INFO, logger="embedsdg_hf.generation.generate"):
         ds = make_synthetic_dataset(pool, pairs, teacher=teacher)
     assert ds["reject_reason"][:] == ["missing_final_answer", "truncated", "teacher_error", None]
     assert ds["error"][:] == [None, None, "HTTP 500 after 3 attempts", None]

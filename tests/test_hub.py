@@ -67,7 +67,7 @@ def test_push_offline_fails_clearly_and_sends_nothing(tmp_path, monkeypatch):
 def test_push_to_an_unreachable_hub_reports_the_endpoint(tmp_path, monkeypatch):
     from datasets import Dataset
 
-    from embedsdg_hf.generate import FEATURES
+    from embedsdg_hf.generation.generate import FEATURES
 
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
     row = {name: "" if getattr(f, "dtype", None) == "string" else 0 for name, f in FEATURES.items()}

@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 
 from embedsdg_hf import add_coords, add_embeddings, add_interpolations, fit_reducer, interpolate_sequences
-from embedsdg_hf.models import load_input_embeddings, load_tokenizer
+from embedsdg_hf.common.models import load_input_embeddings, load_tokenizer
 
 
 def _pairs(coords: np.ndarray, seeds: list[tuple[int, int]], pad: float = 0.0) -> Dataset:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from embedsdg_hf.models import cache_dir, load_input_embeddings, load_student, resolve_model
+from embedsdg_hf.common.models import cache_dir, load_input_embeddings, load_student, resolve_model
 
 
 def test_builtin_is_converted_once_and_reused(student):

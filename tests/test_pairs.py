@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from datasets import Dataset, Features, List, Value
 
-import embedsdg_hf.pairs as pairs_module
-from embedsdg_hf.pairs import make_seed_pairs
-from embedsdg_hf.regions import find_sparse_regions, fit_grid
+import embedsdg_hf.space.pairs as pairs_module
+from embedsdg_hf.space.pairs import make_seed_pairs
+from embedsdg_hf.space.regions import find_sparse_regions, fit_grid
 
 
 def coords_dataset(points: np.ndarray) -> Dataset:

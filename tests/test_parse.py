@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from embedsdg_hf.parse import REJECT_REASONS, ParsedExample, parse_generation
+from embedsdg_hf.generation.parse import REJECT_REASONS, ParsedExample, parse_generation
 
 WELL_FORMED = """### Question
 Maria buys 3 boxes of 12 pencils. How many pencils does she have?

@@ -1,4 +1,4 @@
-"""Tests for the shipped seed pool, :func:`embedsdg_hf.pool.make_word_problems`."""
+"""Tests for the shipped seed pool, :func:`embedsdg_hf.data.word_problems.make_word_problems`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from fractions import Fraction
 import datasets
 import pytest
 
-from embedsdg_hf import pool
-from embedsdg_hf.pool import PROBLEM_TYPES, make_word_problems
-from embedsdg_hf.verify import evaluate_arithmetic
+from embedsdg_hf.data import word_problems as pool
+from embedsdg_hf.data.word_problems import PROBLEM_TYPES, make_word_problems
+from embedsdg_hf.quality.verify import evaluate_arithmetic
 
 COLUMNS = ["question", "answer", "final_answer", "problem_type"]
 ANNOTATION = re.compile(r"<<([^<>]*)=([^<>=]*)>>")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from embedsdg_hf.prompts import PromptTemplate, available_prompts, load_prompt
+from embedsdg_hf.generation.prompts import PromptTemplate, available_prompts, load_prompt
 
 PAPER = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "embedsdg-arxiv-2603.22294.txt"
 

@@ -12,7 +12,7 @@ from _servers import FaultyOpenAIServer, ok
 from embedsdg_hf.config import PipelineConfig
 from embedsdg_hf.hub import make_dataset_card
 from embedsdg_hf.pipeline import run_pipeline
-from embedsdg_hf.quality import add_quality_reason, apply_gate, filter_passed, summarize_quality
+from embedsdg_hf.quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
 from embedsdg_hf.report import format_summary
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from datasets import Dataset, Features, List, Value
 
-from embedsdg_hf.regions import GridSpec, add_grid_cells, count_windows, find_sparse_regions, fit_grid
+from embedsdg_hf.space.regions import GridSpec, add_grid_cells, count_windows, find_sparse_regions, fit_grid
 
 
 def coords_dataset(points: np.ndarray) -> Dataset:
@@ -256,7 +256,7 @@ def test_add_grid_cells_errors(planted):
 def test_no_regions_gives_empty_dataset_and_warning(planted, caplog):
     ds, _, _ = planted
     grid = fit_grid(ds, bins=10, threshold=2)  # only count-1 windows qualify: the corner, which has no neighbours
-    with caplog.at_level("WARNING", logger="embedsdg_hf.regions"):
+    with caplog.at_level("WARNING", logger="embedsdg_hf.space.regions"):
         regions = find_sparse_regions(ds, grid)
     assert len(regions) == 0
     assert regions.features == find_sparse_regions(ds, fit_grid(ds, bins=10)).features

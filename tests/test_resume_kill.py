@@ -27,15 +27,15 @@ SCRIPT = textwrap.dedent(
 
     import datasets
 
-    from embedsdg_hf.generate import make_synthetic_dataset
-    from embedsdg_hf.teachers.base import TeacherResponse
+    from embedsdg_hf.generation.generate import make_synthetic_dataset
+    from embedsdg_hf.generation.teachers.base import TeacherResponse
 
     gsm8k, cache_dir, send_log, run, out = sys.argv[1:]
     if Path(gsm8k).exists():  # real GSM8K rows when ../shared has them, else the built-in generator
         with open(gsm8k) as handle:
             pool = datasets.Dataset.from_list([json.loads(line) for _, line in zip(range(48), handle)])
     else:
-        from embedsdg_hf.pool import make_word_problems
+        from embedsdg_hf.data.word_problems import make_word_problems
 
         pool = make_word_problems(48, seed=0)
 

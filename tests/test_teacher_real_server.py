@@ -13,7 +13,13 @@ from __future__ import annotations
 import pytest
 from _servers import start_transformers_serve, stop_transformers_serve
 
-from embedsdg_hf.teachers import OpenAITeacher, SamplingParams, TeacherRequest, TeacherResponse, TransformersTeacher
+from embedsdg_hf.generation.teachers import (
+    OpenAITeacher,
+    SamplingParams,
+    TeacherRequest,
+    TeacherResponse,
+    TransformersTeacher,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +29,7 @@ QUESTIONS = ["What is 2 + 3?", "Name a colour.", "Write a haiku about the sea."]
 
 @pytest.fixture(scope="module")
 def serve(student):
-    from embedsdg_hf.models import resolve_model
+    from embedsdg_hf.common.models import resolve_model
 
     proc = start_transformers_serve(resolve_model(student), timeout=120)
     try:
@@ -79,7 +85,7 @@ def test_generation_and_validate_through_the_real_server(serve, student, tmp_pat
     import sys
 
     from embedsdg_hf import filter_accepted, load_teacher, make_synthetic_dataset
-    from embedsdg_hf.pool import make_word_problems
+    from embedsdg_hf.data.word_problems import make_word_problems
 
     spec = f"openai:{serve.model}@{serve.base_url}"
     teacher = load_teacher(spec, max_concurrency=4)

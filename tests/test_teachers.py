@@ -10,7 +10,7 @@ import time
 import pytest
 from _servers import FaultyOpenAIServer, delay, drop, empty, free_port, malformed, ok, status
 
-from embedsdg_hf.teachers import (
+from embedsdg_hf.generation.teachers import (
     OpenAITeacher,
     SamplingParams,
     Teacher,
@@ -20,7 +20,7 @@ from embedsdg_hf.teachers import (
     TransformersTeacher,
     load_teacher,
 )
-from embedsdg_hf.teachers.openai_teacher import parse_retry_after
+from embedsdg_hf.generation.teachers.openai_teacher import parse_retry_after
 
 SECRET = "sk-test-very-secret-0123456789"
 
@@ -339,7 +339,7 @@ QUESTIONS = ["What is 2 + 3?", "Name a colour.", "Write one word about the sea, 
 
 @pytest.fixture(scope="module")
 def smol(student):
-    from embedsdg_hf.models import load_student
+    from embedsdg_hf.common.models import load_student
 
     model, tokenizer = load_student(student)
     return student, model, tokenizer

@@ -1,4 +1,5 @@
-"""LoRA SFT (embedsdg_hf.train): recipes, accelerate configs, data loading and validation, loss mask, CPU smoke run."""
+"""LoRA SFT (embedsdg_hf.training.train): recipes, accelerate configs, data loading and validation, loss mask, CPU
+smoke run."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from embedsdg_hf.train import (
+from embedsdg_hf.training.train import (
     ACCELERATE_CONFIGS,
     build_train_parser,
     build_trainer,
@@ -274,7 +275,7 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from embedsdg_hf.models import load_tokenizer, resolve_model
+    from embedsdg_hf.common.models import load_tokenizer, resolve_model
 
     data = _write_jsonl(tmp_path / "train.jsonl", sft_rows)
     out = tmp_path / "sft-lora"

@@ -17,7 +17,7 @@ from fractions import Fraction
 import datasets
 import pytest
 
-from embedsdg_hf.verify import (
+from embedsdg_hf.quality.verify import (
     VERIFY_REASONS,
     add_verification,
     check_solution,
@@ -366,13 +366,13 @@ def test_add_verification_empty_and_replaced_columns(caplog):
     assert len(out) == 0 and out.column_names == ["answer", "final_answer", "verify_reason", "verify_detail"]
     assert count_reasons(out) == {}
     ds = datasets.Dataset.from_dict({"answer": ["<<1+1=3>>3"], "final_answer": ["3"], "verify_reason": ["old"]})
-    with caplog.at_level(logging.WARNING, logger="embedsdg_hf.verify"):
+    with caplog.at_level(logging.WARNING, logger="embedsdg_hf.quality.verify"):
         out = add_verification(ds)
     assert "already exist" in caplog.text
     assert out["verify_reason"][:] == ["bad_arithmetic"]
 
 
 def test_the_shipped_seed_pool_passes():
-    from embedsdg_hf.pool import make_word_problems
+    from embedsdg_hf.data.word_problems import make_word_problems
 
     assert count_reasons(add_verification(make_word_problems(500, seed=0))) == {}

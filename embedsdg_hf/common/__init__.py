@@ -1,0 +1,1 @@
+"""Shared pieces below every stage: the student model loader, answer extraction, column/array helpers, validation."""

@@ -1,0 +1,51 @@
+"""``load_seed_pool``: the seed pool D from a built-in generator, a local file, or a Hub dataset."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_POOLS = ("word-problems",)
+_LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+def load_seed_pool(source: str, *, split: str = "train", name: str | None = None, n: int | None = None, seed: int = 0):
+    """Load the seed pool as a ``Dataset``.
+
+    Args:
+        source: ``"word-problems"`` (the built-in generator, :func:`embedsdg_hf.make_word_problems`), a local
+            ``.jsonl`` / ``.json`` / ``.parquet`` / ``.csv`` file, or a Hub dataset id (``"openai/gsm8k"``,
+            ``"meta-math/MetaMathQA"``).
+        split / name: split and config name of a Hub dataset (``name="main"`` for openai/gsm8k).
+        n: keep the first ``n`` rows (built-in: generate ``n``, default 1000).
+        seed: seed of the built-in generator.
+
+    Example:
+        >>> pool = load_seed_pool("../shared/data/gsm8k/train.jsonl", n=500)  # doctest: +SKIP
+    """
+    if source in BUILTIN_POOLS:
+        from .word_problems import make_word_problems
+
+        return make_word_problems(n or 1000, seed=seed)
+    from datasets import load_dataset
+
+    path = Path(source).expanduser()
+    if path.suffix.lower() in _LOCAL_BUILDERS or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"Seed pool file {str(path)!r} does not exist.")
+        builder = _LOCAL_BUILDERS.get(path.suffix.lower())
+        if builder is None:
+            raise ValueError(
+                f"Seed pool file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}."
+            )
+        ds = load_dataset(builder, data_files=str(path), split="train")
+    else:
+        ds = load_dataset(source, name, split=split)
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}.")
+        ds = ds.select(range(min(n, len(ds))))
+    logger.info("Seed pool %s: %d rows, columns %s", source, len(ds), ds.column_names)
+    return ds

@@ -1,0 +1,148 @@
+"""Parse a teacher's generated example (``### Question`` / ``### Answer`` / ``### <final_answer>``; Listings 2, 4).
+
+The parser is tolerant of what teachers actually write: any case, 2-4 ``#``, extra spaces, a colon, bold markers,
+``### Final Answer`` / ``### final_answer`` for ``### <final_answer>``, text on the header line itself
+(``### Question: How many ...``), and trailing ``#`` (``### <final_answer> ####``). Without a final-answer section,
+the GSM8K line ``#### N`` at the end of the answer gives the final answer. When the response holds several examples,
+the first one is taken (not a reject). A response that cannot be used keeps a reason, from a small fixed vocabulary
+(:data:`REJECT_REASONS`):
+
+- ``empty_response``: no text (or only whitespace);
+- ``truncated``: the teacher stopped on its token limit (``finish_reason="length"``) inside the first example
+  (an answer whose ``#### N`` line was finished is complete: the answer ends there, what follows is dropped);
+- ``missing_question``: no ``### Question`` section, or an empty one;
+- ``missing_answer``: no ``### Answer`` section, or an empty one;
+- ``missing_final_answer``: neither a final-answer section nor a ``#### N`` line in the answer;
+- ``teacher_error``: the request failed (set by :func:`~embedsdg_hf.generation.generate.make_synthetic_dataset`, never
+here).
+
+Public API: :func:`parse_generation`, :class:`ParsedExample`, :data:`REJECT_REASONS`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["REJECT_REASONS", "ParsedExample", "parse_generation"]
+
+EMPTY_RESPONSE = "empty_response"
+MISSING_QUESTION = "missing_question"
+MISSING_ANSWER = "missing_answer"
+MISSING_FINAL_ANSWER = "missing_final_answer"
+TRUNCATED = "truncated"
+TEACHER_ERROR = "teacher_error"
+REJECT_REASONS = (EMPTY_RESPONSE, TRUNCATED, MISSING_QUESTION, MISSING_ANSWER, MISSING_FINAL_ANSWER, TEACHER_ERROR)
+
+# A section header on its own line: "### Question", "## answer:", "### **Final Answer**", "### <final_answer> ####",
+# "### Question: text on the same line". Group "kind" names the section, group "rest" is same-line content.
+_HEADER = re.compile(
+    r"^[ \t]*#{2,4}[ \t]*\**[ \t]*"
+    r"(?P<kind>question|answer|<?[ \t]*final[ \t_-]*answer[ \t]*>?)(?![A-Za-z0-9_])"
+    r"[ \t]*\**[ \t]*:?[ \t]*\**[ \t]*#*[ \t]*(?P<rest>.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Lines where a teacher starts echoing the generation prompt's own labels (Listings 2 and 4): a section ends there.
+_PROMPT_ECHO = re.compile(
+    r"^[ \t]*(partial example|example[ \t]*\d*|seed examples?[^\n]*|your task|generated example)[ \t]*:",
+    re.IGNORECASE | re.MULTILINE,
+)
+_GSM8K_FINAL = re.compile(r"^[ \t]*####[ \t]*(?P<value>\S.*?)[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class ParsedExample:
+    """One parsed example. ``reject_reason`` is None when it can be used; the sections found are kept either way."""
+
+    question: str = ""
+    answer: str = ""
+    final_answer: str = ""
+    reject_reason: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.reject_reason is None
+
+
+def parse_generation(text: str | None, *, finish_reason: str | None = None) -> ParsedExample:
+    """Parse the first example of a teacher response; ``finish_reason="length"`` marks a cut-off one as truncated.
+
+    Example:
+        >>> parse_generation("### Question\\nWhat is 2+2?\\n### Answer\\n2+2=4\\n### <final_answer>\\n4")
+        ParsedExample(question='What is 2+2?', answer='2+2=4', final_answer='4', reject_reason=None)
+        >>> parse_generation("### Question\\nWhat is 2+2?\\n### Answer\\n2+2=", finish_reason="length").reject_reason
+        'truncated'
+    """
+    if text is None or not text.strip():
+        return ParsedExample(reject_reason=EMPTY_RESPONSE)
+    sections, complete = _first_example(text)
+    question = _cut_prompt_echo(sections.get("question", ""))
+    answer, closed = _close_at_gsm8k_line(sections.get("answer", ""))
+    answer = _cut_prompt_echo(answer)
+    final_answer = _final_answer(sections.get("final", ""), answer)
+    reason = None
+    if finish_reason == "length" and not (complete or closed):
+        reason = TRUNCATED
+    elif not question:
+        reason = MISSING_QUESTION
+    elif not answer:
+        reason = MISSING_ANSWER
+    elif not final_answer:
+        reason = MISSING_FINAL_ANSWER
+    return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=reason)
+
+
+def _kind(header: str) -> str:
+    header = header.lower()
+    return "final" if "final" in header else header
+
+
+def _first_example(text: str) -> tuple[dict[str, str], bool]:
+    """The sections (kind -> stripped text, first of each kind) of the first example, and whether another example
+    follows it (so the first one ended before any truncation)."""
+    matches = list(_HEADER.finditer(text))
+    sections: list[tuple[str, str]] = []
+    for match, following in zip(matches, [*matches[1:], None]):
+        end = following.start() if following is not None else len(text)
+        body = (match["rest"] + text[match.end() : end]).strip()
+        sections.append((_kind(match["kind"]), body))
+    # An empty "### Question" directly followed by another one (a prefill the teacher repeated) is not an example.
+    sections = [
+        (kind, body)
+        for i, (kind, body) in enumerate(sections)
+        if not (kind == "question" and not body and i + 1 < len(sections) and sections[i + 1][0] == "question")
+    ]
+    kinds = [kind for kind, _ in sections]
+    if "question" in kinds:  # text before the first question (a preamble) is not part of the example
+        sections = sections[kinds.index("question") :]
+    found: dict[str, str] = {}
+    for kind, body in sections:
+        if kind == "question" and found and set(found) != {"question"}:
+            return found, True  # the second example starts here
+        found.setdefault(kind, body)
+    return found, False
+
+
+def _cut_prompt_echo(section: str) -> str:
+    """The section up to the first line where the teacher echoes a label of the generation prompt."""
+    echo = _PROMPT_ECHO.search(section)
+    return (section[: echo.start()] if echo else section).strip()
+
+
+def _close_at_gsm8k_line(answer: str) -> tuple[str, bool]:
+    """Cut the answer after its first ``#### N`` line (a GSM8K solution ends there; small teachers often ramble on).
+    Returns the answer and whether that line was finished (text followed it), i.e. the example is complete."""
+    match = _GSM8K_FINAL.search(answer)
+    if match is None:
+        return answer, False
+    return answer[: match.end()].strip(), bool(answer[match.end() :].strip())
+
+
+def _final_answer(section: str, answer: str) -> str:
+    """The first line of the final-answer section, or the last ``#### N`` line of the answer (GSM8K style)."""
+    for line in section.splitlines():
+        value = line.strip().strip("#*").strip()
+        if value:
+            return value
+    gsm8k = _GSM8K_FINAL.findall(answer)
+    return gsm8k[-1].strip() if gsm8k else ""

@@ -1,0 +1,1 @@
+"""Stage 3: quality gates on generated rows (verification, dedup, decontamination, self-consistency) and coverage."""

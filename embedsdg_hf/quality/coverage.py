@@ -1,0 +1,582 @@
+"""Coverage: did the synthetic rows fill the sparse regions they were made for?
+
+The accepted synthetic rows are embedded with the same student and embedding settings as the pool
+(:func:`~embedsdg_hf.space.embed.add_embeddings`), projected with the run's fitted reducer and placed on the run's
+grid. Then, per synthetic set (EmbedSDG, and e.g. RandomSDG with the same budget, side by side):
+
+- per targeted region: its pool count *before* and its count *after* adding the synthetic points;
+- how many rows aimed at a region (``region_id >= 0``) landed inside *their own* region, and how many synthetic
+  points landed inside *any* targeted region (the number that is comparable with RandomSDG, whose rows aim nowhere);
+- how many points fall inside the grid's bounds (points outside are counted, never an error);
+- how many targeted regions reach the sparse threshold ``T`` after;
+- the grid's occupancy entropy before and after: the Shannon entropy (bits) of the distribution of points over the
+  grid's elementary cells, also divided by ``log2(number of cells)`` (1.0: perfectly even).
+
+Membership uses the grid's own cells (:meth:`GridSpec.cell_index`), so a region's *before* count is exactly the
+``count`` that :func:`~embedsdg_hf.space.regions.find_sparse_regions` found (checked).
+
+Public API:
+
+- :func:`coverage_report`: pool + grid + regions + reducer + synthetic dataset(s) -> :class:`CoverageReport`;
+- :func:`~embedsdg_hf.quality.coverage_run.coverage_from_run` (its own module): the same from an ``embedsdg run``
+  output dir (and other runs to compare), writing ``coverage.json``, ``coverage.md`` and ``coverage.png``;
+- :func:`measure_coverage`: the numbers from coordinates alone (no model);
+- :func:`occupancy_entropy`: entropy of points over a grid's cells.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..common.mapping import column_array, list_matrix, vector_matrix
+from ..common.validation import as_float_matrix, require_columns, require_rows, require_template_columns
+from ..space.regions import GridSpec, count_windows
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CoverageReport", "coverage_report", "measure_coverage", "occupancy_entropy"]
+
+COVERAGE_VERSION = "1"
+# Settings of a run that define its embedding space: a compared run must share them.
+EMBEDDING_KEYS = ("student", "text_template", "weights", "max_length")
+_MAX_MARKDOWN_REGIONS = 40
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclass
+class CoverageReport:
+    """What :func:`coverage_report` measured; ``to_dict()`` is plain JSON, ``to_markdown()`` a compact table.
+
+    Attributes:
+        grid: the run's grid (its ``threshold`` is ``T``).
+        target_regions: ids of the targeted regions, in the regions dataset's order (sparsest first).
+        before: pool points, pool points outside the grid, occupancy entropy (bits and normalised), targeted
+            regions already at ``T``.
+        methods: per synthetic set (e.g. ``"embedsdg"``, ``"random"``): every measured number (see :meth:`summary`).
+        regions: one dict per targeted region: ``region_id``, ``lower``, ``upper``, ``before`` (its pool count,
+            checked against the regions dataset's ``count``), and per method ``after``, ``added``, ``aimed`` (rows
+            with this ``region_id``) and ``landed`` (of those, inside the region).
+        settings: how the synthetic rows were embedded and projected (model, template, weights, reducer ...).
+        pool_coords, synthetic_coords, in_targeted: the points behind the numbers (for :meth:`plot`; not in
+            ``to_dict``).
+
+    Example:
+        >>> report = coverage_report(pool, grid, regions, reducer, {"embedsdg": rows}, model=student,
+        ...                          text_template="{question}\\n{answer}")  # doctest: +SKIP
+        >>> report.summary["embedsdg"]["landed_in_target_share"]  # doctest: +SKIP
+        0.75
+    """
+
+    grid: GridSpec
+    target_regions: list[int]
+    before: dict[str, Any]
+    methods: dict[str, dict[str, Any]]
+    regions: list[dict[str, Any]]
+    settings: dict[str, Any] = field(default_factory=dict)
+    pool_coords: np.ndarray | None = field(default=None, repr=False, compare=False)
+    synthetic_coords: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    in_targeted: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def threshold(self) -> int:
+        """The sparse threshold ``T``: a region is sparse while its count is below it."""
+        return self.grid.threshold
+
+    @property
+    def n_cells(self) -> int:
+        """Number of elementary cells of the grid."""
+        return math.prod(self.grid.shape)
+
+    @property
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per method, the few numbers a run summary or dataset card needs.
+
+        Keys: ``targeted_regions``, ``synthetic_points``, ``aimed_rows``, ``landed_in_target`` (and ``_share`` of the
+        aimed rows; None when no row aims at a region), ``landed_in_targeted_regions`` (and ``_share`` of all
+        synthetic points), ``regions_reaching_threshold``, ``entropy_before_bits``, ``entropy_after_bits``,
+        ``entropy_before_normalised``, ``entropy_after_normalised``.
+        """
+        keys = (
+            "synthetic_points",
+            "aimed_rows",
+            "landed_in_target",
+            "landed_in_target_share",
+            "landed_in_targeted_regions",
+            "landed_in_targeted_regions_share",
+            "regions_reaching_threshold",
+        )
+        out = {}
+        for name, numbers in self.methods.items():
+            out[name] = {"targeted_regions": len(self.target_regions), **{k: numbers[k] for k in keys}}
+            out[name].update(
+                entropy_before_bits=self.before["entropy_bits"],
+                entropy_after_bits=numbers["entropy_after_bits"],
+                entropy_before_normalised=self.before["entropy_normalised"],
+                entropy_after_normalised=numbers["entropy_after_normalised"],
+            )
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form: version, settings, grid, target_regions, before, methods, summary, regions."""
+        return {
+            "version": COVERAGE_VERSION,
+            "settings": self.settings,
+            "grid": {**self.grid.to_dict(), "n_cells": self.n_cells},
+            "target_regions": list(self.target_regions),
+            "before": self.before,
+            "methods": self.methods,
+            "summary": self.summary,
+            "regions": self.regions,
+        }
+
+    def to_markdown(self, *, max_regions: int = _MAX_MARKDOWN_REGIONS) -> str:
+        """The methods side by side (one column each), then the per-region counts before / after.
+
+        Example:
+            >>> print(report.to_markdown())  # doctest: +SKIP
+        """
+        names = list(self.methods)
+        shape = "x".join(map(str, self.grid.shape))
+        before = self.before
+        lines = [
+            "## Coverage of the targeted sparse regions",
+            "",
+            f"{len(self.target_regions)} targeted regions, threshold T = {self.threshold}; grid {shape} = "
+            f"{self.n_cells:,} cells; pool {before['pool_points']:,} points ({before['pool_outside_grid']} outside "
+            "the grid). Synthetic rows embedded with "
+            f"{self.settings.get('model', '?')!s} and projected with the run's {self.settings.get('reducer', '?')}.",
+            "",
+        ]
+        if not names:
+            return "\n".join([*lines, "No synthetic set given."])
+        lines += ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+
+        def row(label: str, cell) -> None:
+            lines.append(f"| {label} | " + " | ".join(cell(self.methods[n]) for n in names) + " |")
+
+        n_targets = len(self.target_regions)
+        row("synthetic points", lambda m: f"{m['synthetic_points']:,}")
+        row("rows aimed at a region", lambda m: f"{m['aimed_rows']:,}")
+        row("landed in their own target region", lambda m: _ratio(m["landed_in_target"], m["aimed_rows"]))
+        row(
+            "landed in any targeted region",
+            lambda m: _ratio(m["landed_in_targeted_regions"], m["synthetic_points"]),
+        )
+        row("inside the grid's bounds", lambda m: _ratio(m["inside_grid"], m["synthetic_points"]))
+        row("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}")
+        row(
+            f"targeted regions at >= T after (before: {before['regions_at_threshold']})",
+            lambda m: f"{m['regions_reaching_threshold']}/{n_targets}",
+        )
+        entropy = f"{before['entropy_bits']:.3f} bits ({_fmt(before['entropy_normalised'])})"
+        row("occupancy entropy before", lambda m: entropy)
+        row(
+            "occupancy entropy after",
+            lambda m: f"{m['entropy_after_bits']:.3f} bits ({_fmt(m['entropy_after_normalised'])})",
+        )
+        lines += ["", "Entropy in bits over the grid's cells; in brackets, divided by log2(cells)."]
+        if not self.regions:
+            return "\n".join(lines)
+        lines += ["", "### Per targeted region (sparsest first)", ""]
+        aimed_at = [n for n in names if self.methods[n]["aimed_rows"]]
+        header = ["region", "before"] + [f"{n}: after (+added)" for n in names]
+        header += [f"{n}: landed / aimed" for n in aimed_at]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
+        for region in self.regions[:max_regions]:
+            cells = [str(region["region_id"]), str(region["before"])]
+            cells += [f"{region['after'][n]} (+{region['added'][n]})" for n in names]
+            cells += [f"{region['landed'][n]} / {region['aimed'][n]}" for n in aimed_at]
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(self.regions) > max_regions:
+            lines.append(f"\n{len(self.regions) - max_regions} more targeted regions in coverage.json.")
+        return "\n".join(lines)
+
+    def plot(self, path: str | Path, *, title: str | None = None) -> Path:
+        """The map before / after with the targeted regions boxed (:func:`~embedsdg_hf.plots.plot_coverage`)."""
+        from ..plots import plot_coverage
+
+        if self.pool_coords is None:
+            raise ValueError("This CoverageReport has no coordinates (it was not made by coverage_report): no plot.")
+        return plot_coverage(
+            self.pool_coords,
+            self.synthetic_coords,
+            path,
+            boxes=[(r["lower"], r["upper"]) for r in self.regions],
+            landed=self.in_targeted,
+            reached={n: [r["after"][n] >= self.threshold for r in self.regions] for n in self.methods},
+            threshold=self.threshold,
+            bounds=(self.grid.lower, self.grid.upper),
+            title=title,
+        )
+
+
+def _ratio(count: int, total: int) -> str:
+    return "-" if total == 0 else f"{count:,}/{total:,} ({100 * count / total:.0f}%)"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _share(count: int, total: int) -> float | None:
+    return None if total == 0 else count / total
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Numbers from coordinates
+
+
+def _entropy(cell_counts: np.ndarray, n_cells: int) -> tuple[float, float | None]:
+    total = cell_counts.sum()
+    if total == 0:
+        return 0.0, 0.0 if n_cells > 1 else None
+    p = cell_counts[cell_counts > 0] / total
+    bits = float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no "-0.0" for a single occupied cell
+    return bits, (bits / math.log2(n_cells) if n_cells > 1 else None)
+
+
+def occupancy_entropy(coords: np.ndarray, grid: GridSpec) -> tuple[float, float | None]:
+    """Shannon entropy (bits) of the points' distribution over the grid's elementary cells, and that entropy divided
+    by ``log2(number of cells)`` (None for a one-cell grid). Points outside the grid are left out.
+
+    Example:
+        >>> occupancy_entropy(np.array([[0.1, 0.1], [0.9, 0.9]]), grid_of_2x2_cells)  # doctest: +SKIP
+        (1.0, 0.5)
+    """
+    cells = grid.cell_index(as_float_matrix(coords, column="coords", expected_dim=grid.n_components))
+    n_cells = math.prod(grid.shape)
+    return _entropy(np.bincount(cells[cells >= 0], minlength=n_cells), n_cells)
+
+
+def _region_table(regions, grid: GridSpec) -> dict[str, np.ndarray]:
+    """The regions dataset's id, window start (cells), box and count as arrays; checked against the grid."""
+    require_columns(regions, ["region_id", "window_index", "lower", "upper", "count"], what="regions dataset")
+    k = grid.n_components
+    if len(regions) == 0:
+        return {
+            "region_id": np.zeros(0, np.int64),
+            "window_index": np.zeros((0, k), np.int64),
+            "lower": np.zeros((0, k)),
+            "upper": np.zeros((0, k)),
+            "count": np.zeros(0, np.int64),
+        }
+    table = {
+        "region_id": column_array(regions, "region_id").astype(np.int64),
+        "window_index": list_matrix(regions, "window_index", what="regions dataset").astype(np.int64),
+        "lower": list_matrix(regions, "lower", what="regions dataset").astype(np.float64),
+        "upper": list_matrix(regions, "upper", what="regions dataset").astype(np.float64),
+        "count": column_array(regions, "count").astype(np.int64),
+    }
+    if table["window_index"].shape[1] != k:
+        raise ValueError(
+            f"The regions dataset's 'window_index' has {table['window_index'].shape[1]} axes, but the grid is {k}-D: "
+            "the regions were found on another grid."
+        )
+    bad = np.flatnonzero(np.any((table["window_index"] < 0) | (table["window_index"] >= grid.window_shape), axis=1))
+    if len(bad):
+        raise ValueError(
+            f"Region(s) {table['region_id'][bad][:5].tolist()} have a window_index outside the grid's window "
+            f"positions {list(grid.window_shape)}: the regions were found on another grid."
+        )
+    ids, counts = np.unique(table["region_id"], return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"The regions dataset repeats region_id(s) {ids[counts > 1][:5].tolist()}.")
+    return table
+
+
+def _in_window(cells: np.ndarray, starts: np.ndarray, grid: GridSpec) -> np.ndarray:
+    """Whether each point (flat cell, -1 outside) lies in the window starting at ``starts[i]`` (cells per axis)."""
+    multi = np.stack(np.unravel_index(np.maximum(cells, 0), grid.shape), axis=1).reshape(-1, grid.n_components)
+    inside = (multi >= starts) & (multi < starts + np.asarray(grid.window_cells))
+    return (cells >= 0) & np.all(inside, axis=1)
+
+
+def measure_coverage(
+    pool_coords: np.ndarray,
+    grid: GridSpec,
+    regions,
+    synthetic_coords: Mapping[str, np.ndarray],
+    *,
+    synthetic_region_ids: Mapping[str, np.ndarray] | None = None,
+    target_regions: Sequence[int] | None = None,
+    settings: dict[str, Any] | None = None,
+) -> CoverageReport:
+    """The coverage numbers from coordinates alone (no embedding, no model): the core of :func:`coverage_report`.
+
+    Args:
+        pool_coords: (n, K) pool coordinates, the ones ``regions`` were found on.
+        grid: the run's grid (:func:`~embedsdg_hf.space.regions.fit_grid`).
+        regions: the :func:`~embedsdg_hf.space.regions.find_sparse_regions` dataset.
+        synthetic_coords: per method name, the (m, K) coordinates of its synthetic points.
+        synthetic_region_ids: per method name, the region each point was made for (-1: none, e.g. RandomSDG);
+            missing methods count as all -1.
+        target_regions: region ids to report on. Default: every region some synthetic row aims at, or all regions
+            when no row aims at one.
+        settings: recorded as is in the report.
+
+    Example:
+        >>> report = measure_coverage(coords, grid, regions, {"embedsdg": new_coords},
+        ...                           synthetic_region_ids={"embedsdg": region_ids})  # doctest: +SKIP
+    """
+    k = grid.n_components
+    pool_coords = as_float_matrix(pool_coords, column="coords", expected_dim=k)
+    table = _region_table(regions, grid)
+    position = {int(r): i for i, r in enumerate(table["region_id"])}
+    coords = {
+        name: as_float_matrix(np.reshape(c, (-1, k)), column=f"coords of {name!r}", expected_dim=k)
+        for name, c in synthetic_coords.items()
+    }
+    aims: dict[str, np.ndarray] = {}
+    for name, points in coords.items():
+        ids = (synthetic_region_ids or {}).get(name)
+        ids = np.full(len(points), -1, np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) != len(points):
+            raise ValueError(f"{name!r} has {len(points)} points but {len(ids)} region ids; give one per point.")
+        unknown = sorted(set(ids[ids >= 0].tolist()) - set(position))
+        if unknown:
+            raise ValueError(
+                f"Rows of {name!r} aim at region id(s) {unknown[:5]} that the regions dataset does not have (ids "
+                f"there: {_id_range(table['region_id'])}): the synthetic rows come from another run."
+            )
+        aims[name] = ids
+
+    if target_regions is None:
+        aimed = set().union(*(set(ids[ids >= 0].tolist()) for ids in aims.values())) if aims else set()
+        chosen = [int(r) for r in table["region_id"] if int(r) in aimed] if aimed else table["region_id"].tolist()
+    else:
+        chosen = [int(r) for r in target_regions]
+        unknown = sorted(set(chosen) - set(position))
+        if unknown:
+            raise ValueError(
+                f"target_regions {unknown[:5]} are not in the regions dataset (ids there: "
+                f"{_id_range(table['region_id'])})."
+            )
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"target_regions repeats region ids: {chosen}.")
+    rows = np.asarray([position[r] for r in chosen], dtype=np.int64)
+    starts = table["window_index"][rows]
+    index = tuple(starts.T)
+
+    before = count_windows(pool_coords, grid)[index] if len(rows) else np.zeros(0, np.int64)
+    mismatch = np.flatnonzero(before != table["count"][rows])
+    if len(mismatch):
+        first = mismatch[:5]
+        raise ValueError(
+            f"Pool counts of region(s) {[chosen[i] for i in first]} are {before[first].tolist()}, but the regions "
+            f"dataset says {table['count'][rows][first].tolist()}: the pool, grid and regions are not from the same "
+            "run (or the pool's coords changed)."
+        )
+    covered = np.zeros(grid.shape, dtype=bool)
+    for start in starts:
+        covered[tuple(slice(s, s + w) for s, w in zip(start, grid.window_cells))] = True
+    covered = covered.ravel()
+
+    n_cells = math.prod(grid.shape)
+    pool_cells = grid.cell_index(pool_coords)
+    pool_counts = np.bincount(pool_cells[pool_cells >= 0], minlength=n_cells)
+    bits_before, norm_before = _entropy(pool_counts, n_cells)
+    summary_before = {
+        "pool_points": len(pool_coords),
+        "pool_outside_grid": int((pool_cells < 0).sum()),
+        "entropy_bits": bits_before,
+        "entropy_normalised": norm_before,
+        "regions_at_threshold": int((before >= grid.threshold).sum()),
+    }
+    per_region = [
+        {
+            "region_id": r,
+            "lower": table["lower"][i].tolist(),
+            "upper": table["upper"][i].tolist(),
+            "before": int(b),
+            "after": {},
+            "added": {},
+            "aimed": {},
+            "landed": {},
+        }
+        for r, i, b in zip(chosen, rows, before)
+    ]
+    methods: dict[str, dict[str, Any]] = {}
+    in_targeted: dict[str, np.ndarray] = {}
+    for name, points in coords.items():
+        cells = grid.cell_index(points)
+        inside = cells >= 0
+        ids = aims[name]
+        aimed_rows = np.flatnonzero(ids >= 0)
+        own_starts = table["window_index"][[position[int(r)] for r in ids[aimed_rows]]].reshape(-1, k)
+        landed_own = _in_window(cells[aimed_rows], own_starts, grid)
+        in_any = inside & covered[np.maximum(cells, 0)]
+        added = count_windows(points, grid)[index] if len(rows) else np.zeros(0, np.int64)
+        after = before + added
+        bits_after, norm_after = _entropy(pool_counts + np.bincount(cells[inside], minlength=n_cells), n_cells)
+        methods[name] = {
+            "synthetic_points": len(points),
+            "aimed_rows": len(aimed_rows),
+            "landed_in_target": int(landed_own.sum()),
+            "landed_in_target_share": _share(int(landed_own.sum()), len(aimed_rows)),
+            "landed_in_targeted_regions": int(in_any.sum()),
+            "landed_in_targeted_regions_share": _share(int(in_any.sum()), len(points)),
+            "inside_grid": int(inside.sum()),
+            "inside_grid_share": _share(int(inside.sum()), len(points)),
+            "outside_grid": int((~inside).sum()),
+            "regions_gaining": int((added > 0).sum()),
+            "regions_reaching_threshold": int((after >= grid.threshold).sum()),
+            "entropy_after_bits": bits_after,
+            "entropy_after_normalised": norm_after,
+            "entropy_change_bits": bits_after - bits_before,
+        }
+        in_targeted[name] = in_any
+        aimed_ids = ids[aimed_rows]
+        for entry, a, n in zip(per_region, after, added):
+            mine = aimed_ids == entry["region_id"]
+            entry["after"][name] = int(a)
+            entry["added"][name] = int(n)
+            entry["aimed"][name] = int(mine.sum())
+            entry["landed"][name] = int(landed_own[mine].sum())
+    return CoverageReport(
+        grid=grid,
+        target_regions=chosen,
+        before=summary_before,
+        methods=methods,
+        regions=per_region,
+        settings=dict(settings or {}),
+        pool_coords=pool_coords,
+        synthetic_coords=coords,
+        in_targeted=in_targeted,
+    )
+
+
+def _id_range(ids: np.ndarray) -> str:
+    if len(ids) == 0:
+        return "none, the regions dataset is empty"
+    return f"{len(ids)} ids from {int(ids.min())} to {int(ids.max())}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# From datasets: embed, project, measure
+
+
+def coverage_report(
+    pool,
+    grid: GridSpec,
+    regions,
+    reducer,
+    synthetic,
+    *,
+    model: str,
+    text_template: str,
+    weights: str = "mean",
+    max_length: int | None = None,
+    target_regions: Sequence[int] | None = None,
+    region_column: str = "region_id",
+) -> CoverageReport:
+    """Embed the synthetic rows like the pool, project them with the run's reducer, and measure the coverage.
+
+    Args:
+        pool: the embedded pool with its ``coords`` (``grid.column``) column, as the run saved it (``pool/``). A pool
+            without coords but with the reducer's input column (``embedding``) is projected here.
+        grid / regions / reducer: the run's grid, sparse regions dataset and fitted :class:`~embedsdg_hf.Reducer`.
+        synthetic: a ``Dataset`` of synthetic rows, or ``{method name: Dataset}`` to compare sets side by side, e.g.
+            ``{"embedsdg": ..., "random": ...}``. Empty sets are reported as zero points. A lone ``Dataset`` is
+            named after its ``method`` column when it holds one value, else ``"synthetic"``.
+        model / text_template / weights / max_length: the pool's embedding settings (the run's ``student``,
+            ``text_template``, ``weights`` and ``max_length``); the synthetic rows are embedded with exactly these.
+        target_regions: region ids to report on. Default: the regions the rows aim at (``region_column >= 0``), or
+            every region when no row aims at one.
+        region_column: the column holding the region a row was made for (-1: none). A set without it counts as
+            aiming nowhere (with a warning).
+
+    Returns:
+        A :class:`CoverageReport`.
+
+    Example:
+        >>> sets = {"embedsdg": ours, "random": baseline}
+        >>> report = coverage_report(pool, grid, regions, reducer, sets, model="smollm2-135m-instruct",
+        ...                          text_template="{question}\\n{answer}")  # doctest: +SKIP
+        >>> print(report.to_markdown())  # doctest: +SKIP
+    """
+    from datasets import Dataset
+
+    from ..space.embed import add_embeddings
+
+    require_rows(pool, what="pool", step="coverage_report")
+    if reducer.n_components != grid.n_components:
+        raise ValueError(
+            f"The reducer projects to {reducer.n_components}-D but the grid is {grid.n_components}-D: they are not "
+            "from the same run."
+        )
+    if grid.column in pool.column_names:
+        pool_coords = vector_matrix(pool, grid.column, expected_dim=grid.n_components)
+    elif reducer.column in pool.column_names:
+        pool_coords = reducer.transform(vector_matrix(pool, reducer.column))
+    else:
+        raise ValueError(
+            f"The pool has neither a {grid.column!r} column (coords) nor a {reducer.column!r} column to project. "
+            f"Columns present: {pool.column_names}. Pass the pool the run saved (its pool/ folder)."
+        )
+    if isinstance(synthetic, Dataset):
+        synthetic = {_set_name(synthetic): synthetic}
+    if not isinstance(synthetic, Mapping) or not synthetic:
+        raise ValueError(
+            "synthetic must be a Dataset or a non-empty dict {method name: Dataset}; got "
+            f"{type(synthetic).__name__}."
+        )
+    coords: dict[str, np.ndarray] = {}
+    region_ids: dict[str, np.ndarray] = {}
+    for name, rows in synthetic.items():
+        if not isinstance(rows, Dataset):
+            raise ValueError(f"synthetic[{name!r}] must be a datasets.Dataset; got {type(rows).__name__}.")
+        if len(rows) == 0:
+            logger.warning("The synthetic set %r is empty: it is reported as zero points.", name)
+            coords[name] = np.zeros((0, grid.n_components), np.float32)
+            region_ids[name] = np.zeros(0, np.int64)
+            continue
+        fields = require_template_columns(rows, text_template)
+        if region_column in rows.column_names:
+            region_ids[name] = column_array(rows, region_column).astype(np.int64)
+        else:
+            logger.warning(
+                "The synthetic set %r has no %r column: its rows count as aiming at no region.", name, region_column
+            )
+            region_ids[name] = np.full(len(rows), -1, np.int64)
+        embedded = add_embeddings(
+            rows.select_columns(fields),
+            model=model,
+            text_template=text_template,
+            weights=weights,
+            max_length=max_length,
+        )
+        coords[name] = reducer.transform(vector_matrix(embedded, "embedding"))
+    settings = {
+        "model": model,
+        "text_template": text_template,
+        "weights": weights,
+        "max_length": max_length,
+        "reducer": f"{reducer.method} ({reducer.n_components}-D)",
+    }
+    return measure_coverage(
+        pool_coords,
+        grid,
+        regions,
+        coords,
+        synthetic_region_ids=region_ids,
+        target_regions=target_regions,
+        settings=settings,
+    )
+
+
+def _set_name(ds) -> str:
+    if "method" in ds.column_names and len(ds):
+        values = set(column_array(ds, "method").tolist())
+        if len(values) == 1:
+            return str(values.pop())
+    return "synthetic"

@@ -1,0 +1,150 @@
+"""Coverage of a run dir: read what ``embedsdg run`` wrote, compute
+:func:`~embedsdg_hf.quality.coverage.coverage_report`, write ``coverage.{json,md,png}``.
+
+Reading run dirs (which files, which settings must match between compared runs) lives here; the numbers themselves
+are computed in :mod:`embedsdg_hf.quality.coverage` from datasets and arrays alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..space.regions import GridSpec
+from .coverage import EMBEDDING_KEYS, CoverageReport, coverage_report
+
+__all__ = ["coverage_from_run"]
+
+logger = logging.getLogger(__name__)
+
+
+def _need(run_dir: Path, name: str, made_by: str) -> Path:
+    path = run_dir / name
+    if not path.exists():
+        raise FileNotFoundError(f"{str(path)!r} does not exist: {made_by}")
+    return path
+
+
+_ANALYSIS = (
+    "`embedsdg run` writes it (EmbedSDG method, any stage), e.g. "
+    "`embedsdg run --config recipes/gsm8k-cpu/pipeline.yaml --output_dir DIR`."
+)
+_TRAIN = (
+    "`embedsdg run` writes it once teacher generation finishes (--stage all, the default; --stage analysis stops "
+    "before)."
+)
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"Run dir {str(run_dir)!r} does not exist (or is not a folder).")
+    path = _need(run_dir, "run_config.json", f"{str(run_dir)!r} is not an embedsdg run dir. {_ANALYSIS}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_train(run_dir: Path):
+    from datasets import Dataset, load_dataset
+
+    path = _need(run_dir, "train.jsonl", _TRAIN)
+    if not path.read_text(encoding="utf-8").strip():  # no accepted rows: coverage_report reports zero points
+        return Dataset.from_dict({})
+    return load_dataset("json", data_files=str(path), split="train")
+
+
+def coverage_from_run(
+    run_dir: str | Path,
+    *,
+    compare: Mapping[str, str | Path] | None = None,
+    output_dir: str | Path | None = None,
+) -> CoverageReport:
+    """Coverage of an EmbedSDG run's accepted rows, compared with other runs' (e.g. RandomSDG, same budget).
+
+    Reads ``run_config.json``, ``pool/``, ``regions/``, ``grid.json``, ``reducer/`` and ``train.jsonl`` from
+    ``run_dir``, and ``run_config.json`` + ``train.jsonl`` from every compared run dir, which must share the run's
+    student, text template, weights and max length (otherwise its rows would belong to another embedding space).
+    Writes ``coverage.json`` (:meth:`CoverageReport.to_dict`), ``coverage.md`` and ``coverage.png`` into
+    ``output_dir`` (default: ``run_dir``).
+
+    Args:
+        run_dir: an ``embedsdg run`` output dir of the EmbedSDG method.
+        compare: ``{name: run dir}`` of other runs, e.g. ``{"random": "outputs/random-500"}``.
+        output_dir: where the three files go (default: ``run_dir``).
+
+    Example:
+        >>> compare = {"random": "outputs/random-500"}
+        >>> report = coverage_from_run("outputs/embedsdg-500", compare=compare)  # doctest: +SKIP
+        >>> report.summary["random"]["landed_in_targeted_regions_share"]  # doctest: +SKIP
+    """
+    from datasets import load_from_disk
+
+    from ..space.reduce import Reducer
+
+    run_dir = Path(run_dir)
+    config = _run_config(run_dir)
+    method = config.get("method", "embedsdg")
+    if method != "embedsdg":
+        raise ValueError(
+            f"{str(run_dir)!r} is a {method!r} run: it has no sparse regions of its own. Give the EmbedSDG run dir "
+            f"and compare this one with it (`embedsdg coverage EMBEDSDG_DIR --compare {method}={run_dir}`)."
+        )
+    for name in ("pool", "regions", "grid.json", "reducer"):
+        _need(run_dir, name, _ANALYSIS)
+    synthetic = {"embedsdg": _read_train(run_dir)}
+    runs = {"embedsdg": {"run_dir": str(run_dir), "budget": _budget(config)}}
+    for name, other in (compare or {}).items():
+        if name in synthetic:
+            raise ValueError(f"Compared run name {name!r} is taken by the run itself; choose another, e.g. 'random'.")
+        other = Path(other)
+        other_config = _run_config(other)
+        differ = [k for k in EMBEDDING_KEYS if other_config.get(k) != config.get(k)]
+        if differ:
+            detail = ", ".join(f"{k}={other_config.get(k)!r} vs {config.get(k)!r}" for k in differ)
+            raise ValueError(
+                f"Cannot compare {name}={str(other)!r} with {str(run_dir)!r}: it used another embedding setup "
+                f"({detail}), so its rows would live in another embedding space. Compare runs with the same student "
+                "and text template."
+            )
+        if _budget(other_config) != _budget(config) or other_config.get("seed_pool") != config.get("seed_pool"):
+            logger.warning(
+                "%s (%s) has budget %s and seed pool %r; %s has budget %s and seed pool %r: not the same budget/pool.",
+                name,
+                other,
+                _budget(other_config),
+                other_config.get("seed_pool"),
+                run_dir,
+                _budget(config),
+                config.get("seed_pool"),
+            )
+        synthetic[name] = _read_train(other)
+        runs[name] = {"run_dir": str(other), "budget": _budget(other_config)}
+
+    report = coverage_report(
+        load_from_disk(str(run_dir / "pool")),
+        GridSpec.load(run_dir / "grid.json"),
+        load_from_disk(str(run_dir / "regions")),
+        Reducer.load(run_dir / "reducer"),
+        synthetic,
+        model=config["student"],
+        text_template=config["text_template"],
+        weights=config.get("weights", "mean"),
+        max_length=config.get("max_length"),
+    )
+    for name, info in runs.items():
+        info["accepted_rows"] = report.methods[name]["synthetic_points"]
+    report.settings["runs"] = runs
+    out = Path(output_dir) if output_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "coverage.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    (out / "coverage.md").write_text(report.to_markdown() + "\n", encoding="utf-8")
+    report.plot(out / "coverage.png")
+    return report
+
+
+def _budget(config: dict[str, Any]) -> int | None:
+    """Teacher requests a run made: ``n_pairs`` items x ``samples_per_item`` (the same for both methods)."""
+    if config.get("n_pairs") is None:
+        return None
+    return int(config["n_pairs"]) * int(config.get("samples_per_item", 1) or 1)

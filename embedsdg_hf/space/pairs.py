@@ -1,0 +1,372 @@
+"""Seed pairs from opposite faces of sparse regions (paper §3.4, METHOD.md §3).
+
+For each region (a rectangle in 2-D, a box in 3-D), an axis is chosen and one seed is taken near each of the two
+faces perpendicular to it: the lower face at ``lower[axis]`` and the upper face at ``upper[axis]``.
+
+- *Inside* candidates for the lower face are the region's members below the box middle on that axis, ranked by their
+  exact distance to the lower face rectangle; those for the upper face are the members at or above the middle.
+- When a side has too few inside candidates, it is topped up from the whole pool: FAISS (``IndexFlatL2``) returns the
+  nearest points to the face centre, of which non-members on the face's outer side are kept and ranked by exact
+  distance to the face rectangle. ``k`` grows (64, x4, ...) until enough qualify *and* the ranking is provably exact
+  (the needed candidate is closer to the rectangle than any point FAISS did not return can be). When the outer side
+  holds only a few thousand points they are ranked directly, without FAISS.
+
+Public API: :func:`make_seed_pairs`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import warnings
+from dataclasses import dataclass, field
+
+import datasets
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
+from ..common.validation import require_columns, require_rows
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["make_seed_pairs"]
+
+REGION_COLUMNS = ("region_id", "lower", "upper", "count", "members")
+_FIRST_K = 64
+_K_GROWTH = 4
+_DIRECT_RANK_MAX = 4096  # rank an outer side directly (no FAISS) when it holds at most this many points
+
+
+@dataclass
+class _Regions:
+    """The columns of a regions dataset that pairing needs, as numpy arrays (members in CSR form)."""
+
+    region_id: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    count: np.ndarray
+    offsets: np.ndarray
+    members: np.ndarray
+
+    def members_of(self, rank: int) -> np.ndarray:
+        return self.members[self.offsets[rank] : self.offsets[rank + 1]]
+
+
+@dataclass
+class _Face:
+    """One face of one region that needs ``need`` candidates from the pool."""
+
+    members: np.ndarray
+    axis: int
+    upper_side: bool
+    value: float
+    lo: np.ndarray
+    hi: np.ndarray
+    need: int
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    dists: np.ndarray = field(default_factory=lambda: np.empty(0))
+
+    @property
+    def centre(self) -> np.ndarray:
+        centre = (self.lo + self.hi) / 2
+        centre[self.axis] = self.value
+        return centre
+
+    @property
+    def radius(self) -> float:
+        """Half-diagonal of the face rectangle: no point of the face is farther than this from its centre."""
+        half = (self.hi - self.lo) / 2
+        half[self.axis] = 0.0
+        return float(np.sqrt(np.sum(half**2)))
+
+    def rank(self, coords: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Of ``rows``, the non-members on the outer side, sorted by distance to the face rectangle (then row)."""
+        points = coords[rows].astype(np.float64)
+        outer = points[:, self.axis] >= self.value if self.upper_side else points[:, self.axis] <= self.value
+        keep = outer & ~np.isin(rows, self.members)
+        return _sort_by_distance(rows[keep], _face_distance(points[keep], self.lo, self.hi, self.axis, self.value))
+
+
+def _face_distance(points: np.ndarray, lo: np.ndarray, hi: np.ndarray, axis: int, value: float) -> np.ndarray:
+    """Exact Euclidean distance of each point to the face ``{x: x[axis] == value, lo <= x <= hi elsewhere}``."""
+    gap = np.maximum(np.maximum(lo - points, points - hi), 0.0)
+    gap[:, axis] = np.abs(points[:, axis] - value)
+    return np.sqrt(np.sum(gap**2, axis=1))
+
+
+def _sort_by_distance(rows: np.ndarray, dists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((rows, dists))
+    return rows[order], dists[order]
+
+
+def _read_regions(regions: datasets.Dataset, k: int, n_rows: int) -> _Regions:
+    table = regions.with_format("arrow")[:]
+    lower = list_matrix(regions, "lower", what="regions dataset").astype(np.float64)
+    upper = list_matrix(regions, "upper", what="regions dataset").astype(np.float64)
+    if lower.shape[1] != k or upper.shape[1] != k:
+        raise ValueError(
+            f"The regions dataset has {lower.shape[1]}-D boxes but the coords are {k}-D; the regions were computed "
+            "on other coords."
+        )
+    if not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper)) and np.all(upper > lower)):
+        raise ValueError("The regions dataset has non-finite or empty boxes (need lower < upper on every axis).")
+    members = table.column("members").combine_chunks()
+    if members.null_count:
+        raise ValueError("The regions dataset has regions with missing (None) members.")
+    lengths = pc.list_value_length(members).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = members.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
+    if len(values) and (values.min() < 0 or values.max() >= n_rows):
+        raise ValueError(
+            f"Region members reference row positions {int(values.min())}..{int(values.max())}, but the dataset has "
+            f"{n_rows} rows: the regions were computed on another dataset."
+        )
+    return _Regions(
+        region_id=np.asarray(table.column("region_id").to_numpy(), dtype=np.int64),
+        lower=lower,
+        upper=upper,
+        count=np.asarray(table.column("count").to_numpy(), dtype=np.int64),
+        offsets=np.concatenate([[0], np.cumsum(lengths)]),
+        members=values,
+    )
+
+
+class _Pool:
+    """The whole seed pool, answering "nearest non-members beyond this face" queries for many faces at once."""
+
+    def __init__(self, coords: np.ndarray) -> None:
+        self.coords = coords
+        self._index: faiss.IndexFlatL2 | None = None
+        self._shift = np.zeros(coords.shape[1])
+        self._max_norm2 = 0.0
+        self._sorted: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _axis_order(self, axis: int) -> tuple[np.ndarray, np.ndarray]:
+        if axis not in self._sorted:
+            order = np.argsort(self.coords[:, axis])  # ties order freely: only the value cut-off matters
+            self._sorted[axis] = (order, self.coords[order, axis].astype(np.float64))
+        return self._sorted[axis]
+
+    def _outer_rows(self, face: _Face) -> np.ndarray:
+        """Rows on the face's outer side (a prefix / suffix of the points sorted on the face's axis)."""
+        order, values = self._axis_order(face.axis)
+        if face.upper_side:
+            return order[np.searchsorted(values, face.value, side="left") :]
+        return order[: np.searchsorted(values, face.value, side="right")]
+
+    def top_up(self, faces: list[_Face]) -> None:
+        """Give each face ``face.need`` or more ranked pool candidates (``face.rows``, ``face.dists``) if there are."""
+        searched = []
+        for face in faces:
+            outer = self._outer_rows(face)
+            member_values = self.coords[face.members, face.axis].astype(np.float64)
+            outer_members = member_values >= face.value if face.upper_side else member_values <= face.value
+            if len(outer) <= _DIRECT_RANK_MAX or len(outer) - np.count_nonzero(outer_members) < face.need:
+                face.rows, face.dists = face.rank(self.coords, outer)  # few points out there: rank them all
+            else:
+                searched.append(face)
+        self._search(searched)
+
+    def _build_index(self) -> None:
+        """Index the centred coords (smaller norms, smaller float32 error in FAISS's distances)."""
+        self._shift = self.coords.astype(np.float64).mean(axis=0)
+        centred = np.ascontiguousarray(self.coords - self._shift, dtype=np.float32)
+        self._max_norm2 = float(np.max(np.sum(centred.astype(np.float64) ** 2, axis=1)))
+        self._index = faiss.IndexFlatL2(self.coords.shape[1])
+        self._index.add(centred)
+
+    def _search(self, faces: list[_Face]) -> None:
+        n = len(self.coords)
+        k = _FIRST_K
+        while faces:
+            if self._index is None:
+                self._build_index()
+            k_eff = min(k, n)
+            queries = np.stack([face.centre for face in faces]) - self._shift
+            dist2, ids = self._index.search(queries.astype(np.float32), k_eff)  # one call for all pending faces
+            # FAISS computes |q|^2 + |x|^2 - 2 q.x in float32; bound its error so the exactness test stays sound.
+            slack = 4 * np.finfo(np.float32).eps * (np.sum(queries**2, axis=1) + self._max_norm2)
+            pending = []
+            for face, row_ids, d2, err in zip(faces, ids, dist2, slack, strict=True):
+                rows, dists = face.rank(self.coords, row_ids[row_ids >= 0].astype(np.int64))
+                reach = math.sqrt(max(float(d2[-1]) - err, 0.0)) - face.radius  # unseen points are at least this far
+                if k_eff >= n or (len(rows) >= face.need and dists[face.need - 1] <= reach):
+                    face.rows, face.dists = rows, dists
+                else:
+                    pending.append(face)
+            logger.debug("FAISS round k=%d: %d faces, %d need more neighbours.", k_eff, len(faces), len(pending))
+            faces = pending
+            k *= _K_GROWTH
+
+
+@dataclass
+class _Side:
+    """Ranked candidates for one face of one (region, pass): inside members first, then pool top-up."""
+
+    face: _Face
+    rows: np.ndarray
+    dists: np.ndarray
+
+    def pick(self, q: int) -> tuple[int, float, str] | None:
+        """The ``q``-th candidate as ``(row, distance, source)``, or ``None`` when there is none."""
+        if q < len(self.rows):
+            return int(self.rows[q]), float(self.dists[q]), "region"
+        j = q - len(self.rows)
+        if j < len(self.face.rows):
+            return int(self.face.rows[j]), float(self.face.dists[j]), "pool"
+        return None
+
+
+def _sides(regions: _Regions, rank: int, axis: int, q: int, coords: np.ndarray) -> tuple[_Side, _Side]:
+    """The lower- and upper-face candidates of region ``rank`` on ``axis``, needing the ``q``-th of each."""
+    lo, hi = regions.lower[rank], regions.upper[rank]
+    members = regions.members_of(rank)
+    points = coords[members].astype(np.float64)
+    middle = (lo[axis] + hi[axis]) / 2
+    sides = []
+    for upper_side in (False, True):
+        value = float(hi[axis] if upper_side else lo[axis])
+        on_side = points[:, axis] >= middle if upper_side else points[:, axis] < middle
+        rows, dists = _sort_by_distance(members[on_side], _face_distance(points[on_side], lo, hi, axis, value))
+        face = _Face(members, axis, upper_side, value, lo, hi, need=max(0, q + 1 - len(rows)))
+        sides.append(_Side(face, rows, dists))
+    return sides[0], sides[1]
+
+
+def _pair_features(k: int) -> datasets.Features:
+    float_box = datasets.List(datasets.Value("float64"), length=k)
+    point = datasets.List(datasets.Value("float32"), length=k)
+    return datasets.Features(
+        {
+            "pair_id": datasets.Value("int64"),
+            "region_id": datasets.Value("int64"),
+            "region_lower": float_box,
+            "region_upper": float_box,
+            "region_count": datasets.Value("int64"),
+            "axis": datasets.Value("int64"),
+            "seed_a": datasets.Value("int64"),
+            "seed_b": datasets.Value("int64"),
+            "dist_a": datasets.Value("float64"),
+            "dist_b": datasets.Value("float64"),
+            "source_a": datasets.Value("string"),
+            "source_b": datasets.Value("string"),
+            "coords_a": point,
+            "coords_b": point,
+        }
+    )
+
+
+def _check_positive_int(value: object, name: str, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+
+
+def make_seed_pairs(
+    ds: datasets.Dataset,
+    regions: datasets.Dataset,
+    *,
+    n_pairs: int,
+    seed: int = 0,
+    column: str = "coords",
+    max_pairs_per_region: int = 4,
+) -> datasets.Dataset:
+    """Make up to ``n_pairs`` seed pairs from opposite faces of the sparse ``regions`` of ``ds``, sparsest first.
+
+    Regions are walked in the order of ``regions`` (sparsest first), pass by pass: pass ``p`` of a region uses axis
+    ``perm[p % K]`` of a per-region random permutation (from ``seed`` and the region id) and the ``p // K``-th
+    candidate on each face, so a region yields at most ``max_pairs_per_region`` distinct pairs. Seed ``a`` is on the
+    lower face, seed ``b`` on the upper face: ``coords_a[axis] < coords_b[axis]``. Only as many regions and passes
+    as needed are processed; a (region, pass) that gives no new pair (no candidate on a side, or a pair already made)
+    is skipped and the walk goes on to the next region.
+
+    The result has at most ``n_pairs`` rows: when fewer pairs can be made (too few regions x
+    ``max_pairs_per_region``, or repeated pairs), a ``UserWarning`` says so and the pairs there are are returned.
+
+    Columns: ``pair_id``, ``region_id``, ``region_lower``, ``region_upper``, ``region_count``, ``axis``, ``seed_a``,
+    ``seed_b`` (row positions in ``ds``), ``dist_a``, ``dist_b`` (distance to the face rectangle), ``source_a``,
+    ``source_b`` (``"region"`` for a member of the region, ``"pool"`` for a FAISS top-up), ``coords_a``, ``coords_b``.
+
+    Example:
+        >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20))
+        >>> pairs = make_seed_pairs(ds, regions, n_pairs=500)
+        >>> pairs[0]["seed_a"], pairs[0]["seed_b"]
+    """
+    _check_positive_int(n_pairs, "n_pairs", 1)
+    _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
+    _check_positive_int(seed, "seed", 0)
+    require_columns(regions, REGION_COLUMNS, what="regions dataset")
+    if len(regions) == 0:
+        raise ValueError(
+            "The regions dataset is empty: no sparse regions to take seeds from. Fit the grid with a higher "
+            "threshold or a smaller window."
+        )
+    require_columns(ds, [column])
+    require_rows(ds, step="make_seed_pairs")
+    coords = vector_matrix(ds, column)
+    k = coords.shape[1]
+    table = _read_regions(regions, k, len(ds))
+    pool = _Pool(coords)
+    n_regions = len(table.region_id)
+
+    perms: dict[int, np.ndarray] = {}
+    chosen: list[tuple[int, int, tuple[int, float, str], tuple[int, float, str]]] = []
+    seen: set[tuple[int, int]] = set()
+    for p in range(max_pairs_per_region):
+        start = 0
+        while start < n_regions and len(chosen) < n_pairs:
+            ranks = range(start, min(n_regions, start + n_pairs - len(chosen)))
+            start = ranks.stop
+            proposals = []
+            for rank in ranks:
+                if rank not in perms:
+                    perms[rank] = np.random.default_rng([seed, int(table.region_id[rank])]).permutation(k)
+                axis = int(perms[rank][p % k])
+                proposals.append((rank, axis, _sides(table, rank, axis, p // k, coords)))
+            pool.top_up([side.face for _, _, sides in proposals for side in sides if side.face.need > 0])
+            for rank, axis, (low, high) in proposals:
+                a, b = low.pick(p // k), high.pick(p // k)
+                if a is None or b is None or a[0] == b[0] or (min(a[0], b[0]), max(a[0], b[0])) in seen:
+                    continue
+                seen.add((min(a[0], b[0]), max(a[0], b[0])))
+                chosen.append((rank, axis, a, b))
+        if len(chosen) >= n_pairs:
+            break
+
+    if len(chosen) < n_pairs:
+        warnings.warn(
+            f"Asked for n_pairs={n_pairs} seed pairs but only {len(chosen)} could be made from {n_regions} regions "
+            f"(at most max_pairs_per_region={max_pairs_per_region} distinct pairs each). Raise max_pairs_per_region, "
+            "or get more regions with a higher threshold or a smaller window.",
+            UserWarning,
+            stacklevel=2,
+        )
+    logger.info("Made %d seed pairs from %d regions.", len(chosen), n_regions)
+    return _pairs_dataset(chosen, table, coords)
+
+
+def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> datasets.Dataset:
+    k = coords.shape[1]
+    ranks = np.asarray([c[0] for c in chosen], dtype=np.int64)
+    seed_a = np.asarray([c[2][0] for c in chosen], dtype=np.int64)
+    seed_b = np.asarray([c[3][0] for c in chosen], dtype=np.int64)
+
+    columns = {
+        "pair_id": pa.array(np.arange(len(chosen), dtype=np.int64)),
+        "region_id": pa.array(table.region_id[ranks]),
+        "region_lower": fixed_size_list(table.lower[ranks]),
+        "region_upper": fixed_size_list(table.upper[ranks]),
+        "region_count": pa.array(table.count[ranks]),
+        "axis": pa.array(np.asarray([c[1] for c in chosen], dtype=np.int64)),
+        "seed_a": pa.array(seed_a),
+        "seed_b": pa.array(seed_b),
+        "dist_a": pa.array(np.asarray([c[2][1] for c in chosen], dtype=np.float64)),
+        "dist_b": pa.array(np.asarray([c[3][1] for c in chosen], dtype=np.float64)),
+        "source_a": pa.array([c[2][2] for c in chosen], pa.string()),
+        "source_b": pa.array([c[3][2] for c in chosen], pa.string()),
+        "coords_a": fixed_size_list(coords[seed_a]),
+        "coords_b": fixed_size_list(coords[seed_b]),
+    }
+    return datasets.Dataset.from_dict(columns, features=_pair_features(k))

@@ -1,0 +1,118 @@
+"""Density vs accuracy (paper §4.4, Fig. 7): is the student weaker where its training pool is sparse?
+
+The pool is embedded with the student, reduced (3-D PCA by default) and gridded; every non-empty window of the
+grid is a region whose *density* is its pool count. Scored examples (e.g. the test set with a ``correct`` column
+from ``evaluate_model``) are embedded with the same student and template, projected with the same reducer, and
+assigned to regions. Per region: pool count and the student's mean accuracy. Regions with fewer than
+``min_examples`` scored examples are excluded and counted, as are scored examples outside the pool's bounds.
+Pearson and Spearman correlations (with p-values, scipy) summarise the relation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..common.mapping import column_array, vector_matrix
+from ..common.validation import require_columns, require_rows
+
+logger = logging.getLogger(__name__)
+
+
+def density_vs_accuracy(
+    pool,
+    scored,
+    *,
+    model: str,
+    text_template: str = "{question}\n{answer}",
+    scored_template: str | None = None,
+    n_components: int = 3,
+    bins: int = 6,
+    min_examples: int = 5,
+    correct_column: str = "correct",
+    seed: int = 0,
+):
+    """Per-region pool density and student accuracy, and their correlation.
+
+    Args:
+        pool: the training pool (embedded here with ``model`` / ``text_template`` unless it has ``embedding``).
+        scored: examples with a boolean ``correct_column`` (e.g. ``evaluate_model``'s predictions with the test
+            questions and reference answers), embedded with ``scored_template`` (default: ``text_template``).
+        n_components / bins: PCA dimensions and windows per axis of the grid.
+        min_examples: scored examples a region needs to be scored.
+
+    Returns:
+        ``(regions, stats)``: a Dataset (region, pool_count, n_scored, accuracy) of the scored regions, and a dict
+        with pearson_r, pearson_p, spearman_rho, spearman_p, n_regions, excluded_regions, excluded_examples,
+        outside_bounds.
+
+    Example:
+        >>> regions, stats = density_vs_accuracy(pool, predictions, model="smollm2-135m-instruct")  # doctest: +SKIP
+    """
+    from datasets import Dataset
+    from scipy import stats as sps
+
+    from ..space.embed import add_embeddings
+    from ..space.reduce import add_coords, fit_reducer
+    from ..space.regions import fit_grid
+
+    require_rows(pool, what="pool", step="density_vs_accuracy")
+    require_rows(scored, what="scored dataset", step="density_vs_accuracy")
+    require_columns(scored, [correct_column], what="scored dataset")
+    if min_examples < 1:
+        raise ValueError(f"min_examples must be >= 1, got {min_examples}.")
+
+    def embedded(ds, template):
+        return ds if "embedding" in ds.column_names else add_embeddings(ds, model=model, text_template=template)
+
+    pool = embedded(pool, text_template)
+    scored = embedded(scored, scored_template or text_template)
+    reducer = fit_reducer(pool, method="pca", n_components=n_components, seed=seed)
+    pool = add_coords(pool, reducer)
+    grid = fit_grid(pool, bins=bins, threshold=2, min_populated_neighbors=0)
+    pool_cells = grid.cell_index(vector_matrix(pool, "coords"))
+    scored_cells = grid.cell_index(reducer.transform(vector_matrix(scored, "embedding")))
+    correct = column_array(scored, correct_column).astype(bool)
+
+    size = int(np.prod(grid.shape))
+    pool_count = np.bincount(pool_cells[pool_cells >= 0], minlength=size)
+    inside = scored_cells >= 0
+    n_scored = np.bincount(scored_cells[inside], minlength=size)
+    n_correct = np.bincount(scored_cells[inside], weights=correct[inside].astype(float), minlength=size)
+    populated = (pool_count > 0) & (n_scored > 0)
+    kept = populated & (n_scored >= min_examples)
+    cells = np.flatnonzero(kept)
+    accuracy = n_correct[cells] / n_scored[cells]
+    regions = Dataset.from_dict(
+        {
+            "region": cells.astype(np.int64),
+            "pool_count": pool_count[cells].astype(np.int64),
+            "n_scored": n_scored[cells].astype(np.int64),
+            "accuracy": accuracy.astype(np.float64),
+        }
+    )
+    result = {
+        "n_regions": int(len(cells)),
+        "excluded_regions": int((populated & ~kept).sum()),
+        "excluded_examples": int(n_scored[populated & ~kept].sum()),
+        "outside_bounds": int((~inside).sum()),
+        "min_examples": min_examples,
+        "bins": bins,
+        "n_components": n_components,
+    }
+    if len(cells) >= 3 and np.ptp(accuracy) > 0 and np.ptp(pool_count[cells]) > 0:
+        pearson = sps.pearsonr(pool_count[cells], accuracy)
+        spearman = sps.spearmanr(pool_count[cells], accuracy)
+        result.update(
+            pearson_r=float(pearson.statistic),
+            pearson_p=float(pearson.pvalue),
+            spearman_rho=float(spearman.statistic),
+            spearman_p=float(spearman.pvalue),
+        )
+    else:
+        logger.warning(
+            "Correlation undefined: %d scored regions (need >= 3 with varying density and accuracy).", len(cells)
+        )
+        result.update(pearson_r=None, pearson_p=None, spearman_rho=None, spearman_p=None)
+    return regions, result

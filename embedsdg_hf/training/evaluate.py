@@ -1,0 +1,443 @@
+"""Accuracy of a student (optionally with a LoRA adapter) on GSM8K or MATH (METHOD.md section 7, paper section 4).
+
+Greedy, batched generation with the model's chat template; the final answer is extracted from each completion
+(:mod:`embedsdg_hf.common.answers`) and compared with the reference. A completion without an extractable answer counts
+as wrong and is reported (``n_no_answer``). Accuracy comes with a 95% Wilson confidence interval.
+
+Generation is deliberately not cached through ``Dataset.map``: a fingerprint keyed on a model path would silently
+return the accuracy of old weights after a model or adapter is retrained into the same folder.
+
+Example:
+    >>> from embedsdg_hf import evaluate_model, load_eval_data
+    >>> data, kind = load_eval_data("gsm8k-test", limit=200)  # doctest: +SKIP
+    >>> predictions, results = evaluate_model("smollm2-135m-instruct", data, kind=kind)  # doctest: +SKIP
+    >>> results["accuracy"], results["ci_low"], results["ci_high"]  # doctest: +SKIP
+
+CLI: ``embedsdg evaluate --model smollm2-135m-instruct --data gsm8k-test --limit 200 --batch-size 32``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ..common.answers import KINDS, answers_equal, extract_boxed, extract_gsm8k_answer, normalize_number
+from ..data.eval_sets import BUILTIN_EVAL_DATA, load_eval_data
+
+__all__ = [
+    "PROMPTS",
+    "PROMPT_VERSION",
+    "add_evaluate_arguments",
+    "evaluate_model",
+    "format_results",
+    "run_evaluate",
+    "wilson_interval",
+]
+
+logger = logging.getLogger(__name__)
+
+PROMPT_VERSION = "eval_v1"
+# The user turn: the problem, then how to state the final answer (what the extractors look for).
+PROMPTS = {
+    "gsm8k": (
+        '{question}\n\nSolve the problem step by step. On the last line, write the final answer as "#### <number>".'
+    ),
+    "math": "{question}\n\nSolve the problem step by step. Put the final answer in \\boxed{{}}.",
+}
+
+
+def _default_columns(data, kind: str, question_column: str | None, answer_column: str | None) -> tuple[str, str]:
+    columns = data.column_names
+    if question_column is None:
+        question_column = next((c for c in ("question", "problem") if c in columns), "question")
+    if answer_column is None:
+        candidates = ("answer",) if kind == "gsm8k" else ("answer", "solution")
+        answer_column = next((c for c in candidates if c in columns), "answer")
+    return question_column, answer_column
+
+
+def _reference_answers(texts: list, kind: str, column: str) -> list[str]:
+    """The final answer of every reference: ``#### N`` (or a bare number) for GSM8K, the boxed (or whole) MATH one."""
+    references = []
+    for row, text in enumerate(texts):
+        text = "" if text is None else str(text)
+        if kind == "gsm8k":
+            answer = extract_gsm8k_answer(text, strict=True) or normalize_number(text)
+        else:
+            answer = extract_boxed(text) or (text.strip() if "\\boxed" not in text else None)
+        if not answer:
+            expected = "a '#### N' line or a bare number" if kind == "gsm8k" else "a \\boxed{} answer or a plain one"
+            raise ValueError(f"Reference {column!r} of row {row} has no final answer ({expected}): {text[-200:]!r}.")
+        references.append(answer)
+    return references
+
+
+def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (sound at 0 or n successes, unlike the normal one).
+
+    Example:
+        >>> tuple(round(x, 4) for x in wilson_interval(9, 200))
+        (0.0239, 0.0833)
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}.")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, {n}], got {successes}.")
+    z = statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == n else min(1.0, center + half)
+    return low, high
+
+
+def _load_model(model: str, adapter: str | Path | None, device: str):
+    """``(model, tokenizer)``: the cached base model, or a fresh copy of it with the adapter on top (PEFT injects
+    its layers into the base in place, so the cached base must not be used)."""
+    from ..common.models import load_student
+
+    if adapter is None:
+        return load_student(model, device=device)
+    base, tokenizer = load_student.__wrapped__(model, device=device)
+    return _attach_adapter(base, model, Path(adapter)), tokenizer
+
+
+def _attach_adapter(base, model: str, adapter: Path):
+    """``PeftModel.from_pretrained`` after checking that the adapter was made for this base model."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    from ..common.models import resolve_model
+
+    config_file = adapter / "adapter_config.json"
+    if not config_file.is_file():
+        present = sorted(p.name for p in adapter.iterdir()) if adapter.is_dir() else "it does not exist"
+        raise ValueError(f"Adapter {str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json): {present}.")
+    trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    resolved = resolve_model(model)
+    same_name = trained_on in (model, resolved) or (
+        trained_on is not None and Path(trained_on).exists() and Path(trained_on).resolve() == Path(resolved).resolve()
+    )
+    if not same_name:  # the same weights may live under another name (a Hub id vs a local copy): shapes decide
+        logger.warning(
+            "Adapter %s was trained on %r (adapter_config.json), evaluated on %r: checking that it fits",
+            adapter,
+            trained_on,
+            model,
+        )
+    mismatch = f"Adapter {str(adapter)!r} (trained on {trained_on!r}) does not fit the model {model!r}"
+    try:
+        peft_model = PeftModel.from_pretrained(base, str(adapter))
+    except ValueError as err:  # e.g. its target modules are not in this model
+        raise ValueError(f"{mismatch}: {err}") from err
+    except RuntimeError as err:
+        if "size mismatch" not in str(err):
+            raise
+        lines = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        raise ValueError(f"{mismatch}: {len(lines)} weight shape(s) differ, e.g. {lines[0]}") from err
+    expected = set(get_peft_model_state_dict(peft_model))
+    missing = sorted(expected - set(load_peft_weights(str(adapter), device="cpu")))
+    if missing:  # PEFT only warns: those layers would keep their untrained (identity) LoRA weights
+        raise ValueError(
+            f"{mismatch}: it has no weights for {len(missing)} of the model's {len(expected)} adapter tensors "
+            f"(e.g. {missing[0]!r}); it was made for a model with other layers."
+        )
+    return peft_model.eval()
+
+
+def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[str, int, str]]:
+    """Greedy completions of left-padded prompts: ``(text, generated tokens incl. the stop token, finish reason)``."""
+    from ..common.models import cut_at_stop, fork_safe_torch, stop_token_ids
+
+    torch = fork_safe_torch()
+    inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    with torch.inference_mode():
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    stops = stop_token_ids(model, tokenizer)
+    completions = []
+    for tokens in output[:, inputs["input_ids"].shape[1] :].tolist():
+        kept, finish = cut_at_stop(tokens, stops)
+        completions.append((tokenizer.decode(kept, skip_special_tokens=True).strip(), len(kept), finish))
+    return completions
+
+
+def evaluate_model(
+    model: str,
+    data,
+    *,
+    kind: str,
+    adapter: str | Path | None = None,
+    question_column: str | None = None,
+    answer_column: str | None = None,
+    batch_size: int = 16,
+    max_new_tokens: int = 256,
+    system_prompt: str | None = None,
+    strict: bool = False,
+    device: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """Generate an answer to every problem and score it; return ``(predictions, results)``.
+
+    Args:
+        model: a student spec (built-in name, local folder, Hub id; see
+        :func:`embedsdg_hf.common.models.resolve_model`). data: a ``Dataset`` of problems with references (e.g. from
+        :func:`load_eval_data`). kind: ``"gsm8k"`` (answer after ``####``) or ``"math"`` (answer in ``\\boxed{}``,
+            compared with :func:`embedsdg_hf.common.answers.math_equal`).
+        adapter: a PEFT (LoRA) adapter folder loaded on top of ``model``; one made for another base model raises
+            ``ValueError``. The base model's tokenizer and chat template are used.
+        question_column / answer_column: default ``question`` (else ``problem``) and ``answer`` (MATH: else
+            ``solution``). GSM8K references need ``#### N`` or a bare number; MATH ones a boxed or plain answer.
+        batch_size / max_new_tokens: generation batch size and token budget (greedy decoding).
+        system_prompt: an optional system turn before the user turn (``PROMPTS[kind]`` filled with the question).
+        strict: GSM8K only: take an answer only from ``#### N``; by default a completion without it falls back to
+            "the answer is N", then to its last number. MATH answers always come from the last ``\\boxed{}``.
+        device: torch device; default CUDA when available, else CPU.
+
+    Returns:
+        ``predictions``: a ``Dataset`` in the order of ``data`` with columns question, reference, completion,
+        predicted_answer (None when none was extracted), correct, extracted, num_tokens, finish_reason.
+        ``results``: a JSON-serialisable dict (model, adapter, data, kind, n, correct, accuracy, ci_low, ci_high,
+        n_no_answer, n_truncated, prompt, settings, timings, versions).
+
+    Example:
+        >>> from datasets import Dataset
+        >>> data = Dataset.from_dict({"question": ["What is 2 + 3?"], "answer": ["2 + 3 = 5\\n#### 5"]})
+        >>> predictions, results = evaluate_model("smollm2-135m-instruct", data, kind="gsm8k")  # doctest: +SKIP
+        >>> results["n"], predictions.column_names[:3]  # doctest: +SKIP
+        (1, ['question', 'reference', 'completion'])
+    """
+    started = time.perf_counter()
+    from datasets import Dataset, Features, Value
+    from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
+
+    from ..common.validation import require_columns, require_rows
+    from ..common.versions import library_versions
+    from ..space.embed import model_revision
+
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}.")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}.")
+    if strict and kind == "math":
+        logger.warning("strict=True is ignored for MATH: answers always come from the last \\boxed{}")
+    require_rows(data, what="evaluation data", step="evaluation")
+    question_column, answer_column = _default_columns(data, kind, question_column, answer_column)
+    require_columns(data, [question_column, answer_column], what="evaluation data")
+    questions = [str(q) for q in data[question_column]]
+    references = _reference_answers(data[answer_column], kind, answer_column)
+
+    if device is None:
+        from ..common.models import fork_safe_torch
+
+        device = "cuda" if fork_safe_torch().cuda.is_available() else "cpu"
+    student, tokenizer = _load_model(model, adapter, device)
+    if not tokenizer.chat_template:
+        raise ValueError(f"The tokenizer of {model!r} has no chat template; evaluation prompts through it.")
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    prompts = [
+        tokenizer.apply_chat_template(
+            [*system, {"role": "user", "content": PROMPTS[kind].format(question=question)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for question in questions
+    ]
+    completions: list[tuple[str, int, str]] = []
+    generation_started = time.perf_counter()
+    with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
+        for start in range(0, len(prompts), batch_size):
+            completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
+            bar.update(len(prompts[start : start + batch_size]))
+    generation_seconds = time.perf_counter() - generation_started
+
+    texts = [text for text, _, _ in completions]
+    if kind == "gsm8k":
+        predicted = [extract_gsm8k_answer(text, strict=strict) for text in texts]
+    else:
+        predicted = [extract_boxed(text) for text in texts]
+    correct = [answers_equal(p, r, kind=kind) for p, r in zip(predicted, references)]
+    features = Features(
+        {
+            "question": Value("string"),
+            "reference": Value("string"),
+            "completion": Value("string"),
+            "predicted_answer": Value("string"),
+            "correct": Value("bool"),
+            "extracted": Value("bool"),
+            "num_tokens": Value("int32"),
+            "finish_reason": Value("string"),
+        }
+    )
+    predictions = Dataset.from_dict(
+        {
+            "question": questions,
+            "reference": references,
+            "completion": texts,
+            "predicted_answer": predicted,
+            "correct": correct,
+            "extracted": [p is not None for p in predicted],
+            "num_tokens": [tokens for _, tokens, _ in completions],
+            "finish_reason": [finish for _, _, finish in completions],
+        },
+        features=features,
+    )
+    n, n_correct = len(correct), sum(correct)
+    ci_low, ci_high = wilson_interval(n_correct, n)
+    total_tokens = sum(tokens for _, tokens, _ in completions)
+    results = {
+        "model": model,
+        "model_revision": model_revision(model),
+        "adapter": None if adapter is None else str(adapter),
+        "data": {"fingerprint": data._fingerprint, "question_column": question_column, "answer_column": answer_column},
+        "kind": kind,
+        "n": n,
+        "correct": n_correct,
+        "accuracy": n_correct / n,
+        "ci_low": ci_low,
+        "ci_high": ci_high,
+        "ci_level": 0.95,
+        "n_no_answer": sum(p is None for p in predicted),
+        "n_truncated": sum(finish == "length" for _, _, finish in completions),
+        "answer_extraction": "boxed" if kind == "math" else ("strict" if strict else "flexible"),
+        "prompt": PROMPTS[kind],
+        "prompt_version": PROMPT_VERSION,
+        "system_prompt": system_prompt,
+        "max_new_tokens": max_new_tokens,
+        "batch_size": batch_size,
+        "decoding": "greedy",
+        "device": device,
+        "dtype": str(student.dtype).removeprefix("torch."),
+        "generated_tokens": total_tokens,
+        "tokens_per_second": total_tokens / generation_seconds if generation_seconds > 0 else None,
+        "generation_seconds": generation_seconds,
+        "wall_seconds": time.perf_counter() - started,
+        "versions": library_versions(),
+    }
+    logger.info("Accuracy %.4f (%d/%d) on %s", results["accuracy"], n_correct, n, kind)
+    return predictions, results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """A short Markdown table of an evaluation's results.
+
+    Example:
+        >>> print(format_results({"model": "m", "adapter": None, "kind": "gsm8k", "n": 200, "correct": 9,
+        ...     "accuracy": 0.045, "ci_low": 0.0239, "ci_high": 0.0833, "n_no_answer": 3, "n_truncated": 20,
+        ...     "wall_seconds": 61.2, "data": {"spec": "gsm8k-test"}}))
+        m on gsm8k-test (gsm8k)
+        | n | accuracy | 95% CI | no answer | truncated | seconds |
+        |---:|---:|---|---:|---:|---:|
+        | 200 | 0.0450 (9/200) | [0.0239, 0.0833] | 3 | 20 | 61.2 |
+    """
+    model = results["model"] + (f" + adapter {results['adapter']}" if results.get("adapter") else "")
+    data = results.get("data", {}).get("spec") or results["kind"]
+    return "\n".join(
+        [
+            f"{model} on {data} ({results['kind']})",
+            "| n | accuracy | 95% CI | no answer | truncated | seconds |",
+            "|---:|---:|---|---:|---:|---:|",
+            f"| {results['n']} | {results['accuracy']:.4f} ({results['correct']}/{results['n']}) "
+            f"| [{results['ci_low']:.4f}, {results['ci_high']:.4f}] | {results['n_no_answer']} "
+            f"| {results['n_truncated']} | {results['wall_seconds']:.1f} |",
+        ]
+    )
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the ``embedsdg evaluate`` options to ``parser`` (no heavy imports).
+
+    Example:
+        >>> parser = add_evaluate_arguments(argparse.ArgumentParser())
+        >>> parser.parse_args(["--model", "smollm2-135m-instruct", "--limit", "8"]).data
+        'gsm8k-test'
+    """
+    parser.add_argument("--model", required=True, help="Student spec: built-in name, local folder or Hub id.")
+    parser.add_argument("--adapter", default=None, help="A PEFT (LoRA) adapter folder to load on top of --model.")
+    parser.add_argument(
+        "--data", default="gsm8k-test", help="gsm8k-test, math-test, or a local .jsonl/.json/.parquet/.csv file."
+    )
+    parser.add_argument("--kind", choices=KINDS, default=None, help="Benchmark kind of a local file (inferred).")
+    parser.add_argument("--limit", type=int, default=None, help="Evaluate only the first N rows.")
+    parser.add_argument(
+        "--sample-seed", type=int, default=None, help="With --limit: a random sample of N rows with this seed."
+    )
+    parser.add_argument("--batch-size", type=int, default=16, help="Generation batch size.")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="Token budget per answer (greedy).")
+    parser.add_argument("--system-prompt", default=None, help="Optional system turn before each problem.")
+    parser.add_argument(
+        "--strict", action="store_true", help="GSM8K: only '#### N' counts (default: fall back to the last number)."
+    )
+    parser.add_argument("--question-column", default=None, help="Default: question, else problem.")
+    parser.add_argument("--answer-column", default=None, help="Default: answer (MATH: else solution).")
+    parser.add_argument("--device", default=None, help="Torch device (default: cuda if available, else cpu).")
+    parser.add_argument(
+        "--output-dir", default=None, help="Where to write results (default: outputs/eval/<model-name>-<data>)."
+    )
+    return parser
+
+
+def default_output_dir(model: str, data: str, adapter: str | None = None) -> Path:
+    """``outputs/eval/<model-name>-<data>``; the model name is the adapter's folder name appended with ``+``.
+
+    Example:
+        >>> default_output_dir("HuggingFaceTB/SmolLM2-135M-Instruct", "../data/test.jsonl").as_posix()
+        'outputs/eval/SmolLM2-135M-Instruct-test'
+    """
+    name = Path(model.rstrip("/")).name + (f"+{Path(adapter.rstrip('/')).name}" if adapter else "")
+    data_name = data if data in BUILTIN_EVAL_DATA else Path(data).stem
+    return Path("outputs") / "eval" / f"{name}-{data_name}"
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Run ``embedsdg evaluate``: evaluate, print the table, write results.json, predictions/ and predictions.jsonl.
+
+    Returns the exit code: 0, or 2 for bad input (the message goes to stderr; ``args.verbose`` re-raises).
+    """
+    import shutil
+
+    try:
+        data, kind = load_eval_data(args.data, kind=args.kind, limit=args.limit, seed=args.sample_seed)
+        predictions, results = evaluate_model(
+            args.model,
+            data,
+            kind=kind,
+            adapter=args.adapter,
+            question_column=args.question_column,
+            answer_column=args.answer_column,
+            batch_size=args.batch_size,
+            max_new_tokens=args.max_new_tokens,
+            system_prompt=args.system_prompt,
+            strict=args.strict,
+            device=args.device,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        if getattr(args, "verbose", False):
+            raise
+        print(f"embedsdg evaluate: error: {err}", file=sys.stderr)
+        return 2
+    results["data"].update(spec=args.data, limit=args.limit, sample_seed=args.sample_seed)
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(args.model, args.data, args.adapter)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    shutil.rmtree(out / "predictions", ignore_errors=True)  # a previous run's files must not linger
+    predictions.save_to_disk(str(out / "predictions"))
+    predictions.to_json(str(out / "predictions.jsonl"), force_ascii=False)
+    print(format_results(results))
+    print(f"\nWrote {out}/ (results.json, predictions/, predictions.jsonl).")
+    return 0
