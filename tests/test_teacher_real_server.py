@@ -2,8 +2,11 @@
 
 What model name the server wants: ``transformers serve <folder>`` pins the server to that model, and a request's
 ``model`` must then be the folder path *exactly as given on the command line* (or be omitted); any other name gets
-HTTP 400 "Server is pinned to '<folder>'". Responses report it as ``"<folder>@main"``. ``GET /v1/models`` lists
-the Hugging Face hub cache only (it answers 500 when that cache does not exist), so readiness is ``GET /health``.
+HTTP 400 (worded "Server is pinned to '<folder>'; requested '<name>'" so far). Responses name the served model:
+``"<folder>"`` in current releases, ``"<folder>@main"`` (a revision suffix) in older ones. The tests assert these
+contracts (the served model, with or without an ``@<revision>`` suffix; a 400 that is not retried), not one
+release's wording. Older releases list only the Hugging Face hub cache at ``GET /v1/models`` (HTTP 500 when that
+cache does not exist), so readiness is ``GET /health``.
 
 The server starts in ~5-7 s here; the module takes ~15-35 s on 2 CPU cores (~60 s when they are fully loaded).
 """
@@ -42,6 +45,12 @@ def requests() -> list[TeacherRequest]:
     return [TeacherRequest(({"role": "user", "content": q},), GREEDY, seed=i) for i, q in enumerate(QUESTIONS)]
 
 
+def names_served_model(reported: str, served: str) -> bool:
+    """The contract on a response's ``model``: the served model, optionally with an ``@<revision>`` suffix
+    (``transformers serve`` has reported both ``<folder>`` and ``<folder>@main``, depending on its release)."""
+    return reported == served or reported.startswith(f"{served}@")
+
+
 def generate(teacher, batch) -> dict[int, TeacherResponse]:
     results: dict[int, TeacherResponse] = {}
     teacher.generate(batch, results.__setitem__, progress=False)
@@ -56,7 +65,7 @@ def test_chat_requests_through_openai_teacher(serve):
         assert response.ok and response.text.strip(), response
         assert response.finish_reason in ("stop", "length")
         assert response.prompt_tokens > 0 and 0 < response.completion_tokens <= GREEDY.max_tokens
-        assert response.model == f"{serve.model}@main"
+        assert names_served_model(response.model, serve.model), (response.model, serve.model)
     usage = teacher.usage
     assert usage["requests"] == 3 and usage["failures"] == 0
     assert usage["prompt_tokens"] == sum(r.prompt_tokens for r in results.values())
@@ -75,7 +84,9 @@ def test_server_matches_the_in_process_teacher(serve, student):
 def test_wrong_model_name_is_a_request_error(serve):
     teacher = OpenAITeacher("smollm2-135m-instruct", serve.base_url, timeout=60.0)
     results = generate(teacher, requests()[:1])
-    assert results[0].error.startswith(f"HTTP 400 from {serve.base_url}") and "pinned" in results[0].error
+    # The same request under the served name succeeds (test above), so this 400 is the name's; its wording is the
+    # server's own and differs between releases.
+    assert results[0].error.startswith(f"HTTP 400 from {serve.base_url}"), results[0].error
     assert results[0].attempts == 1
 
 
@@ -96,7 +107,7 @@ def test_generation_and_validate_through_the_real_server(serve, student, tmp_pat
     )
     assert len(first) == 3 and first["from_cache"] == [False] * 3
     assert all(first["raw_response"]) and sum(first["completion_tokens"]) > 0
-    assert set(first["teacher_model"]) <= {serve.model, f"{serve.model}@main"}
+    assert all(names_served_model(name, serve.model) for name in first["teacher_model"]), first["teacher_model"]
     assert len(first.filter(filter_accepted)) + sum(r is not None for r in first["reject_reason"]) == 3
     again = make_synthetic_dataset(
         pool, teacher=teacher, method="random", n_samples=3, sampling=sampling, cache_dir=tmp_path
