@@ -21,6 +21,11 @@ from __future__ import annotations
 
 import importlib
 
+# Import rule: a module imports what it needs at its top, except where that would slow `embedsdg --help` or
+# `import embedsdg_hf`: here (the public API resolves lazily), in cli.py (each command imports its own stage), and
+# in the light modules the CLI parser reaches (config, the evaluate/train argument definitions), which defer torch,
+# transformers, datasets and matplotlib to the functions that use them.
+
 __version__ = "0.1.0.dev0"
 
 _EXPORTS = {

@@ -17,8 +17,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common.mapping import vector_matrix, without_embeddings
+from .common.validation import template_fields
 from .common.versions import library_versions
 from .config import PipelineConfig, results_view
+from .data.seed_pools import load_seed_pool
+from .generation.decode import add_decoded_text
+from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_generation
+from .generation.teachers import SamplingParams, load_teacher
+from .plots import plot_density_histogram, plot_embedding_map
+from .quality.consistency import add_self_consistency
+from .quality.coverage_run import coverage_from_run
+from .quality.decontaminate import add_contamination_flags, load_eval_sets
+from .quality.dedup import add_duplicate_flags
+from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
+from .quality.verify import add_verification
+from .space.embed import add_embeddings
+from .space.interpolate import add_interpolations
+from .space.pairs import make_seed_pairs
+from .space.reduce import add_coords, fit_reducer
+from .space.regions import count_windows, find_sparse_regions, fit_grid
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +79,6 @@ def prepare_output_dir(config: PipelineConfig) -> Path:
 
 def run_pipeline(config: PipelineConfig) -> dict:
     """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest."""
-    from . import load_seed_pool
-
     out = prepare_output_dir(config)
     timer = _Timer()
     started = time.perf_counter()
@@ -89,19 +104,6 @@ def run_pipeline(config: PipelineConfig) -> dict:
 
 
 def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: dict):
-    from . import (
-        add_coords,
-        add_embeddings,
-        add_interpolations,
-        count_windows,
-        find_sparse_regions,
-        fit_grid,
-        fit_reducer,
-        make_seed_pairs,
-        plot_density_histogram,
-        plot_embedding_map,
-    )
-
     embed_kwargs = {
         "model": config.student,
         "text_template": config.text_template,
@@ -136,8 +138,6 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         pairs = add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
         rec["rows_out"] = len(pairs)
     if config.stage == "all":
-        from . import add_decoded_text
-
         with timer.step("decode through the student", len(pairs)) as rec:
             pairs = add_decoded_text(
                 pairs,
@@ -172,10 +172,6 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
-    from . import filter_accepted, make_synthetic_dataset, summarize_generation
-    from .generation.teachers import SamplingParams
-    from .quality.gates import filter_passed
-
     question, answer = _template_columns(config.text_template)
     teacher = _make_teacher(config, config.teacher)
     n_items = len(pairs) if pairs is not None else config.n_pairs
@@ -216,11 +212,6 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
     Writes ``quality/`` (every accepted row with the gates' columns and ``quality_reason``) and ``dropped.jsonl``
     (the rows a gate dropped, with why), and puts the counts by gate and reason into the manifest.
     """
-    from . import add_contamination_flags, add_duplicate_flags, load_eval_sets
-    from .quality.consistency import add_self_consistency
-    from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
-    from .quality.verify import add_verification
-
     question, _ = _template_columns(config.text_template)
     checked = accepted
     if config.verify:
@@ -250,8 +241,6 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
     if config.self_consistency:
-        from .generation.teachers import SamplingParams
-
         with timer.step(f"self-consistency (k={config.self_consistency})", len(checked)) as rec:
             teacher = _make_teacher(config, config.consistency_teacher or config.teacher)
             checked = apply_gate(
@@ -294,8 +283,6 @@ def _contaminated(checked) -> list[dict]:
 
 
 def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
-    from .quality.coverage_run import coverage_from_run
-
     with timer.step("coverage of the sparse regions", manifest["counts"].get("train")) as rec:
         report = coverage_from_run(out)
         rec["rows_out"] = manifest["counts"].get("train")
@@ -305,8 +292,6 @@ def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
 
 def _template_columns(template: str) -> tuple[str, str]:
     """The question/answer columns of a two-field template like ``{question}\\n{answer}`` (or ``{query}...``)."""
-    from .common.validation import template_fields
-
     fields = template_fields(template)
     if len(fields) != 2:
         raise ValueError(
@@ -317,8 +302,6 @@ def _template_columns(template: str) -> tuple[str, str]:
 
 
 def _make_teacher(config: PipelineConfig, spec: str):
-    from .generation.teachers import load_teacher
-
     if spec.startswith("openai:"):
         return load_teacher(spec, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
     return load_teacher(spec, batch_size=config.teacher_batch_size)
