@@ -7,7 +7,7 @@ import pytest
 from datasets import Dataset, Features, List, Value
 
 import embedsdg_hf.space.pairs as pairs_module
-from embedsdg_hf.space.pairs import make_seed_pairs
+from embedsdg_hf.space.pairs import make_budget_pairs, make_seed_pairs
 from embedsdg_hf.space.regions import find_sparse_regions, fit_grid
 
 
@@ -93,7 +93,7 @@ def test_pairs_are_on_opposite_faces_with_provenance(pool):
 def test_first_pass_seeds_are_the_nearest_to_each_face(pool):
     ds, regions = pool
     coords = np.asarray(ds["coords"], dtype=np.float32).astype(np.float64)
-    pairs = make_seed_pairs(ds, regions, n_pairs=len(regions))
+    pairs = make_seed_pairs(ds, regions, n_pairs=len(regions), side_choice="nearest")
     for row, region in zip(pairs, regions, strict=True):
         for upper_side, name in ((False, "a"), (True, "b")):
             dist, source = best_on_side(coords, region, row["axis"], upper_side)
@@ -187,3 +187,64 @@ def test_errors(pool):
         make_seed_pairs(nan, regions, n_pairs=1)
     with pytest.raises(ValueError, match=r"computed on another dataset"):
         make_seed_pairs(ds.select(range(10)), regions, n_pairs=1)
+
+
+def test_random_side_choice_takes_random_members_of_each_half():
+    """One region with 40 members: random picks vary with the seed and stay on their half; nearest is fixed."""
+    rng = np.random.default_rng(1)
+    points = [[0.0, 0.0], [10.0, 10.0]]
+    for i in range(10):
+        for j in range(10):
+            n = 40 if (i, j) == (4, 6) else 200
+            points += (np.array([i, j]) + 0.05 + 0.9 * rng.random((n, 2))).tolist()
+    ds = coords_dataset(np.asarray(points))
+    regions = find_sparse_regions(ds, fit_grid(ds, bins=10, threshold=100))
+    assert regions["count"] == [40]
+    nearest = {make_seed_pairs(ds, regions, n_pairs=1, seed=s, side_choice="nearest")[0]["seed_a"] for s in range(6)}
+    picks = [make_seed_pairs(ds, regions, n_pairs=1, seed=s)[0] for s in range(6)]
+    assert len({row["seed_a"] for row in picks}) >= 4  # random members, not always the same extreme point
+    assert all(row["source_a"] == row["source_b"] == "region" for row in picks)
+    check_pairs(ds, regions, make_seed_pairs(ds, regions, n_pairs=4, seed=3))
+    # nearest: per axis, always the same member (the one closest to the face)
+    assert len(nearest) <= 2
+    with pytest.raises(ValueError, match=r"side_choice must be one of \['random', 'nearest'\]; got 'far'"):
+        make_seed_pairs(ds, regions, n_pairs=1, side_choice="far")
+
+
+def layered_cloud() -> np.ndarray:
+    """10 x 10 unit cells of 30 points, except 3 interior cells of 2 points (the sparsest windows) and 6 interior
+    cells of 12 points (the next-sparsest)."""
+    rng = np.random.default_rng(5)
+    sparse = {(3, 3): 2, (6, 2): 2, (5, 7): 2, (2, 6): 12, (7, 7): 12, (4, 5): 12, (3, 8): 12, (7, 4): 12, (5, 2): 12}
+    points = [[0.0, 0.0], [10.0, 10.0]]
+    for i in range(10):
+        for j in range(10):
+            points += (np.array([i, j]) + 0.05 + 0.9 * rng.random((sparse.get((i, j), 30), 2))).tolist()
+    return np.asarray(points)
+
+
+def test_budget_larger_than_the_sparsest_windows_moves_on_to_the_next_sparsest():
+    ds = coords_dataset(layered_cloud())
+    grid = fit_grid(ds, bins=10, threshold=10)  # below T: only the three 2-point cells
+    assert len(find_sparse_regions(ds, grid)) == 3
+    with pytest.warns(UserWarning, match=r"Asked for n_pairs=20 .* only 12 could be made from 3 regions"):
+        capped = make_seed_pairs(ds, find_sparse_regions(ds, grid), n_pairs=20)
+    assert len(capped) == 12
+    regions, pairs = make_budget_pairs(ds, grid, n_pairs=20, seed=0)
+    assert len(pairs) == 20  # met exactly
+    assert regions["count"] == [2] * 3 + [12] * 6 and regions["level"] == [0] * 3 + [3] * 6
+    assert regions["threshold"] == [10] * 3 + [13] * 6
+    # all 12 pairs of the sparsest windows first, then the next-sparsest level
+    assert pairs["region_level"] == [0] * 12 + [3] * 8 and pairs["region_count"] == [2] * 12 + [12] * 8
+    assert pairs.to_dict() == make_budget_pairs(ds, grid, n_pairs=20, seed=0)[1].to_dict()
+    check_pairs(ds, regions, pairs)
+    _, small = make_budget_pairs(ds, grid, n_pairs=5, seed=0)  # fits below T: no level is added
+    assert len(small) == 5 and set(small["region_level"]) == {0}
+
+
+def test_budget_the_pool_cannot_meet_warns_after_using_every_window():
+    ds = coords_dataset(layered_cloud())
+    grid = fit_grid(ds, bins=10, threshold=10, min_populated_neighbors=0)
+    with pytest.warns(UserWarning, match=r"Every non-empty window that passes the neighbour rule was used"):
+        regions, pairs = make_budget_pairs(ds, grid, n_pairs=500, max_pairs_per_region=2)
+    assert len(regions) == 100 and len(pairs) == 200

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 from datasets import Dataset, Features, List, Value
 
-from embedsdg_hf.space.regions import GridSpec, add_grid_cells, count_windows, find_sparse_regions, fit_grid
+from embedsdg_hf.space.regions import (
+    GridSpec,
+    add_grid_cells,
+    count_windows,
+    find_sparse_regions,
+    fit_grid,
+    summarize_windows,
+    typical_window_count,
+)
 
 
 def coords_dataset(points: np.ndarray) -> Dataset:
@@ -90,7 +98,7 @@ def test_cell_index_edges():
 def test_planted_sparse_region_is_found_and_corner_is_not(planted):
     ds, rows, corner = planted
     grid = fit_grid(ds, bins=10)
-    assert grid.threshold == 20 and grid.threshold_rule == "quantile=0.25"
+    assert grid.threshold == 5 and grid.threshold_rule == "typical*0.25 (typical=20)"
     regions = find_sparse_regions(ds, grid)
     assert len(regions) == 1
     region = regions[0]
@@ -114,15 +122,13 @@ def test_regions_are_non_empty_below_threshold_and_ranked(k):
     rng = np.random.default_rng(k)
     points = np.concatenate([rng.normal(size=(800, k)), rng.normal(3.0, 0.5, size=(200, k))])
     ds = coords_dataset(points)
-    grid = fit_grid(ds, bins=6, stride=None, threshold="auto", quantile=0.5, min_populated_neighbors=0.25)
+    grid = fit_grid(ds, bins=6, stride=None, threshold="quantile", quantile=0.5, min_populated_neighbors=0.25)
     regions = find_sparse_regions(ds, grid)
     assert len(regions) > 0
     counts = np.asarray(regions["count"])
     assert np.all(counts >= 1) and np.all(counts < grid.threshold)
-    keys = list(
-        zip(counts, [np.ravel_multi_index(w, grid.window_shape) for w in regions["window_index"]], strict=True)
-    )
-    assert keys == sorted(keys)
+    assert list(counts) == sorted(counts)
+    assert set(regions["level"]) == {0} and set(regions["threshold"]) == {grid.threshold}
     assert regions["region_id"] == list(range(len(regions)))
     assert all(len(m) == c for m, c in zip(regions["members"], counts, strict=True))
     required = math.ceil(0.25 * (3**k - 1))
@@ -138,7 +144,7 @@ def test_regions_are_non_empty_below_threshold_and_ranked(k):
 def test_auto_threshold_follows_quantile_rule(planted):
     ds, _, _ = planted
     for q in (0.0, 0.1, 0.5, 1.0):
-        grid = fit_grid(ds, bins=5, quantile=q)
+        grid = fit_grid(ds, bins=5, threshold="quantile", quantile=q)
         counts = count_windows(ds, grid)
         assert grid.threshold == max(2, math.ceil(np.quantile(counts[counts > 0], q)))
         assert grid.threshold_rule == f"quantile={q:g}"
@@ -149,7 +155,7 @@ def test_auto_threshold_follows_quantile_rule(planted):
 @pytest.mark.parametrize("bad", [0, 1, -3, "bogus", 2.5, True])
 def test_bad_threshold_raises(planted, bad):
     ds, _, _ = planted
-    with pytest.raises(ValueError, match=r"threshold must be an integer >= 2 or 'auto'; got"):
+    with pytest.raises(ValueError, match=r"threshold must be an integer >= 2, 'auto' or 'quantile'; got"):
         fit_grid(ds, threshold=bad)
 
 
@@ -205,7 +211,7 @@ def test_window_and_per_axis_bins(planted):
 
 def test_gridspec_json_round_trip(planted, tmp_path):
     ds, _, _ = planted
-    grid = fit_grid(ds, bins=5, stride=1.0, threshold="auto", quantile=0.3, min_populated_neighbors=0.25)
+    grid = fit_grid(ds, bins=5, stride=1.0, threshold="quantile", quantile=0.3, min_populated_neighbors=0.25)
     path = tmp_path / "grid.json"
     grid.save(path)
     assert json.loads(path.read_text())["version"] == "1"
@@ -261,3 +267,56 @@ def test_no_regions_gives_empty_dataset_and_warning(planted, caplog):
     assert len(regions) == 0
     assert regions.features == find_sparse_regions(ds, fit_grid(ds, bins=10)).features
     assert "higher threshold or a smaller window" in caplog.text
+
+
+def test_auto_threshold_is_relative_to_the_typical_window_and_finds_interior_holes():
+    """A cloud of 40 points per window with planted holes inside it (4 points) and on its edge (3 points): T comes
+    from the typical window (0.25 x 40 = 10), not from the near-empty fringe, and every planted hole is a region."""
+    rng = np.random.default_rng(3)
+    holes = {(3, 4): 4, (6, 6): 4, (5, 2): 4, (0, 5): 3, (9, 3): 3}
+    points = []
+    for i, j in itertools.product(range(10), range(10)):
+        points.extend((np.array([i, j]) + 0.05 + 0.9 * rng.random((holes.get((i, j), 40), 2))).tolist())
+    points += [[0.0, 0.0], [10.0, 10.0]]  # exact bounds
+    ds = coords_dataset(np.asarray(points))
+    grid = fit_grid(ds, bins=10)
+    assert grid.threshold == 10 and grid.threshold_rule.startswith("typical*0.25 (typical=40)")
+    regions = find_sparse_regions(ds, grid)
+    assert sorted(map(tuple, regions["window_index"])) == sorted(holes)
+    assert min(regions["count"]) >= 3  # regions hold several points, not one
+    summary = summarize_windows(ds, grid)
+    assert summary["regions"] == 5 and summary["removed_by_neighbor_rule"] == 0 and summary["typical_count"] == 40
+    assert typical_window_count(np.array([0, 1, 1, 1, 1, 40, 40, 50])) == 40
+
+
+def test_equal_count_ties_are_broken_by_the_seed_not_by_position():
+    """30 x 30 windows of 5 points each: every window ties. The first 100 regions must spread over the map."""
+    rng = np.random.default_rng(0)
+    points = [[0.0, 0.0], [30.0, 30.0]]
+    for i, j in itertools.product(range(30), range(30)):
+        points.extend((np.array([i, j]) + 0.05 + 0.9 * rng.random((5, 2))).tolist())
+    ds = coords_dataset(np.asarray(points))
+    grid = fit_grid(ds, bins=30, threshold=7, min_populated_neighbors=0)
+    first = find_sparse_regions(ds, grid, seed=0)
+    assert len(first) == 900
+    head = np.asarray(first["window_index"][:100])
+    # flat window order would put all 100 in axis-0 rows 0-3; a seeded shuffle spreads them over every part
+    assert 10 < head[:, 0].mean() < 19 and 10 < head[:, 1].mean() < 19
+    assert len(set(head[:, 0].tolist())) > 20
+    assert find_sparse_regions(ds, grid, seed=0)["window_index"] == first["window_index"]
+    assert find_sparse_regions(ds, grid, seed=1)["window_index"] != first["window_index"]
+
+
+def test_min_regions_raises_the_threshold_a_whole_level_at_a_time(planted):
+    ds, _, _ = planted
+    grid = fit_grid(ds, bins=10, threshold=3, min_populated_neighbors=0)
+    assert find_sparse_regions(ds, grid)["count"] == [1, 2]  # the corner point and the planted cell
+    more = find_sparse_regions(ds, grid, min_regions=3)
+    every = count_windows(ds, grid)
+    # the next level is every window of the next count (20 points), whole, not just the one asked for
+    assert more["count"] == [1, 2] + [20] * int(np.sum(every == 20))
+    assert more["level"] == [0, 0] + [18] * (len(more) - 2) and set(more["threshold"][2:]) == {21}
+    assert more["region_id"] == list(range(len(more)))
+    assert len(find_sparse_regions(ds, grid, min_regions=10_000)) == int(np.sum(every > 0))  # all there is
+    with pytest.raises(ValueError, match=r"min_regions must be an integer >= 0; got -1"):
+        find_sparse_regions(ds, grid, min_regions=-1)

@@ -3,15 +3,21 @@
 For each region (a rectangle in 2-D, a box in 3-D), an axis is chosen and one seed is taken near each of the two
 faces perpendicular to it: the lower face at ``lower[axis]`` and the upper face at ``upper[axis]``.
 
-- *Inside* candidates for the lower face are the region's members below the box middle on that axis, ranked by their
-  exact distance to the lower face rectangle; those for the upper face are the members at or above the middle.
+- *Inside* candidates for the lower face are the region's members below the box middle on that axis; those for the
+  upper face are the members at or above the middle. ``side_choice="random"`` (the default, the paper's "we randomly
+  select points from opposing sides") takes them in a seeded random order; ``"nearest"`` ranks them by their exact
+  distance to the face rectangle (the most extreme points of the region).
 - When a side has too few inside candidates, it is topped up from the whole pool: FAISS (``IndexFlatL2``) returns the
   nearest points to the face centre, of which non-members on the face's outer side are kept and ranked by exact
   distance to the face rectangle. ``k`` grows (64, x4, ...) until enough qualify *and* the ranking is provably exact
   (the needed candidate is closer to the rectangle than any point FAISS did not return can be). When the outer side
   holds only a few thousand points they are ranked directly, without FAISS.
 
-Public API: :func:`make_seed_pairs`.
+A seed that comes from the pool is always the nearest one still unused beyond the face (the paper: "a data point
+close to the side"), whatever ``side_choice``.
+
+Public API: :func:`make_seed_pairs` (pairs from a regions dataset) and :func:`make_budget_pairs` (regions and pairs
+for a budget: raises the threshold step by step until ``n_pairs`` pairs are made).
 """
 
 from __future__ import annotations
@@ -33,7 +39,9 @@ from ..common.validation import require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_seed_pairs"]
+__all__ = ["make_seed_pairs", "make_budget_pairs"]
+
+SIDE_CHOICES = ("random", "nearest")
 
 REGION_COLUMNS = ("region_id", "lower", "upper", "count", "members")
 _FIRST_K = 64
@@ -51,6 +59,7 @@ class _Regions:
     count: np.ndarray
     offsets: np.ndarray
     members: np.ndarray
+    level: np.ndarray
 
     def members_of(self, rank: int) -> np.ndarray:
         return self.members[self.offsets[rank] : self.offsets[rank + 1]]
@@ -124,6 +133,12 @@ def _read_regions(regions: datasets.Dataset, k: int, n_rows: int) -> _Regions:
             f"Region members reference row positions {int(values.min())}..{int(values.max())}, but the dataset has "
             f"{n_rows} rows: the regions were computed on another dataset."
         )
+    if "level" in table.column_names:
+        level = np.asarray(table.column("level").to_numpy(), dtype=np.int64)
+        if np.any(np.diff(level) < 0):
+            raise ValueError("The regions dataset is not ordered by level (find_sparse_regions orders it).")
+    else:  # a regions dataset made elsewhere: every region is at level 0
+        level = np.zeros(len(table), dtype=np.int64)
     return _Regions(
         region_id=np.asarray(table.column("region_id").to_numpy(), dtype=np.int64),
         lower=lower,
@@ -131,6 +146,7 @@ def _read_regions(regions: datasets.Dataset, k: int, n_rows: int) -> _Regions:
         count=np.asarray(table.column("count").to_numpy(), dtype=np.int64),
         offsets=np.concatenate([[0], np.cumsum(lengths)]),
         members=values,
+        level=level,
     )
 
 
@@ -220,8 +236,14 @@ class _Side:
         return None
 
 
-def _sides(regions: _Regions, rank: int, axis: int, q: int, coords: np.ndarray) -> tuple[_Side, _Side]:
-    """The lower- and upper-face candidates of region ``rank`` on ``axis``, needing the ``q``-th of each."""
+def _sides(
+    regions: _Regions, rank: int, axis: int, q: int, coords: np.ndarray, order_seed: list[int] | None
+) -> tuple[_Side, _Side]:
+    """The lower- and upper-face candidates of region ``rank`` on ``axis``, needing the ``q``-th of each.
+
+    Inside candidates are ranked by distance to the face, or (``order_seed`` given: ``side_choice="random"``) in a
+    random order drawn from ``order_seed + [axis, side]``, the same for every pass of that region and axis.
+    """
     lo, hi = regions.lower[rank], regions.upper[rank]
     members = regions.members_of(rank)
     points = coords[members].astype(np.float64)
@@ -231,6 +253,9 @@ def _sides(regions: _Regions, rank: int, axis: int, q: int, coords: np.ndarray) 
         value = float(hi[axis] if upper_side else lo[axis])
         on_side = points[:, axis] >= middle if upper_side else points[:, axis] < middle
         rows, dists = _sort_by_distance(members[on_side], _face_distance(points[on_side], lo, hi, axis, value))
+        if order_seed is not None:
+            shuffle = np.random.default_rng([*order_seed, axis, int(upper_side)]).permutation(len(rows))
+            rows, dists = rows[shuffle], dists[shuffle]
         face = _Face(members, axis, upper_side, value, lo, hi, need=max(0, q + 1 - len(rows)))
         sides.append(_Side(face, rows, dists))
     return sides[0], sides[1]
@@ -246,6 +271,7 @@ def _pair_features(k: int) -> datasets.Features:
             "region_lower": float_box,
             "region_upper": float_box,
             "region_count": datasets.Value("int64"),
+            "region_level": datasets.Value("int64"),
             "axis": datasets.Value("int64"),
             "seed_a": datasets.Value("int64"),
             "seed_b": datasets.Value("int64"),
@@ -264,6 +290,11 @@ def _check_positive_int(value: object, name: str, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
+def _check_side_choice(side_choice: object) -> None:
+    if side_choice not in SIDE_CHOICES:
+        raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}; got {side_choice!r}.")
+
+
 def make_seed_pairs(
     ds: datasets.Dataset,
     regions: datasets.Dataset,
@@ -272,31 +303,68 @@ def make_seed_pairs(
     seed: int = 0,
     column: str = "coords",
     max_pairs_per_region: int = 4,
+    side_choice: str = "random",
 ) -> datasets.Dataset:
     """Make up to ``n_pairs`` seed pairs from opposite faces of the sparse ``regions`` of ``ds``, sparsest first.
 
-    Regions are walked in the order of ``regions`` (sparsest first), pass by pass: pass ``p`` of a region uses axis
-    ``perm[p % K]`` of a per-region random permutation (from ``seed`` and the region id) and the ``p // K``-th
-    candidate on each face, so a region yields at most ``max_pairs_per_region`` distinct pairs. Seed ``a`` is on the
-    lower face, seed ``b`` on the upper face: ``coords_a[axis] < coords_b[axis]``. Only as many regions and passes
-    as needed are processed; a (region, pass) that gives no new pair (no candidate on a side, or a pair already made)
-    is skipped and the walk goes on to the next region.
+    Regions are walked level by level (the ``level`` column of :func:`find_sparse_regions`; all level 0 when it is
+    missing), and within a level in the order of ``regions`` (sparsest first), pass by pass: pass ``p`` of a region
+    uses axis ``perm[p % K]`` of a per-region random permutation (from ``seed`` and the region id) and the
+    ``p // K``-th candidate on each face, so a region yields at most ``max_pairs_per_region`` distinct pairs, and
+    every region of a level gets its ``p``-th pair before any gets its ``p + 1``-th. Seed ``a`` is on the lower
+    face, seed ``b`` on the upper face: ``coords_a[axis] < coords_b[axis]``. Only as many regions and passes as
+    needed are processed; a (region, pass) that gives no new pair (no candidate on a side, or a pair already made)
+    is skipped and the walk goes on.
+
+    Args:
+        side_choice: ``"random"`` (default; the paper) takes a random member of the region on each side,
+            ``"nearest"`` the member nearest to the face. Random is the default because it is what the paper does
+            and it spreads the seeds over the region; nearest always pairs the region's most extreme points, which
+            sit next to the denser neighbouring windows. When a side has no member left, both take the nearest pool
+            point beyond the face.
 
     The result has at most ``n_pairs`` rows: when fewer pairs can be made (too few regions x
-    ``max_pairs_per_region``, or repeated pairs), a ``UserWarning`` says so and the pairs there are are returned.
+    ``max_pairs_per_region``, or repeated pairs), a ``UserWarning`` says so and the pairs there are are returned;
+    :func:`make_budget_pairs` raises the threshold instead.
 
-    Columns: ``pair_id``, ``region_id``, ``region_lower``, ``region_upper``, ``region_count``, ``axis``, ``seed_a``,
-    ``seed_b`` (row positions in ``ds``), ``dist_a``, ``dist_b`` (distance to the face rectangle), ``source_a``,
-    ``source_b`` (``"region"`` for a member of the region, ``"pool"`` for a FAISS top-up), ``coords_a``, ``coords_b``.
+    Columns: ``pair_id``, ``region_id``, ``region_lower``, ``region_upper``, ``region_count``, ``region_level``,
+    ``axis``, ``seed_a``, ``seed_b`` (row positions in ``ds``), ``dist_a``, ``dist_b`` (distance to the face
+    rectangle), ``source_a``, ``source_b`` (``"region"`` for a member of the region, ``"pool"`` for a FAISS top-up),
+    ``coords_a``, ``coords_b``.
 
     Example:
         >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20))
         >>> pairs = make_seed_pairs(ds, regions, n_pairs=500)
         >>> pairs[0]["seed_a"], pairs[0]["seed_b"]
     """
+    pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
+    if len(pairs) < n_pairs:
+        warnings.warn(_shortfall(n_pairs, len(pairs), len(regions), max_pairs_per_region), UserWarning, stacklevel=2)
+    return pairs
+
+
+def _shortfall(n_pairs: int, made: int, n_regions: int, cap: int) -> str:
+    return (
+        f"Asked for n_pairs={n_pairs} seed pairs but only {made} could be made from {n_regions} regions "
+        f"(at most max_pairs_per_region={cap} distinct pairs each). Raise max_pairs_per_region, or get more "
+        "regions with a higher threshold or a smaller window."
+    )
+
+
+def _make_pairs(
+    ds: datasets.Dataset,
+    regions: datasets.Dataset,
+    n_pairs: int,
+    seed: int,
+    column: str,
+    max_pairs_per_region: int,
+    side_choice: str,
+) -> tuple[datasets.Dataset, int]:
+    """The pairs, and how many regions were walked through."""
     _check_positive_int(n_pairs, "n_pairs", 1)
     _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
     _check_positive_int(seed, "seed", 0)
+    _check_side_choice(side_choice)
     require_columns(regions, REGION_COLUMNS, what="regions dataset")
     if len(regions) == 0:
         raise ValueError(
@@ -310,41 +378,103 @@ def make_seed_pairs(
     table = _read_regions(regions, k, len(ds))
     pool = _Pool(coords)
     n_regions = len(table.region_id)
+    level_starts = np.flatnonzero(np.r_[True, np.diff(table.level) != 0, True])
 
     perms: dict[int, np.ndarray] = {}
     chosen: list[tuple[int, int, tuple[int, float, str], tuple[int, float, str]]] = []
     seen: set[tuple[int, int]] = set()
-    for p in range(max_pairs_per_region):
-        start = 0
-        while start < n_regions and len(chosen) < n_pairs:
-            ranks = range(start, min(n_regions, start + n_pairs - len(chosen)))
-            start = ranks.stop
-            proposals = []
-            for rank in ranks:
-                if rank not in perms:
-                    perms[rank] = np.random.default_rng([seed, int(table.region_id[rank])]).permutation(k)
-                axis = int(perms[rank][p % k])
-                proposals.append((rank, axis, _sides(table, rank, axis, p // k, coords)))
-            pool.top_up([side.face for _, _, sides in proposals for side in sides if side.face.need > 0])
-            for rank, axis, (low, high) in proposals:
-                a, b = low.pick(p // k), high.pick(p // k)
-                if a is None or b is None or a[0] == b[0] or (min(a[0], b[0]), max(a[0], b[0])) in seen:
-                    continue
-                seen.add((min(a[0], b[0]), max(a[0], b[0])))
-                chosen.append((rank, axis, a, b))
+    for first, stop in zip(level_starts[:-1], level_starts[1:], strict=True):
+        for p in range(max_pairs_per_region):
+            start = int(first)
+            while start < stop and len(chosen) < n_pairs:
+                ranks = range(start, min(int(stop), start + n_pairs - len(chosen)))
+                start = ranks.stop
+                proposals = []
+                for rank in ranks:
+                    region_id = int(table.region_id[rank])
+                    if rank not in perms:
+                        perms[rank] = np.random.default_rng([seed, region_id]).permutation(k)
+                    axis = int(perms[rank][p % k])
+                    order_seed = [seed, region_id, 1] if side_choice == "random" else None
+                    proposals.append((rank, axis, _sides(table, rank, axis, p // k, coords, order_seed)))
+                pool.top_up([side.face for _, _, sides in proposals for side in sides if side.face.need > 0])
+                for rank, axis, (low, high) in proposals:
+                    a, b = low.pick(p // k), high.pick(p // k)
+                    if a is None or b is None or a[0] == b[0] or (min(a[0], b[0]), max(a[0], b[0])) in seen:
+                        continue
+                    seen.add((min(a[0], b[0]), max(a[0], b[0])))
+                    chosen.append((rank, axis, a, b))
+            if len(chosen) >= n_pairs:
+                break
         if len(chosen) >= n_pairs:
             break
+    logger.info("Made %d seed pairs from %d regions.", len(chosen), n_regions)
+    return _pairs_dataset(chosen, table, coords), n_regions
 
-    if len(chosen) < n_pairs:
+
+def make_budget_pairs(
+    ds: datasets.Dataset,
+    grid,
+    *,
+    n_pairs: int,
+    seed: int = 0,
+    column: str | None = None,
+    max_pairs_per_region: int = 4,
+    side_choice: str = "random",
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Regions and exactly ``n_pairs`` seed pairs whenever the pool allows: the paper's budgets (§4.3).
+
+    The sparse regions of ``grid`` (``1 <= count < T``) come first, each giving up to ``max_pairs_per_region``
+    pairs; when they cannot give ``n_pairs``, the threshold is raised one count at a time and the next-sparsest
+    windows give pairs too (``find_sparse_regions(..., min_regions=...)``; their ``level`` says how far the
+    threshold was raised), until the budget is met or every non-empty window that passes the neighbour rule is
+    used. A ``UserWarning`` reports a budget the pool cannot meet.
+
+    Returns ``(regions, pairs)``: every region that was walked (the ones at the end of the last level may have
+    given no pair) and the pairs, as :func:`make_seed_pairs` makes them.
+
+    Example:
+        >>> regions, pairs = make_budget_pairs(ds, fit_grid(ds, bins=20), n_pairs=1000, seed=0)
+        >>> len(pairs), max(pairs["region_level"])
+    """
+    from .regions import find_sparse_regions
+
+    _check_positive_int(n_pairs, "n_pairs", 1)
+    _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
+    _check_side_choice(side_choice)
+    column = column or grid.column
+    min_regions = 0
+    while True:
+        regions = find_sparse_regions(ds, grid, column=column, seed=seed, min_regions=min_regions)
+        if len(regions) == 0 and min_regions == 0:
+            min_regions = math.ceil(n_pairs / max_pairs_per_region)
+            continue
+        if len(regions) == 0:
+            raise ValueError(
+                "No window of the grid holds a point and passes the neighbour rule: no region to take seeds from. "
+                "Lower min_populated_neighbors or use a smaller window."
+            )
+        pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
+        exhausted = len(regions) < min_regions
+        if len(pairs) >= n_pairs or exhausted:
+            break
+        min_regions = len(regions) + math.ceil((n_pairs - len(pairs)) / max_pairs_per_region)
+    if len(pairs) < n_pairs:
         warnings.warn(
-            f"Asked for n_pairs={n_pairs} seed pairs but only {len(chosen)} could be made from {n_regions} regions "
-            f"(at most max_pairs_per_region={max_pairs_per_region} distinct pairs each). Raise max_pairs_per_region, "
-            "or get more regions with a higher threshold or a smaller window.",
+            _shortfall(n_pairs, len(pairs), len(regions), max_pairs_per_region) + " Every non-empty window that "
+            "passes the neighbour rule was used.",
             UserWarning,
             stacklevel=2,
         )
-    logger.info("Made %d seed pairs from %d regions.", len(chosen), n_regions)
-    return _pairs_dataset(chosen, table, coords)
+    levels = regions["level"]
+    logger.info(
+        "Budget %d: %d pairs from %d regions (threshold raised by %d level(s)).",
+        n_pairs,
+        len(pairs),
+        len(regions),
+        max(levels) if levels else 0,
+    )
+    return regions, pairs
 
 
 def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> datasets.Dataset:
@@ -359,6 +489,7 @@ def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> dataset
         "region_lower": fixed_size_list(table.lower[ranks]),
         "region_upper": fixed_size_list(table.upper[ranks]),
         "region_count": pa.array(table.count[ranks]),
+        "region_level": pa.array(table.level[ranks]),
         "axis": pa.array(np.asarray([c[1] for c in chosen], dtype=np.int64)),
         "seed_a": pa.array(seed_a),
         "seed_b": pa.array(seed_b),

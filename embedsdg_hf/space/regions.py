@@ -2,7 +2,10 @@
 
 A window slides over the bounding box E' of the ``coords`` column with a stride; every window whose point count is
 at least 1 and below a threshold ``T``, and that has enough populated windows around it, is a *candidate sparse
-region*. Counting uses K-dimensional prefix sums, so it costs O(n + windows) whatever the window size:
+region*. Regions are ranked sparsest first, ties broken by a permutation drawn from the run's seed (never by position
+on the map). When a budget needs more regions than there are below ``T``, the threshold is raised one count at a time
+(``min_regions``): the next-sparsest windows join as *level* 1, 2, ... (paper §4.3). Counting uses K-dimensional
+prefix sums, so it costs O(n + windows) whatever the window size:
 
 1. points are binned into *elementary cells* of size ``stride`` (``np.bincount`` on flat cell indices);
 2. a zero-padded K-D cumulative sum of the cell counts is taken;
@@ -38,7 +41,15 @@ from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GridSpec", "fit_grid", "add_grid_cells", "find_sparse_regions", "count_windows"]
+__all__ = [
+    "GridSpec",
+    "fit_grid",
+    "add_grid_cells",
+    "find_sparse_regions",
+    "count_windows",
+    "summarize_windows",
+    "typical_window_count",
+]
 
 GRID_VERSION = "1"
 MAX_CELLS = 2**26
@@ -55,7 +66,8 @@ class GridSpec:
         window_cells: window size in cells per axis (window = ``window_cells * stride``).
         shape: number of elementary cells per axis (``ceil(span / stride)``, at least ``window_cells``).
         threshold: ``T``; a window is sparse when ``1 <= count < T``.
-        threshold_rule: how ``T`` was chosen (``"quantile=0.25"`` or ``"fixed"``).
+        threshold_rule: how ``T`` was chosen: ``"typical*0.25 (typical=84)"`` (``threshold="auto"``),
+            ``"quantile=0.25"`` or ``"fixed"``.
         min_populated_neighbors: fraction of the ``3**K - 1`` neighbouring windows that must be non-empty.
         column: the coords column the grid was fitted on.
 
@@ -234,18 +246,49 @@ def _resolve_window(window: Any, bins: Any, span: np.ndarray) -> np.ndarray:
     return sizes
 
 
-def _check_threshold(threshold: Any, quantile: Any) -> None:
+THRESHOLD_RULES = ("auto", "quantile")
+
+
+def _check_fraction(value: Any, name: str, *, low_open: bool) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    ok = ok and (0.0 < value <= 1.0 if low_open else 0.0 <= value <= 1.0)
+    if not ok:
+        interval = "(0, 1]" if low_open else "[0, 1]"
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}.")
+
+
+def _check_threshold(threshold: Any, quantile: Any, fraction: Any = 0.25) -> None:
     if isinstance(threshold, str):
-        if threshold != "auto":
-            raise ValueError(f"threshold must be an integer >= 2 or 'auto'; got {threshold!r}.")
-        if isinstance(quantile, bool) or not isinstance(quantile, numbers.Real) or not 0.0 <= quantile <= 1.0:
-            raise ValueError(f"quantile must be a number in [0, 1]; got {quantile!r}.")
+        if threshold not in THRESHOLD_RULES:
+            raise ValueError(f"threshold must be an integer >= 2, 'auto' or 'quantile'; got {threshold!r}.")
+        _check_fraction(quantile, "quantile", low_open=False)
+        _check_fraction(fraction, "fraction", low_open=True)
         return
     if isinstance(threshold, bool) or not isinstance(threshold, numbers.Integral) or threshold <= 1:
         raise ValueError(
-            f"threshold must be an integer >= 2 or 'auto'; got {threshold!r}. A sparse region has 1 <= count < T, so "
-            "T <= 1 would select nothing (empty windows are never regions)."
+            f"threshold must be an integer >= 2, 'auto' or 'quantile'; got {threshold!r}. A sparse region has "
+            "1 <= count < T, so T <= 1 would select nothing (empty windows are never regions)."
         )
+
+
+def typical_window_count(window_counts: np.ndarray) -> int:
+    """The count of the window the median point sits in: the point-weighted median of the window counts.
+
+    This is the "typical window" of the paper's Fig. 2 (most windows hold 30-50 points there). Unlike the plain
+    median or mode of the non-empty windows, it is not dragged down to 1 by the many near-empty windows a long
+    fringe adds (on GSM8K with PCA most non-empty windows hold 1-3 points while most *points* sit in windows of
+    80 or more).
+
+    Example:
+        >>> typical_window_count(np.array([1, 1, 1, 40, 40, 50]))
+        40
+    """
+    counts = np.sort(np.asarray(window_counts, dtype=np.int64).ravel())
+    counts = counts[counts > 0]
+    if len(counts) == 0:
+        return 0
+    cumulative = np.cumsum(counts)
+    return int(counts[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 def fit_grid(
@@ -256,6 +299,7 @@ def fit_grid(
     stride: float | Sequence[float] | None = None,
     threshold: int | str = "auto",
     quantile: float = 0.25,
+    fraction: float = 0.25,
     min_populated_neighbors: float = 0.5,
     column: str = "coords",
 ) -> GridSpec:
@@ -267,20 +311,33 @@ def fit_grid(
         bins: windows per axis (window = span / bins). Give at most one of ``window`` / ``bins``; default ``bins=20``.
         stride: step between window starts (default: the window, i.e. a plain grid). ``window / stride`` must be an
             integer.
-        threshold: ``T`` (int >= 2; sparse means ``1 <= count < T``) or ``"auto"``:
-            ``max(2, ceil(quantile of the counts of non-empty windows))``.
-        quantile: the quantile used by ``threshold="auto"``.
+        threshold: ``T`` (int >= 2; sparse means ``1 <= count < T``), or a rule:
+
+            - ``"auto"`` (default): ``T = max(2, ceil(fraction * typical))``, where *typical* is the count of the
+              window the median point sits in (:func:`typical_window_count`). This is how the paper reads its
+              Fig. 2 (typical windows hold 30-50 points, T = 10): regions are windows holding well under a typical
+              window's points, inside the data as well as on its fringe, and they hold several points.
+            - ``"quantile"``: ``max(2, ceil(quantile of the counts of non-empty windows))``. Beware: when the map
+              has a long fringe of near-empty windows this collapses to T = 2 (every region a single point).
+        quantile: the quantile used by ``threshold="quantile"``.
+        fraction: the share of the typical window's count used by ``threshold="auto"`` (paper: 10 / ~40).
         min_populated_neighbors: fraction of the ``3**K - 1`` neighbouring windows that must be non-empty for a
             candidate to count (0 disables the rule).
         column: the coords column.
 
     Example:
-        >>> grid = fit_grid(ds, bins=20, threshold="auto", quantile=0.25)
-        >>> grid.threshold, grid.window
+        >>> grid = fit_grid(ds, bins=20, threshold="auto", fraction=0.25)
+        >>> grid.threshold, grid.threshold_rule, grid.window
     """
-    _check_threshold(threshold, quantile)
-    if not isinstance(threshold, str) and quantile != 0.25:
-        logger.warning("quantile=%r is ignored because threshold=%r is fixed.", quantile, threshold)
+    _check_threshold(threshold, quantile, fraction)
+    if threshold != "quantile" and quantile != 0.25:
+        logger.warning(
+            "quantile=%r is ignored because threshold=%r (it is used by threshold='quantile').", quantile, threshold
+        )
+    if threshold != "auto" and fraction != 0.25:
+        logger.warning(
+            "fraction=%r is ignored because threshold=%r (it is used by threshold='auto').", fraction, threshold
+        )
     if (
         isinstance(min_populated_neighbors, bool)
         or not isinstance(min_populated_neighbors, numbers.Real)
@@ -344,10 +401,15 @@ def fit_grid(
         min_populated_neighbors=min_populated_neighbors,
         column=column,
     )
-    if isinstance(threshold, str):
+    if threshold == "quantile":
         counts = count_windows(coords, grid)
         chosen = max(2, math.ceil(float(np.quantile(counts[counts > 0], quantile))))
         grid = GridSpec(**{**asdict(grid), "threshold": chosen, "threshold_rule": f"quantile={quantile:g}"})
+    elif threshold == "auto":
+        typical = typical_window_count(count_windows(coords, grid))
+        chosen = max(2, math.ceil(fraction * typical - 1e-9))
+        rule = f"typical*{fraction:g} (typical={typical})"
+        grid = GridSpec(**{**asdict(grid), "threshold": chosen, "threshold_rule": rule})
     else:
         grid = GridSpec(**{**asdict(grid), "threshold": int(threshold)})
     logger.info(
@@ -432,6 +494,8 @@ def _region_features(k: int) -> datasets.Features:
             "members": datasets.List(datasets.Value("int64")),
             "n_populated_neighbors": datasets.Value("int64"),
             "n_neighbors": datasets.Value("int64"),
+            "level": datasets.Value("int64"),
+            "threshold": datasets.Value("int64"),
         }
     )
 
@@ -480,47 +544,111 @@ def _gather_members(cells: np.ndarray, grid: GridSpec, starts: np.ndarray) -> tu
     return offsets, members
 
 
+def _tie_keys(n_windows: int, seed: int) -> np.ndarray:
+    """A seeded random rank per flat window index: how windows of equal count are ordered."""
+    return np.random.default_rng([seed, 0x5EED]).permutation(n_windows)
+
+
+def _window_state(coords: np.ndarray, grid: GridSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(cells, counts, neighbors, eligible)``: each point's cell, the window counts, each window's populated
+    neighbours, and which windows pass the neighbour rule and are non-empty."""
+    cells = grid.cell_index(coords)
+    counts = _window_counts(_cell_counts(cells, grid), grid.window_cells)
+    neighbors = _populated_neighbors(counts > 0, grid.window_cells)
+    required = math.ceil(grid.min_populated_neighbors * (3**grid.n_components - 1) - 1e-9)
+    return cells, counts, neighbors, (counts >= 1) & (neighbors >= required)
+
+
+def summarize_windows(ds_or_coords: datasets.Dataset | np.ndarray, grid: GridSpec) -> dict[str, int]:
+    """How the windows split under ``grid``: empty, non-empty, candidates (``1 <= count < T``), candidates the
+    neighbour rule removed, regions, and the typical window's count (for the density histogram and the manifest).
+
+    Example:
+        >>> summarize_windows(ds, grid)["removed_by_neighbor_rule"]
+    """
+    if isinstance(ds_or_coords, datasets.Dataset):
+        coords = vector_matrix(ds_or_coords, grid.column, expected_dim=grid.n_components)
+    else:
+        coords = as_float_matrix(ds_or_coords, column="coords", expected_dim=grid.n_components)
+    _, counts, _, eligible = _window_state(coords, grid)
+    candidates = (counts >= 1) & (counts < grid.threshold)
+    return {
+        "windows": int(counts.size),
+        "empty": int((counts == 0).sum()),
+        "non_empty": int((counts > 0).sum()),
+        "candidates": int(candidates.sum()),
+        "removed_by_neighbor_rule": int((candidates & ~eligible).sum()),
+        "regions": int((candidates & eligible).sum()),
+        "typical_count": typical_window_count(counts),
+        "threshold": grid.threshold,
+    }
+
+
 def find_sparse_regions(
     ds: datasets.Dataset,
     grid: GridSpec,
     *,
     column: str | None = None,
+    seed: int = 0,
+    min_regions: int = 0,
 ) -> datasets.Dataset:
     """Candidate sparse regions of ``ds`` under ``grid``, sparsest first, as a new ``Dataset`` (one row a region).
 
     A window is a region when ``1 <= count < grid.threshold`` and at least
     ``ceil(grid.min_populated_neighbors * (3**K - 1))`` of its neighbours (windows offset by -window, 0, +window on
-    each axis; outside the map counts as empty) are non-empty. Rows are ordered by count, then window flat index.
+    each axis; outside the map counts as empty) are non-empty. Rows are ordered by count; windows of equal count are
+    ordered by a permutation drawn from ``seed`` (not by their place on the map, which would send a small budget to
+    one side of it).
+
+    When fewer than ``min_regions`` windows qualify, the threshold is raised one count at a time: windows holding
+    exactly ``T``, then ``T + 1``, ... points (that pass the neighbour rule) are appended, a whole level at a time,
+    until there are at least ``min_regions`` rows or no window is left. This is how a large budget moves on to less
+    sparse regions (paper §4.3); see :func:`~embedsdg_hf.space.pairs.make_budget_pairs`.
 
     Columns: ``region_id`` (rank), ``window_index`` (start cell per axis), ``lower`` / ``upper`` (the window's box),
-    ``count``, ``members`` (sorted row positions in ``ds``), ``n_populated_neighbors``, ``n_neighbors`` (3**K - 1).
+    ``count``, ``members`` (sorted row positions in ``ds``), ``n_populated_neighbors``, ``n_neighbors`` (3**K - 1),
+    ``level`` (0 below ``T``; L for a window reached by raising the threshold to ``T + L``) and ``threshold`` (the
+    threshold it is sparse under: ``T`` at level 0, ``T + L`` at level L).
 
     Example:
-        >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20))
+        >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20), seed=0)
         >>> regions[0]["count"], regions[0]["members"]
     """
     column = column or grid.column
     require_columns(ds, [column])
     require_rows(ds, step="find_sparse_regions")
     _check_dim(ds, column, grid)
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
+    if isinstance(min_regions, bool) or not isinstance(min_regions, numbers.Integral) or min_regions < 0:
+        raise ValueError(f"min_regions must be an integer >= 0; got {min_regions!r}.")
     coords = vector_matrix(ds, column, expected_dim=grid.n_components)
     k = grid.n_components
-    cells = grid.cell_index(coords)
+    cells, counts, neighbors, eligible = _window_state(coords, grid)
     if np.any(cells < 0):
         logger.warning(
             "%d of %d points lie outside the grid's bounds (it was fitted on other data); they are ignored.",
             int(np.sum(cells < 0)),
             len(cells),
         )
-    inside = cells[cells >= 0]
-    counts = _window_counts(
-        np.bincount(inside, minlength=math.prod(grid.shape)).reshape(grid.shape), grid.window_cells
-    )
     n_neighbors = 3**k - 1
-    neighbors = _populated_neighbors(counts > 0, grid.window_cells)
-    required = math.ceil(grid.min_populated_neighbors * n_neighbors - 1e-9)
-    selected = np.flatnonzero(((counts >= 1) & (counts < grid.threshold) & (neighbors >= required)).ravel())
-    selected = selected[np.lexsort((selected, counts.ravel()[selected]))]
+    flat_counts = counts.ravel()
+    pool = np.flatnonzero(eligible.ravel())
+    pool = pool[np.lexsort((_tie_keys(counts.size, int(seed))[pool], flat_counts[pool]))]
+    n_sparse = int(np.count_nonzero(flat_counts[pool] < grid.threshold))
+    n_take = n_sparse
+    if min_regions > n_sparse and n_sparse < len(pool):
+        # whole levels: every window whose count is at most the count of the min_regions-th sparsest window
+        last = flat_counts[pool[min(min_regions, len(pool)) - 1]]
+        n_take = int(np.searchsorted(flat_counts[pool], last, side="right"))
+        logger.info(
+            "Raised the threshold from %d to %d to reach %d regions (%d below T).",
+            grid.threshold,
+            last + 1,
+            n_take,
+            n_sparse,
+        )
+    selected = pool[:n_take]
     features = _region_features(k)
     if len(selected) == 0:
         logger.warning(
@@ -539,15 +667,18 @@ def find_sparse_regions(
     box_upper = box_lower + np.asarray(grid.window)
 
     n = len(selected)
+    level = np.maximum(flat_counts[selected] - grid.threshold + 1, 0).astype(np.int64)
     columns = {
         "region_id": pa.array(np.arange(n, dtype=np.int64)),
         "window_index": fixed_size_list(window_index),
         "lower": fixed_size_list(box_lower),
         "upper": fixed_size_list(box_upper),
-        "count": pa.array(counts.ravel()[selected]),
+        "count": pa.array(flat_counts[selected]),
         "members": pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(members, pa.int64())),
         "n_populated_neighbors": pa.array(neighbors.ravel()[selected]),
         "n_neighbors": pa.array(np.full(n, n_neighbors, dtype=np.int64)),
+        "level": pa.array(level),
+        "threshold": pa.array(level + grid.threshold),
     }
     logger.info("Found %d sparse regions (threshold %d).", n, grid.threshold)
     return datasets.Dataset.from_dict(columns, features=features)
