@@ -47,6 +47,49 @@ def test_tsne_places_new_points_and_saves(embedded, tmp_path):
     np.testing.assert_allclose(loaded.transform(new), placed, rtol=1e-5, atol=1e-5)
 
 
+def test_tsne_rows_keep_their_fitted_coordinates(embedded, tmp_path):
+    """add_coords must give the fitted rows the fitted map (transform would move them) and place only new rows."""
+    fit = embedded.select(range(80))
+    reducer = fit_reducer(fit, method="tsne", n_components=2, seed=0)
+    fitted = np.array(reducer.tsne, dtype=np.float64)  # a copy: openTSNE shifts its embedding in transform()
+    np.testing.assert_array_equal(reducer.fitted_coords, fitted.astype(np.float32))
+    out = np.asarray(add_coords(embedded, reducer)["coords"], dtype=np.float32)
+    np.testing.assert_array_equal(out[:80], fitted.astype(np.float32))  # the fitted map, exactly
+    moved = np.linalg.norm(reducer.transform(np.asarray(fit["embedding"], dtype=np.float32)) - fitted, axis=1)
+    assert moved.max() > 1e-3  # re-placing fitted rows would move them: what the fix avoids
+    new = np.asarray(embedded["embedding"][80:], dtype=np.float32)
+    np.testing.assert_array_equal(out[80:], reducer.transform(new))  # new rows: placed with transform
+    loaded = Reducer.load(reducer.save(tmp_path / "tsne"))
+    np.testing.assert_array_equal(loaded.project(np.asarray(embedded["embedding"], dtype=np.float32)), out)
+    # with max_samples only the sampled rows are "fitted"
+    sampled = fit_reducer(fit, method="tsne", n_components=2, seed=0, max_samples=60)
+    assert len(sampled.fitted_coords) == 60
+
+
+@pytest.mark.slow
+def test_umap_is_seeded_keeps_fitted_rows_and_places_new_ones(embedded, tmp_path):
+    pytest.importorskip("umap")
+    fit = embedded.select(range(100))
+    reducer = fit_reducer(fit, method="umap", n_components=2, seed=0)
+    again = fit_reducer(fit, method="umap", n_components=2, seed=0)
+    np.testing.assert_array_equal(reducer.fitted_coords, again.fitted_coords)
+    out = np.asarray(add_coords(embedded, reducer)["coords"], dtype=np.float32)
+    np.testing.assert_array_equal(out[:100], reducer.fitted_coords)
+    new = np.asarray(embedded["embedding"][100:], dtype=np.float32)
+    assert np.isfinite(out[100:]).all() and not reducer.is_linear
+    loaded = Reducer.load(reducer.save(tmp_path / "umap"))
+    np.testing.assert_allclose(loaded.transform(new[:5]), reducer.transform(new[:5]), atol=1e-4)
+
+
+def test_umap_missing_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "umap", None)  # makes `import umap` raise ImportError
+    ok = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(30, 4)).tolist()})
+    with pytest.raises(ImportError, match=r'pip install "embedsdg-hf\[umap\]"'):
+        fit_reducer(ok, method="umap")
+
+
 def test_bad_input():
     same = Dataset.from_dict({"embedding": [[1.0, 2.0, 3.0]] * 5})
     with pytest.raises(ValueError, match="All 5 vectors in column 'embedding' are identical"):
@@ -57,8 +100,8 @@ def test_bad_input():
     ok = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(10, 4)).tolist()})
     with pytest.raises(ValueError, match=r"n_components must be an int in \[1, 3\]"):
         fit_reducer(ok, n_components=4)
-    with pytest.raises(ValueError, match=r"method='umap' is not supported"):
-        fit_reducer(ok, method="umap")
+    with pytest.raises(ValueError, match=r"method='umap2' is not supported"):
+        fit_reducer(ok, method="umap2")
     with pytest.raises(ValueError, match=r"no column 'embeddings'.*Did you mean 'embedding'"):
         fit_reducer(ok, column="embeddings")
     with pytest.raises(ValueError, match="empty"):

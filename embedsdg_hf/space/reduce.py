@@ -2,11 +2,18 @@
 
 A fitted :class:`Reducer` is kept with the run: it projects new vectors (interpolations, synthetic examples) into
 the same space. PCA and TruncatedSVD are stored as plain arrays (``reducer.json`` + ``reducer.npz``); t-SNE uses
-openTSNE, whose embedding can place new points, and is stored as a pickle (load only files you trust).
+openTSNE and UMAP umap-learn (the optional extra ``embedsdg-hf[umap]``), both of which can place new points, and are
+stored as a pickle (load only files you trust).
+
+For t-SNE and UMAP, ``transform`` of a point the reducer was fitted on is *not* its fitted position (it is placed
+again against the fitted map: on GSM8K, 16% of t-SNE points move by more than a grid window). So the reducer keeps
+the fitted embedding with a key per fitted row, and :func:`add_coords` (:meth:`Reducer.project`) gives those rows
+their fitted coordinates; only other vectors (interpolations, synthetic rows) go through ``transform``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import pickle
@@ -20,7 +27,21 @@ from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("pca", "svd", "tsne")
+METHODS = ("pca", "svd", "tsne", "umap")
+_NONLINEAR = ("tsne", "umap")
+UMAP_INSTALL = 'pip install "embedsdg-hf[umap]"'
+
+
+def row_keys(x: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row of a float32 matrix (its bytes, hashed): how fitted rows are recognised again."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little") for row in x),
+        dtype=np.uint64,
+        count=len(x),
+    )
+
+
 _FORMAT_VERSION = 1
 
 
@@ -42,6 +63,7 @@ class Reducer:
     n_fit: int = 0
     arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     tsne: object | None = field(default=None, repr=False)
+    umap: object | None = field(default=None, repr=False)
 
     @property
     def is_linear(self) -> bool:
@@ -49,15 +71,55 @@ class Reducer:
         return self.method in ("pca", "svd")
 
     def transform(self, vectors) -> np.ndarray:
-        """Project vectors of shape (n, input_dim) to (n, n_components) float32 coordinates."""
+        """Place vectors of shape (n, input_dim) at (n, n_components) float32 coordinates, as new points.
+
+        For t-SNE / UMAP use :meth:`project` for rows the reducer may have been fitted on.
+        """
         x = as_float_matrix(vectors, column=self.column, expected_dim=self.input_dim)
         if self.method == "pca":
             out = (x - self.arrays["mean"]) @ self.arrays["components"].T
         elif self.method == "svd":
             out = x @ self.arrays["components"].T
-        else:
+        elif self.method == "tsne":
             out = np.asarray(self.tsne.transform(x.astype(np.float64)))
+        else:
+            out = np.asarray(self.umap.transform(x))
         return out.astype(np.float32)
+
+    def project(self, vectors) -> np.ndarray:
+        """Coordinates of ``vectors``: the fitted position for a row the reducer was fitted on, else ``transform``.
+
+        PCA / SVD: the same as :meth:`transform`. t-SNE / UMAP: rows found among the fitted rows (same float32
+        vector) keep their fitted coordinates, so the map that is gridded is the map that was fitted.
+
+        Example:
+            >>> reducer = fit_reducer(ds, method="tsne")  # doctest: +SKIP
+            >>> np.allclose(reducer.project(ds["embedding"]), reducer.fitted_coords)  # doctest: +SKIP
+            True
+        """
+        x = as_float_matrix(vectors, column=self.column, expected_dim=self.input_dim)
+        if self.is_linear or "fit_keys" not in self.arrays or len(x) == 0:
+            return self.transform(x)
+        keys, first = self.arrays["fit_keys"], self.arrays["fit_first"]
+        wanted = row_keys(x)
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        known = keys[at] == wanted
+        out = np.empty((len(x), self.n_components), dtype=np.float32)
+        out[known] = self.arrays["fit_coords"][first[at[known]]]
+        if not known.all():
+            out[~known] = self.transform(x[~known])
+        return out
+
+    @property
+    def fitted_coords(self) -> np.ndarray | None:
+        """The fitted embedding of the rows the reducer was fitted on (t-SNE / UMAP), in fit order."""
+        return self.arrays.get("fit_coords")
+
+    def _remember_fit(self, x: np.ndarray, coords: np.ndarray) -> None:
+        keys = row_keys(x)
+        unique, first = np.unique(keys, return_index=True)  # duplicate vectors: the first fitted row's position
+        self.arrays = {"fit_keys": unique, "fit_first": first.astype(np.int64)}
+        self.arrays["fit_coords"] = coords.astype(np.float32)
 
     def save(self, directory: str | Path) -> Path:
         """Write ``reducer.json`` (+ ``reducer.npz`` or ``reducer_tsne.pkl``) into ``directory``."""
@@ -65,11 +127,11 @@ class Reducer:
         directory.mkdir(parents=True, exist_ok=True)
         meta = {k: getattr(self, k) for k in ("method", "n_components", "seed", "input_dim", "column", "n_fit")}
         (directory / "reducer.json").write_text(json.dumps({"format_version": _FORMAT_VERSION, **meta}, indent=2))
-        if self.tsne is not None:
-            with open(directory / "reducer_tsne.pkl", "wb") as handle:
-                pickle.dump(self.tsne, handle)
-        else:
-            np.savez(directory / "reducer.npz", **self.arrays)
+        estimator = self.tsne if self.method == "tsne" else self.umap
+        if estimator is not None:
+            with open(directory / f"reducer_{self.method}.pkl", "wb") as handle:
+                pickle.dump(estimator, handle)
+        np.savez(directory / "reducer.npz", **self.arrays)
         return directory
 
     @classmethod
@@ -85,10 +147,12 @@ class Reducer:
         if meta.pop("format_version", None) != _FORMAT_VERSION:
             raise ValueError(f"{meta_file} has an unsupported format_version; expected {_FORMAT_VERSION}.")
         reducer = cls(**meta)
-        if reducer.method == "tsne":
-            with open(directory / "reducer_tsne.pkl", "rb") as handle:
-                reducer.tsne = pickle.load(handle)
-        else:
+        if reducer.method in _NONLINEAR:
+            if reducer.method == "umap":
+                _import_umap()
+            with open(directory / f"reducer_{reducer.method}.pkl", "rb") as handle:
+                setattr(reducer, reducer.method, pickle.load(handle))
+        if (directory / "reducer.npz").exists() or reducer.is_linear:  # older t-SNE dirs have no npz
             with np.load(directory / "reducer.npz") as data:
                 reducer.arrays = {k: data[k] for k in data.files}
         return reducer
@@ -103,15 +167,19 @@ def fit_reducer(
     column: str = "embedding",
     max_samples: int | None = None,
     perplexity: float = 30.0,
+    n_neighbors: int = 15,
 ) -> Reducer:
     """Fit a dimensionality reducer on the ``column`` vectors of ``ds``.
 
     Args:
-        method: ``"pca"`` (default), ``"svd"`` (TruncatedSVD, no centring) or ``"tsne"`` (openTSNE).
+        method: ``"pca"`` (default), ``"svd"`` (TruncatedSVD, no centring), ``"tsne"`` (openTSNE) or ``"umap"``
+            (umap-learn, ``pip install "embedsdg-hf[umap]"``). t-SNE and UMAP keep the fitted coordinates of the rows
+            they were fitted on (see :meth:`Reducer.project`).
         n_components: output dimensions (the grid step needs 2 or 3).
         seed: the only source of randomness (sampling, SVD solvers, t-SNE).
         max_samples: fit on a seeded random sample of at most this many rows (then project all with add_coords).
         perplexity: t-SNE perplexity (lowered automatically for tiny datasets).
+        n_neighbors: UMAP neighbours (lowered automatically for tiny datasets).
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} is not supported; choose one of {list(METHODS)}.")
@@ -140,9 +208,30 @@ def fit_reducer(
 
         fitted = TruncatedSVD(n_components=n_components, random_state=seed).fit(x)
         reducer.arrays = {"components": fitted.components_.astype(np.float32)}
-    else:
+    elif method == "tsne":
         reducer.tsne = _fit_tsne(x, n_components, seed, perplexity)
+        reducer._remember_fit(x, np.asarray(reducer.tsne))
+    else:
+        reducer.umap = _fit_umap(x, n_components, seed, n_neighbors)
+        reducer._remember_fit(x, np.asarray(reducer.umap.embedding_))
     return reducer
+
+
+def _import_umap():
+    try:
+        import umap
+    except ImportError as err:
+        raise ImportError(f"The UMAP reducer needs umap-learn, which is not installed: {UMAP_INSTALL}") from err
+    return umap
+
+
+def _fit_umap(x: np.ndarray, n_components: int, seed: int, n_neighbors: int):
+    umap = _import_umap()
+    n_neighbors = max(2, min(n_neighbors, len(x) - 1))
+    # random_state makes UMAP deterministic (and single-threaded); transform_seed seeds placing new points
+    return umap.UMAP(
+        n_components=n_components, n_neighbors=n_neighbors, random_state=seed, transform_seed=seed, n_jobs=1
+    ).fit(x)
 
 
 def _fit_tsne(x: np.ndarray, n_components: int, seed: int, perplexity: float):
@@ -163,11 +252,13 @@ class _Project:
         self.reducer, self.column, self.output_column = reducer, column, output_column
 
     def __call__(self, batch: dict[str, list]) -> dict[str, np.ndarray]:
-        return {self.output_column: self.reducer.transform(batch[self.column])}
+        return {self.output_column: self.reducer.project(batch[self.column])}
 
 
 def add_coords(ds, reducer: Reducer, *, column: str | None = None, output_column: str = "coords", **map_kwargs):
     """Add the reduced coordinates of every row as a float32 ``coords`` column of length ``n_components``.
+
+    Rows a t-SNE / UMAP reducer was fitted on get their fitted coordinates; other rows are placed with ``transform``.
 
     Example:
         >>> ds = add_coords(ds, fit_reducer(ds, method="pca", n_components=2))  # doctest: +SKIP
