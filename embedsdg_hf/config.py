@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 RECIPE_VERSION = 1
+REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config imports nothing heavy)
+SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
 # Settings that say where results go or how fast they come, not what they are: a run dir may be resumed with
 # different values of these.
 _NOT_RESULTS = (
@@ -51,21 +53,40 @@ class PipelineConfig:
     weights: str = field(default="mean", metadata={"help": "Token weights: mean, mask or attention."})
     max_length: int | None = field(default=None, metadata={"help": "Truncate texts (default: model context size)."})
     # Reduction and grid
-    reducer: str = field(default="pca", metadata={"help": "pca, svd or tsne."})
+    reducer: str = field(
+        default="pca",
+        metadata={"help": "pca, svd, tsne or umap (pip install 'embedsdg-hf[umap]'); t-SNE/UMAP keep fitted coords."},
+    )
     n_components: int = field(default=2, metadata={"help": "2 or 3 (grid dimensions)."})
     bins: int | None = field(default=20, metadata={"help": "Windows per axis (ignored when window is set)."})
     window: float | None = field(default=None, metadata={"help": "Window size in coordinate units."})
     stride: float | None = field(default=None, metadata={"help": "Window stride (default: the window; plain grid)."})
-    threshold: str = field(default="auto", metadata={"help": "Sparse threshold T: an int >= 2, or 'auto'."})
+    threshold: str = field(
+        default="auto",
+        metadata={
+            "help": "Sparse threshold T: an int >= 2; 'auto' (threshold_fraction x the typical window's count, as "
+            "the paper's Fig. 2); or 'quantile' (threshold_quantile of the non-empty window counts)."
+        },
+    )
+    threshold_fraction: float = field(
+        default=0.25, metadata={"help": "threshold 'auto': T = ceil(fraction x typical window count); in (0, 1]."}
+    )
     threshold_quantile: float = field(
-        default=0.25, metadata={"help": "Quantile of non-empty window counts for auto T."}
+        default=0.25, metadata={"help": "threshold 'quantile': the quantile of non-empty window counts; in [0, 1]."}
     )
     min_populated_neighbors: float = field(
         default=0.5, metadata={"help": "Share of surrounding windows that must be non-empty (0 disables)."}
     )
     # Pairs
-    n_pairs: int = field(default=24, metadata={"help": "Seed pairs to make, sparsest regions first."})
+    n_pairs: int = field(
+        default=24,
+        metadata={"help": "Seed pairs to make, sparsest regions first (then next-sparsest windows: T is raised)."},
+    )
     max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
+    side_choice: str = field(
+        default="random",
+        metadata={"help": "Seed on each side of a region: 'random' member (the paper) or 'nearest' to the face."},
+    )
     seed: int = field(default=0, metadata={"help": "The run's only source of randomness."})
     # Decoding through the student (eq. 6)
     decode_examples: int = field(default=4, metadata={"help": "Few-shot examples in the copy prompt P_d."})
@@ -134,11 +155,30 @@ class PipelineConfig:
             raise ValueError(f"Recipe version {self.version} is not supported; this library reads {RECIPE_VERSION}.")
         if self.n_components not in (2, 3):
             raise ValueError(f"n_components must be 2 or 3 (the grid is 2-D or 3-D), got {self.n_components}.")
-        if str(self.threshold) != "auto":
+        if self.reducer not in REDUCERS:
+            raise ValueError(f"reducer must be one of {list(REDUCERS)}, got {self.reducer!r}.")
+        if str(self.threshold) not in ("auto", "quantile"):
             try:
                 self.threshold = str(int(self.threshold))
             except ValueError:
-                raise ValueError(f"threshold must be 'auto' or an integer >= 2, got {self.threshold!r}.") from None
+                self.threshold = "invalid"
+            if self.threshold == "invalid" or int(self.threshold) < 2:
+                raise ValueError(
+                    f"threshold must be 'auto', 'quantile' or an integer >= 2 (sparse: 1 <= count < T), got "
+                    f"{self.threshold!r}."
+                )
+        if not 0.0 < self.threshold_fraction <= 1.0:
+            raise ValueError(f"threshold_fraction must be in (0, 1], got {self.threshold_fraction}.")
+        if not 0.0 <= self.threshold_quantile <= 1.0:
+            raise ValueError(f"threshold_quantile must be in [0, 1], got {self.threshold_quantile}.")
+        if not 0.0 <= self.min_populated_neighbors <= 1.0:
+            raise ValueError(
+                f"min_populated_neighbors must be a fraction in [0, 1], got {self.min_populated_neighbors}."
+            )
+        if self.max_pairs_per_region < 1:
+            raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
+        if self.side_choice not in SIDE_CHOICES:
+            raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}, got {self.side_choice!r}.")
         if self.n_pairs < 1:
             raise ValueError(f"n_pairs must be >= 1, got {self.n_pairs}.")
         if self.stage not in ("all", "analysis"):
@@ -157,7 +197,7 @@ class PipelineConfig:
 
     @property
     def threshold_value(self) -> int | str:
-        return "auto" if self.threshold == "auto" else int(self.threshold)
+        return self.threshold if self.threshold in ("auto", "quantile") else int(self.threshold)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -33,9 +33,9 @@ from .quality.gates import add_quality_reason, apply_gate, filter_passed, summar
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
-from .space.pairs import make_seed_pairs
+from .space.pairs import make_budget_pairs
 from .space.reduce import add_coords, fit_reducer
-from .space.regions import count_windows, find_sparse_regions, fit_grid
+from .space.regions import count_windows, fit_grid, summarize_windows
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
         pool = add_coords(pool, reducer)
         rec["rows_out"] = len(pool)
-    with timer.step("grid + sparse regions", len(pool)) as rec:
+    with timer.step("grid", len(pool)) as rec:
         grid = fit_grid(
             pool,
             bins=None if config.window else config.bins,
@@ -125,13 +125,20 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             stride=config.stride,
             threshold=config.threshold_value,
             quantile=config.threshold_quantile,
+            fraction=config.threshold_fraction,
             min_populated_neighbors=config.min_populated_neighbors,
         )
-        regions = find_sparse_regions(pool, grid)
-        rec["rows_out"] = len(regions)
-    with timer.step("seed pairs", len(regions)) as rec:
-        pairs = make_seed_pairs(
-            pool, regions, n_pairs=config.n_pairs, seed=config.seed, max_pairs_per_region=config.max_pairs_per_region
+        windows = summarize_windows(pool, grid)
+        rec["rows_out"] = windows["regions"]
+    with timer.step("sparse regions + seed pairs", windows["regions"]) as rec:
+        # sparsest regions first; when they cannot give n_pairs, T is raised step by step (paper §4.3)
+        regions, pairs = make_budget_pairs(
+            pool,
+            grid,
+            n_pairs=config.n_pairs,
+            seed=config.seed,
+            max_pairs_per_region=config.max_pairs_per_region,
+            side_choice=config.side_choice,
         )
         rec["rows_out"] = len(pairs)
     with timer.step("interpolate", len(pairs)) as rec:
@@ -153,11 +160,16 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
+        axes = _axis_names(reducer)
         manifest["figures"]["density"] = plot_density_histogram(
-            count_windows(pool, grid), grid.threshold, out / "density_histogram.png"
+            count_windows(pool, grid),
+            grid.threshold,
+            out / "density_histogram.png",
+            removed_by_neighbors=windows["removed_by_neighbor_rule"],
+            threshold_rule=grid.threshold_rule,
         ).name
         manifest["figures"]["map"] = plot_embedding_map(
-            coords, out / "embedding_map.png", regions=regions, pairs=pairs
+            coords, out / "embedding_map.png", regions=regions, pairs=pairs, axis_labels=axes
         ).name
         reducer.save(out / "reducer")
         grid.save(out / "grid.json")
@@ -167,8 +179,28 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         pairs.to_json(str(out / "pairs.jsonl"))
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
     manifest["grid"] = grid.to_dict()
-    manifest["counts"].update({"regions": len(regions), "pairs": len(pairs), "interp_in_region": in_region})
+    manifest["windows"] = windows
+    levels = pairs["region_level"]
+    manifest["counts"].update(
+        {
+            "regions": len(regions),
+            "regions_below_T": windows["regions"],
+            "regions_with_pairs": len(set(pairs["region_id"])),
+            "pairs": len(pairs),
+            "pairs_past_T": sum(1 for level in levels if level > 0),
+            "interp_in_region": in_region,
+        }
+    )
     return pool, pairs
+
+
+def _axis_names(reducer) -> list[str]:
+    """Axis labels for the map: the reducer, and for PCA the share of variance each axis explains."""
+    name = {"tsne": "t-SNE", "umap": "UMAP"}.get(reducer.method, reducer.method.upper())
+    shares = reducer.arrays.get("explained_variance_ratio")
+    if shares is None:
+        return [f"{name} {i + 1}" for i in range(reducer.n_components)]
+    return [f"{name} {i + 1} ({100 * float(share):.1f}% of variance)" for i, share in enumerate(shares)]
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:

@@ -20,11 +20,27 @@ def _figure(width: float = 7.0, height: float = 5.0):
     return plt, *plt.subplots(figsize=(width, height), dpi=120)
 
 
-def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str | Path, *, title: str | None = None):
+def plot_density_histogram(
+    window_counts: np.ndarray,
+    threshold: int,
+    path: str | Path,
+    *,
+    removed_by_neighbors: int | None = None,
+    threshold_rule: str | None = None,
+    title: str | None = None,
+):
     """Histogram of non-empty window counts with the sparse threshold T marked (paper Fig. 2).
 
+    Args:
+        window_counts: every window's point count (``count_windows``); empty windows are counted, not drawn.
+        threshold: T; windows with ``1 <= count < T`` are the candidates (shaded).
+        removed_by_neighbors: how many candidates the neighbour rule removed (``summarize_windows``), for the legend.
+        threshold_rule: how T was chosen (``grid.threshold_rule``), for the legend.
+
     Example:
-        >>> plot_density_histogram(count_windows(ds, grid), grid.threshold, "density.png")  # doctest: +SKIP
+        >>> summary = summarize_windows(ds, grid)  # doctest: +SKIP
+        >>> plot_density_histogram(count_windows(ds, grid), grid.threshold, "density.png",
+        ...                        removed_by_neighbors=summary["removed_by_neighbor_rule"])  # doctest: +SKIP
     """
     counts = np.asarray(window_counts).ravel()
     nonempty = counts[counts > 0]
@@ -32,10 +48,14 @@ def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str 
     top = int(nonempty.max()) if len(nonempty) else 1
     width = max(1, -(-top // 150))  # integer-aligned bins: one per count up to 150 distinct values
     bins = np.arange(0.5, top + width + 0.5, width)
-    ax.hist(nonempty, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4)
-    ax.axvline(threshold - 0.5, color="#C44E52", linestyle="--", linewidth=1.5)
+    ax.hist(nonempty, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4, label="non-empty windows")
+    rule = f", {threshold_rule}" if threshold_rule else ""
+    ax.axvline(threshold - 0.5, color="#C44E52", linestyle="--", linewidth=1.5, label=f"T = {threshold}{rule}")
     n_sparse = int(((counts >= 1) & (counts < threshold)).sum())
-    label = f"candidate sparse windows: 1 <= count < T={threshold} ({n_sparse})"
+    label = f"candidates: 1 <= count < T ({n_sparse} windows)"
+    if removed_by_neighbors is not None:
+        label += f"\n{removed_by_neighbors} removed by the neighbour rule (too few populated windows around),"
+        label += f"\n{n_sparse - removed_by_neighbors} sparse regions"
     ax.axvspan(0.5, threshold - 0.5, color="#C44E52", alpha=0.12, label=label)
     from matplotlib.ticker import MaxNLocator
 
@@ -43,8 +63,8 @@ def plot_density_histogram(window_counts: np.ndarray, threshold: int, path: str 
     ax.set_xlabel("points in window")
     ax.set_ylabel("number of windows")
     empty = int((counts == 0).sum())
-    ax.set_title(title or f"Window density ({len(nonempty)} non-empty windows, {empty} empty not shown)")
-    ax.legend(loc="upper right")
+    ax.set_title(title or f"Window density ({len(nonempty)} non-empty windows; {empty} empty, not shown)")
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -57,18 +77,23 @@ def plot_embedding_map(
     *,
     regions=None,
     pairs=None,
-    max_regions: int = 200,
+    max_regions: int = 400,
+    axis_labels: Sequence[str] | None = None,
     title: str | None = None,
 ):
     """2-D map of the pool (first two axes) with sparse regions boxed; seed pairs joined and interpolations marked.
 
+    Regions that gave seed pairs are solid boxes (red below T, orange for windows reached by raising T); regions
+    that got no pair are dashed grey boxes.
+
     Args:
         coords: (n, K) pool coordinates.
-        regions: the ``find_sparse_regions`` dataset (``lower``, ``upper``); at most ``max_regions`` are boxed.
-        pairs: the ``make_seed_pairs`` dataset (``coords_a``, ``coords_b``), optionally with ``interp_coords``.
+        regions: the ``find_sparse_regions`` dataset (``lower``, ``upper``, optionally ``level``); at most
+            ``max_regions`` are boxed, sparsest first.
+        pairs: the ``make_seed_pairs`` dataset (``coords_a``, ``coords_b``, ``region_id``), optionally with
+            ``interp_coords`` and ``interp_in_region``.
+        axis_labels: names of the axes (e.g. ``"PCA 1 (12.3% of variance)"``); default "axis 1", "axis 2".
     """
-    from matplotlib.patches import Rectangle
-
     coords = np.asarray(coords, dtype=np.float32)
     plt, fig, ax = _figure(7.5, 6.5)
     ax.scatter(
@@ -76,18 +101,29 @@ def plot_embedding_map(
     )
     if regions is not None and len(regions):
         shown = regions.select(range(min(max_regions, len(regions))))
-        for lower, upper in zip(shown["lower"], shown["upper"]):
-            ax.add_patch(
-                Rectangle(
-                    (lower[0], lower[1]),
-                    upper[0] - lower[0],
-                    upper[1] - lower[1],
-                    fill=False,
-                    edgecolor="#C44E52",
-                    lw=1,
-                )
-            )
-        ax.plot([], [], color="#C44E52", lw=1, label=f"sparse regions ({len(shown)} of {len(regions)})")
+        used = set(pairs["region_id"]) if pairs is not None and "region_id" in pairs.column_names else set()
+        levels = shown["level"] if "level" in shown.column_names else [0] * len(shown)
+        styles = {
+            "below": {"ec": "#C44E52", "lw": 1.1},
+            "raised": {"ec": "#DD8452", "lw": 1.1},
+            "unused": {"ec": "#7F7F7F", "lw": 0.8, "ls": "--"},
+        }
+        tally = dict.fromkeys(styles, 0)
+        for region_id, lower, upper, level in zip(shown["region_id"], shown["lower"], shown["upper"], levels):
+            kind = "unused" if pairs is not None and region_id not in used else ("raised" if level else "below")
+            tally[kind] += 1
+            ax.add_patch(_box(lower, upper, **styles[kind]))
+        labels = {
+            "below": "sparse regions (count < T) with pairs" if pairs is not None else "sparse regions (count < T)",
+            "raised": "next-sparsest windows (T raised) with pairs",
+            "unused": "regions that got no pair",
+        }
+        for kind, n in tally.items():
+            if n:
+                style = {k: v for k, v in styles[kind].items() if k != "ec"}
+                ax.plot([], [], color=styles[kind]["ec"], **style, label=f"{labels[kind]} ({n})")
+        if len(shown) < len(regions):
+            ax.plot([], [], ls="", label=f"(boxed: the {len(shown)} sparsest of {len(regions)} regions)")
     if pairs is not None and len(pairs):
         a = np.asarray(pairs["coords_a"], dtype=np.float32)
         b = np.asarray(pairs["coords_b"], dtype=np.float32)
@@ -96,15 +132,19 @@ def plot_embedding_map(
         ax.scatter(np.r_[a[:, 0], b[:, 0]], np.r_[a[:, 1], b[:, 1]], s=14, c="#4C72B0", label=f"seed pairs ({len(a)})")
         if "interp_coords" in pairs.column_names:
             mid = np.asarray(pairs["interp_coords"], dtype=np.float32)
-            ax.scatter(mid[:, 0], mid[:, 1], s=40, marker="*", c="#DD8452", label="interpolations", zorder=3)
+            label = "interpolations"
+            if "interp_in_region" in pairs.column_names:
+                label += f" ({int(np.sum(pairs['interp_in_region']))} of {len(mid)} in their region)"
+            ax.scatter(mid[:, 0], mid[:, 1], s=40, marker="*", c="#DD8452", label=label, zorder=3)
     if coords.shape[1] > 2:
         ax.set_title(
             title or f"Embedding map (axes 1-2 of {coords.shape[1]}; regions are boxes in {coords.shape[1]}-D)"
         )
     else:
         ax.set_title(title or "Embedding map")
-    ax.set_xlabel("axis 1")
-    ax.set_ylabel("axis 2")
+    x_label, y_label = (list(axis_labels) + ["axis 1", "axis 2"])[:2] if axis_labels else ("axis 1", "axis 2")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

@@ -16,8 +16,11 @@ def format_summary(manifest: dict) -> str:
     counts = manifest["counts"]
     lines.append("")
     if "regions" in counts:
+        below = counts.get("regions_below_T", counts["regions"])
+        raised = counts["regions"] - below
+        more = f" + {raised} next-sparsest windows (T raised, {counts.get('pairs_past_T', 0)} pairs)" if raised else ""
         lines.append(
-            f"{counts['regions']} sparse regions (T={manifest['grid']['threshold']}), {counts['pairs']} seed pairs, "
+            f"{below} sparse regions (T={manifest['grid']['threshold']}){more}, {counts['pairs']} seed pairs, "
             f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
         )
     gen = manifest.get("generation")

@@ -58,10 +58,20 @@ def run_ablation(
 
     rows = [_row("base", 0, None, evaluate(None, "base"))]
     for budget in budgets:
-        for method in METHODS:
+        n_items = budget
+        for method in METHODS:  # embedsdg first: RandomSDG gets as many items as EmbedSDG made pairs
             name = f"{method}-{budget}"
             run_dir = out / name
-            manifest = run_pipeline(replace(config, n_pairs=budget, method=method, output_dir=str(run_dir)))
+            manifest = run_pipeline(replace(config, n_pairs=n_items, method=method, output_dir=str(run_dir)))
+            if method == "embedsdg" and manifest["counts"]["pairs"] != budget:
+                n_items = manifest["counts"]["pairs"]
+                logger.warning(
+                    "%s: the pool gave %d seed pairs for a budget of %d; RandomSDG gets the same %d seeds.",
+                    name,
+                    n_items,
+                    budget,
+                    n_items,
+                )
             accepted = manifest["counts"].get("train", manifest["counts"]["accepted"])  # after the quality gates
             if accepted == 0:
                 logger.warning("%s: no example passed the parser and the quality gates; nothing to train on.", name)

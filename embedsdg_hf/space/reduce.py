@@ -203,11 +203,13 @@ def fit_reducer(
 
         fitted = PCA(n_components=n_components, random_state=seed).fit(x)
         reducer.arrays = {"mean": fitted.mean_.astype(np.float32), "components": fitted.components_.astype(np.float32)}
+        reducer.arrays["explained_variance_ratio"] = fitted.explained_variance_ratio_.astype(np.float64)
     elif method == "svd":
         from sklearn.decomposition import TruncatedSVD
 
         fitted = TruncatedSVD(n_components=n_components, random_state=seed).fit(x)
         reducer.arrays = {"components": fitted.components_.astype(np.float32)}
+        reducer.arrays["explained_variance_ratio"] = fitted.explained_variance_ratio_.astype(np.float64)
     elif method == "tsne":
         reducer.tsne = _fit_tsne(x, n_components, seed, perplexity)
         reducer._remember_fit(x, np.asarray(reducer.tsne))
