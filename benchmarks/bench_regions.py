@@ -44,7 +44,7 @@ def run_once(ds: datasets.Dataset, *, bins: int, quantile: float, n_pairs: int) 
     """Time each step once; return the timings and what was produced."""
     times: dict[str, float] = {}
     start = time.perf_counter()
-    grid = fit_grid(ds, bins=bins, quantile=quantile)
+    grid = fit_grid(ds, bins=bins, threshold="quantile", quantile=quantile)
     times["fit_grid"] = time.perf_counter() - start
     start = time.perf_counter()
     regions = find_sparse_regions(ds, grid)

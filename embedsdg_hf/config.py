@@ -82,7 +82,12 @@ class PipelineConfig:
         default=24,
         metadata={"help": "Seed pairs to make, sparsest regions first (then next-sparsest windows: T is raised)."},
     )
-    max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
+    max_pairs_per_region: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most pairs from one region (default: no limit; regions give 4 pairs a round, sparsest first)."
+        },
+    )
     side_choice: str = field(
         default="random",
         metadata={"help": "Seed on each side of a region: 'random' member (the paper) or 'nearest' to the face."},
@@ -175,7 +180,7 @@ class PipelineConfig:
             raise ValueError(
                 f"min_populated_neighbors must be a fraction in [0, 1], got {self.min_populated_neighbors}."
             )
-        if self.max_pairs_per_region < 1:
+        if self.max_pairs_per_region is not None and self.max_pairs_per_region < 1:
             raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
         if self.side_choice not in SIDE_CHOICES:
             raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}, got {self.side_choice!r}.")

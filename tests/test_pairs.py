@@ -248,3 +248,18 @@ def test_budget_the_pool_cannot_meet_warns_after_using_every_window():
     with pytest.warns(UserWarning, match=r"Every non-empty window that passes the neighbour rule was used"):
         regions, pairs = make_budget_pairs(ds, grid, n_pairs=500, max_pairs_per_region=2)
     assert len(regions) == 100 and len(pairs) == 200
+
+
+def test_budget_beyond_every_window_goes_round_again_sparsest_first():
+    ds = coords_dataset(layered_cloud())
+    grid = fit_grid(ds, bins=10, threshold=10)
+    regions, pairs = make_budget_pairs(ds, grid, n_pairs=450, seed=0)  # ~90 usable windows x 4 < 450
+    assert len(pairs) == 450 and len(set(pairs["region_id"])) == len(regions)
+    check_pairs(ds, regions, pairs)
+    first_round = 4 * len(regions)
+    # the second round starts again from the sparsest windows
+    assert pairs["region_count"][first_round : first_round + 12] == [2] * 12
+    assert max(np.bincount(pairs["region_id"])) > 4
+    with pytest.warns(UserWarning, match=r"at most max_pairs_per_region=5 distinct pairs each"):
+        _, capped = make_budget_pairs(ds, grid, n_pairs=1000, max_pairs_per_region=5)
+    assert max(np.bincount(capped["region_id"])) == 5

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["make_seed_pairs", "make_budget_pairs"]
 
 SIDE_CHOICES = ("random", "nearest")
+PAIRS_PER_ROUND = 4  # make_budget_pairs: pairs a region gives before the walk moves on to less sparse windows
 
 REGION_COLUMNS = ("region_id", "lower", "upper", "count", "members")
 _FIRST_K = 64
@@ -339,15 +340,20 @@ def make_seed_pairs(
     """
     pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
     if len(pairs) < n_pairs:
-        warnings.warn(_shortfall(n_pairs, len(pairs), len(regions), max_pairs_per_region), UserWarning, stacklevel=2)
+        warnings.warn(
+            _shortfall(n_pairs, len(pairs), len(regions), max_pairs_per_region)
+            + " Or use make_budget_pairs, which raises the threshold.",
+            UserWarning,
+            stacklevel=2,
+        )
     return pairs
 
 
-def _shortfall(n_pairs: int, made: int, n_regions: int, cap: int) -> str:
+def _shortfall(n_pairs: int, made: int, n_regions: int, cap: int | None) -> str:
+    limit = f"at most max_pairs_per_region={cap} distinct pairs each" if cap else "no region gave another new pair"
     return (
         f"Asked for n_pairs={n_pairs} seed pairs but only {made} could be made from {n_regions} regions "
-        f"(at most max_pairs_per_region={cap} distinct pairs each). Raise max_pairs_per_region, or get more "
-        "regions with a higher threshold or a smaller window."
+        f"({limit}). Raise max_pairs_per_region, or get more regions with a smaller window."
     )
 
 
@@ -357,12 +363,20 @@ def _make_pairs(
     n_pairs: int,
     seed: int,
     column: str,
-    max_pairs_per_region: int,
+    per_round: int,
     side_choice: str,
+    *,
+    rounds: int | None = 1,
+    max_pairs_per_region: int | None = None,
 ) -> tuple[datasets.Dataset, int]:
-    """The pairs, and how many regions were walked through."""
+    """The pairs, and how many regions were walked through.
+
+    Round ``r`` walks every level, sparsest first, giving each region its passes ``r * per_round`` to
+    ``(r + 1) * per_round - 1`` (never more than ``max_pairs_per_region`` in all); ``rounds=None`` repeats rounds
+    until ``n_pairs`` are made or a round makes none.
+    """
     _check_positive_int(n_pairs, "n_pairs", 1)
-    _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
+    _check_positive_int(per_round, "max_pairs_per_region", 1)
     _check_positive_int(seed, "seed", 0)
     _check_side_choice(side_choice)
     require_columns(regions, REGION_COLUMNS, what="regions dataset")
@@ -383,8 +397,37 @@ def _make_pairs(
     perms: dict[int, np.ndarray] = {}
     chosen: list[tuple[int, int, tuple[int, float, str], tuple[int, float, str]]] = []
     seen: set[tuple[int, int]] = set()
+    r = 0
+    while len(chosen) < n_pairs and (rounds is None or r < rounds):
+        passes = range(r * per_round, (r + 1) * per_round)
+        if max_pairs_per_region is not None:
+            passes = range(passes.start, min(passes.stop, max_pairs_per_region))
+        made_before = len(chosen)
+        _walk(table, level_starts, passes, n_pairs, seed, side_choice, coords, pool, perms, chosen, seen)
+        if len(chosen) == made_before:
+            break
+        r += 1
+    logger.info("Made %d seed pairs from %d regions.", len(chosen), n_regions)
+    return _pairs_dataset(chosen, table, coords), n_regions
+
+
+def _walk(
+    table: _Regions,
+    level_starts: np.ndarray,
+    passes: range,
+    n_pairs: int,
+    seed: int,
+    side_choice: str,
+    coords: np.ndarray,
+    pool: _Pool,
+    perms: dict[int, np.ndarray],
+    chosen: list,
+    seen: set[tuple[int, int]],
+) -> None:
+    """One round: every level in turn, pass by pass, region by region, adding new pairs to ``chosen``."""
+    k = coords.shape[1]
     for first, stop in zip(level_starts[:-1], level_starts[1:], strict=True):
-        for p in range(max_pairs_per_region):
+        for p in passes:
             start = int(first)
             while start < stop and len(chosen) < n_pairs:
                 ranks = range(start, min(int(stop), start + n_pairs - len(chosen)))
@@ -408,8 +451,6 @@ def _make_pairs(
                 break
         if len(chosen) >= n_pairs:
             break
-    logger.info("Made %d seed pairs from %d regions.", len(chosen), n_regions)
-    return _pairs_dataset(chosen, table, coords), n_regions
 
 
 def make_budget_pairs(
@@ -419,19 +460,25 @@ def make_budget_pairs(
     n_pairs: int,
     seed: int = 0,
     column: str | None = None,
-    max_pairs_per_region: int = 4,
+    max_pairs_per_region: int | None = None,
     side_choice: str = "random",
 ) -> tuple[datasets.Dataset, datasets.Dataset]:
     """Regions and exactly ``n_pairs`` seed pairs whenever the pool allows: the paper's budgets (§4.3).
 
-    The sparse regions of ``grid`` (``1 <= count < T``) come first, each giving up to ``max_pairs_per_region``
-    pairs; when they cannot give ``n_pairs``, the threshold is raised one count at a time and the next-sparsest
-    windows give pairs too (``find_sparse_regions(..., min_regions=...)``; their ``level`` says how far the
-    threshold was raised), until the budget is met or every non-empty window that passes the neighbour rule is
-    used. A ``UserWarning`` reports a budget the pool cannot meet.
+    1. The sparse regions of ``grid`` (``1 <= count < T``) come first, each giving up to 4 pairs
+       (``PAIRS_PER_ROUND``; fewer if ``max_pairs_per_region`` is lower), sparsest first.
+    2. When they cannot give ``n_pairs``, the threshold is raised one count at a time and the next-sparsest
+       windows give pairs too (``find_sparse_regions(..., min_regions=...)``; their ``level`` says how far the
+       threshold was raised), until the budget is met or every non-empty window that passes the neighbour rule is
+       in.
+    3. If every such window has given its 4 pairs and the budget is still not met (a coarse grid and a large
+       budget), further rounds go over all of them again, sparsest first, 4 more pairs each (taking the next
+       candidates on each side), until the budget is met, a region reaches ``max_pairs_per_region`` (default: no
+       limit), or a round makes no new pair. A ``UserWarning`` reports a budget that cannot be met.
 
     Returns ``(regions, pairs)``: every region that was walked (the ones at the end of the last level may have
-    given no pair) and the pairs, as :func:`make_seed_pairs` makes them.
+    given no pair) and the pairs, as :func:`make_seed_pairs` makes them (``region_level`` says how far T was raised
+    for each pair's region).
 
     Example:
         >>> regions, pairs = make_budget_pairs(ds, fit_grid(ds, bins=20), n_pairs=1000, seed=0)
@@ -440,25 +487,42 @@ def make_budget_pairs(
     from .regions import find_sparse_regions
 
     _check_positive_int(n_pairs, "n_pairs", 1)
-    _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
+    if max_pairs_per_region is not None:
+        _check_positive_int(max_pairs_per_region, "max_pairs_per_region", 1)
     _check_side_choice(side_choice)
     column = column or grid.column
+    per_round = min(PAIRS_PER_ROUND, max_pairs_per_region or PAIRS_PER_ROUND)
     min_regions = 0
     while True:
         regions = find_sparse_regions(ds, grid, column=column, seed=seed, min_regions=min_regions)
         if len(regions) == 0 and min_regions == 0:
-            min_regions = math.ceil(n_pairs / max_pairs_per_region)
+            min_regions = math.ceil(n_pairs / per_round)
             continue
         if len(regions) == 0:
             raise ValueError(
                 "No window of the grid holds a point and passes the neighbour rule: no region to take seeds from. "
                 "Lower min_populated_neighbors or use a smaller window."
             )
-        pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
+        pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, per_round, side_choice)
         exhausted = len(regions) < min_regions
         if len(pairs) >= n_pairs or exhausted:
             break
-        min_regions = len(regions) + math.ceil((n_pairs - len(pairs)) / max_pairs_per_region)
+        min_regions = len(regions) + math.ceil((n_pairs - len(pairs)) / per_round)
+    if len(pairs) < n_pairs and (max_pairs_per_region is None or max_pairs_per_region > per_round):
+        pairs, _ = _make_pairs(
+            ds,
+            regions,
+            n_pairs,
+            seed,
+            column,
+            per_round,
+            side_choice,
+            rounds=None,
+            max_pairs_per_region=max_pairs_per_region,
+        )
+        logger.info(
+            "Every window gave %d pairs; further rounds over all of them made %d pairs.", per_round, len(pairs)
+        )
     if len(pairs) < n_pairs:
         warnings.warn(
             _shortfall(n_pairs, len(pairs), len(regions), max_pairs_per_region) + " Every non-empty window that "
