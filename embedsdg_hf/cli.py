@@ -89,25 +89,104 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     from .plots import plot_density_accuracy
     from .training.analysis import density_vs_accuracy
 
-    pool = load_seed_pool(args.pool, n=args.pool_size)
-    scored = load_from_disk(args.predictions)
-    regions, stats = density_vs_accuracy(
-        pool,
-        scored,
-        model=args.model,
-        text_template=args.text_template,
-        scored_template=args.scored_template,
-        bins=args.bins,
-        min_examples=args.min_examples,
-    )
+    try:
+        settings = _analyze_settings(args)
+        scored = load_from_disk(args.predictions)
+        if args.eval_data:
+            scored = _join_eval_data(scored, args.eval_data)
+        if settings["run_dir"] is not None:
+            from .space.reduce import Reducer
+
+            pool = load_from_disk(str(settings["run_dir"] / "pool"))  # embedded and reduced by the run
+            reducer = Reducer.load(settings["run_dir"] / "reducer")
+        else:
+            pool, reducer = load_seed_pool(args.pool, n=args.pool_size), None
+        regions, stats = density_vs_accuracy(
+            pool,
+            scored,
+            model=settings["model"],
+            text_template=settings["text_template"],
+            scored_template=settings["scored_template"],
+            weights=settings["weights"],
+            max_length=settings["max_length"],
+            reducer=reducer,
+            bins=args.bins,
+            min_examples=args.min_examples,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        if args.verbose:
+            raise
+        print(f"embedsdg analyze: error: {err}", file=sys.stderr)
+        return 2
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     regions.to_csv(str(out / "regions.csv"))
+    stats["space"] = {k: str(v) if isinstance(v, Path) else v for k, v in settings.items()}
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     plot_density_accuracy(regions, stats, out / "density_accuracy.png")
     print(json.dumps(stats, indent=2))
     print(f"Wrote {out}/ (regions.csv, stats.json, density_accuracy.png)")
     return 0
+
+
+def _analyze_settings(args: argparse.Namespace) -> dict:
+    """Student, templates, weights and reducer of ``analyze``: a run dir's (the space its regions were found in),
+    or the flags'."""
+    import json
+
+    if args.run_dir is None:
+        if not args.model or not args.pool:
+            raise ValueError(
+                "give --run-dir (reuse a run's student, template, weights and reducer) or --model and --pool."
+            )
+        template = args.text_template or "{question}"
+        return {
+            "run_dir": None,
+            "model": args.model,
+            "text_template": template,
+            "scored_template": args.scored_template or template,
+            "weights": "mean",
+            "max_length": None,
+        }
+    run_dir = Path(args.run_dir)
+    config_file = run_dir / "run_config.json"
+    if not config_file.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} is not an `embedsdg run` output dir (no run_config.json).")
+    config = json.loads(config_file.read_text())
+    if config.get("method") != "embedsdg":
+        raise ValueError(
+            f"{str(run_dir)!r} is a {config.get('method')!r} run: it has no reducer; give an EmbedSDG run."
+        )
+    for flag, value in (("--model", args.model), ("--pool", args.pool), ("--text-template", args.text_template)):
+        if value:
+            raise ValueError(f"{flag} comes from --run-dir ({config_file}); do not give both.")
+    return {
+        "run_dir": run_dir,
+        "model": config["student"],
+        "text_template": config["text_template"],
+        "scored_template": args.scored_template or config["text_template"],
+        "weights": config["weights"],
+        "max_length": config.get("max_length"),
+    }
+
+
+def _join_eval_data(scored, eval_data: str):
+    """The predictions with the evaluation rows' other columns (e.g. the worked ``answer``), matched by question."""
+    from .data.seed_pools import load_seed_pool
+
+    rows = load_seed_pool(eval_data)
+    if "question" not in rows.column_names or "question" not in scored.column_names:
+        raise ValueError(f"--eval-data {eval_data!r} and the predictions must both have a 'question' column.")
+    extra = [c for c in rows.column_names if c not in scored.column_names]
+    by_question = {row["question"]: row for row in rows.select_columns(["question", *extra])}
+    missing = [q for q in scored["question"] if q not in by_question]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} predicted question(s) are not in --eval-data {eval_data!r} (first: {missing[0][:80]!r})."
+        )
+    for column in extra:
+        scored = scored.add_column(column, [by_question[q][column] for q in scored["question"]])
+    return scored
 
 
 def _cmd_coverage(args: argparse.Namespace) -> int:
@@ -196,14 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("evaluate", help="Accuracy on GSM8K / MATH / a file, with an optional adapter.")
     )
     analyze = sub.add_parser("analyze", help="Density vs accuracy: per-region pool count vs the student's accuracy.")
-    analyze.add_argument("--model", required=True, help="Student spec (embeds pool and scored examples).")
-    analyze.add_argument("--pool", required=True, help="Training pool: file, Hub id or 'word-problems'.")
+    analyze.add_argument(
+        "--run-dir",
+        default=None,
+        help="An `embedsdg run` dir: reuse its pool, student, template, weights and reducer (the space its regions "
+        "were found in). Give --eval-data too when the template needs the worked answer.",
+    )
+    analyze.add_argument("--model", default=None, help="Student spec (without --run-dir).")
+    analyze.add_argument("--pool", default=None, help="Training pool: file, Hub id or 'word-problems' (no --run-dir).")
     analyze.add_argument("--pool-size", type=int, default=None)
     analyze.add_argument("--predictions", required=True, help="`embedsdg evaluate`'s predictions/ folder.")
-    # Questions only by default: the predictions hold the reference *final answer*, not a worked solution, so
-    # embedding "question + answer" would put pool and test examples in different places.
-    analyze.add_argument("--text-template", default="{question}", help="Pool text (default: the question).")
-    analyze.add_argument("--scored-template", default="{question}", help="Scored text (default: the question).")
+    analyze.add_argument(
+        "--eval-data",
+        default=None,
+        help="The evaluated rows (e.g. gsm8k test.jsonl): their other columns (the worked answer) are joined to the "
+        "predictions by question, so test examples are embedded like the pool.",
+    )
+    # Without --run-dir, questions only by default: the predictions hold the reference *final answer*, not a worked
+    # solution, so embedding "question + answer" would put pool and test examples in different places.
+    analyze.add_argument("--text-template", default=None, help="Pool text (default: the run's, else the question).")
+    analyze.add_argument("--scored-template", default=None, help="Scored text (default: the pool's template).")
     analyze.add_argument("--bins", type=int, default=6)
     analyze.add_argument("--min-examples", type=int, default=5)
     analyze.add_argument("--output-dir", default="outputs/analyze")

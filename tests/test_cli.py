@@ -149,3 +149,53 @@ def test_validate_reports_each_check(student, tmp_path):
     assert bad.returncode == 1
     assert "[FAIL] seed pool + text template" in bad.stdout and "'{q}'" in bad.stdout
     assert "[FAIL] teacher reachable" in bad.stdout and "127.0.0.1:9" in bad.stdout
+
+
+def test_bad_selection_settings_are_refused_by_run_and_validate():
+    for key, value, message in (
+        ("reducer", "lda", "reducer must be one of ['pca', 'svd', 'tsne', 'umap']"),
+        ("threshold", "1", "threshold must be 'auto', 'quantile' or an integer >= 2"),
+        ("threshold_fraction", 0.0, "threshold_fraction must be in (0, 1]"),
+        ("threshold_quantile", 1.5, "threshold_quantile must be in [0, 1]"),
+        ("side_choice", "far", "side_choice must be one of ['random', 'nearest']"),
+        ("max_pairs_per_region", 0, "max_pairs_per_region must be >= 1"),
+        ("min_populated_neighbors", 2.0, "min_populated_neighbors must be a fraction in [0, 1]"),
+    ):
+        with pytest.raises(ValueError) as err:
+            PipelineConfig(**{key: value})
+        assert message in str(err.value)
+    for command in ("run", "validate"):  # the CLI reports them without a traceback
+        out = _embedsdg(command, "--side_choice", "far")
+        assert out.returncode == 2 and "side_choice must be one of" in out.stderr and "Traceback" not in out.stderr
+    assert PipelineConfig(threshold="quantile").threshold_value == "quantile"
+    assert PipelineConfig(threshold="10").threshold_value == 10
+
+
+@pytest.mark.slow
+def test_analyze_reuses_the_run_space(student, gsm8k_train_file, tmp_path):
+    """`analyze --run-dir`: the run's pool, student, template (question + answer), weights and reducer."""
+    from datasets import Dataset, load_dataset
+
+    run_dir = tmp_path / "run"
+    args = ["--stage", "analysis", "--seed_pool", str(gsm8k_train_file), "--pool_size", "300", "--n_pairs", "4"]
+    done = _embedsdg("run", *args, "--output_dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    test_file = gsm8k_train_file.parent / "test.jsonl"
+    rows = load_dataset("json", data_files=str(test_file), split="train").select(range(60))
+    predictions = Dataset.from_dict(
+        {"question": rows["question"], "reference": ["0"] * 60, "correct": [i % 3 == 0 for i in range(60)]}
+    )
+    predictions.save_to_disk(str(tmp_path / "predictions"))
+    common = ["analyze", "--predictions", str(tmp_path / "predictions"), "--bins", "3", "--min-examples", "2"]
+    out = _embedsdg(
+        *common, "--run-dir", str(run_dir), "--eval-data", str(test_file), "--output-dir", str(tmp_path / "a")
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    stats = json.loads((tmp_path / "a" / "stats.json").read_text())
+    assert stats["space"]["text_template"] == "{question}\n{answer}" == stats["space"]["scored_template"]
+    assert stats["space"]["weights"] == "mean" and stats["reducer"] == "pca" and stats["n_components"] == 2
+    # without the worked answers the run's template cannot be filled: a clear error, no traceback
+    bad = _embedsdg(*common, "--run-dir", str(run_dir), "--output-dir", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "answer" in bad.stderr and "Traceback" not in bad.stderr
+    both = _embedsdg(*common, "--run-dir", str(run_dir), "--model", "x", "--output-dir", str(tmp_path / "c"))
+    assert both.returncode == 2 and "--model comes from --run-dir" in both.stderr

@@ -1,7 +1,8 @@
 """Density vs accuracy (paper §4.4, Fig. 7): is the student weaker where its training pool is sparse?
 
-The pool is embedded with the student, reduced (3-D PCA by default) and gridded; every non-empty window of the
-grid is a region whose *density* is its pool count. Scored examples (e.g. the test set with a ``correct`` column
+The pool is embedded with the student, reduced (3-D PCA by default, or a run's own fitted reducer, so density is
+measured in the space the sparse regions were found in) and gridded; every non-empty window of the grid is a region
+whose *density* is its pool count. Scored examples (e.g. the test set with a ``correct`` column
 from ``evaluate_model``) are embedded with the same student and template, projected with the same reducer, and
 assigned to regions. Per region: pool count and the student's mean accuracy. Regions with fewer than
 ``min_examples`` scored examples are excluded and counted, as are scored examples outside the pool's bounds.
@@ -32,6 +33,9 @@ def density_vs_accuracy(
     min_examples: int = 5,
     correct_column: str = "correct",
     seed: int = 0,
+    weights: str = "mean",
+    max_length: int | None = None,
+    reducer=None,
 ):
     """Per-region pool density and student accuracy, and their correlation.
 
@@ -41,6 +45,10 @@ def density_vs_accuracy(
             questions and reference answers), embedded with ``scored_template`` (default: ``text_template``).
         n_components / bins: PCA dimensions and windows per axis of the grid.
         min_examples: scored examples a region needs to be scored.
+        weights / max_length: token weights and truncation of the embedding (as the run used).
+        reducer: a fitted :class:`~embedsdg_hf.space.reduce.Reducer` (e.g. ``Reducer.load(run_dir / "reducer")``)
+            to use instead of fitting a PCA: its fitted rows keep their coordinates, scored examples are placed with
+            ``transform``. ``n_components`` is then the reducer's.
 
     Returns:
         ``(regions, stats)``: a Dataset (region, pool_count, n_scored, accuracy) of the scored regions, and a dict
@@ -64,11 +72,15 @@ def density_vs_accuracy(
         raise ValueError(f"min_examples must be >= 1, got {min_examples}.")
 
     def embedded(ds, template):
-        return ds if "embedding" in ds.column_names else add_embeddings(ds, model=model, text_template=template)
+        if "embedding" in ds.column_names:
+            return ds
+        return add_embeddings(ds, model=model, text_template=template, weights=weights, max_length=max_length)
 
     pool = embedded(pool, text_template)
     scored = embedded(scored, scored_template or text_template)
-    reducer = fit_reducer(pool, method="pca", n_components=n_components, seed=seed)
+    if reducer is None:
+        reducer = fit_reducer(pool, method="pca", n_components=n_components, seed=seed)
+    n_components = reducer.n_components
     pool = add_coords(pool, reducer)
     grid = fit_grid(pool, bins=bins, threshold=2, min_populated_neighbors=0)
     pool_cells = grid.cell_index(vector_matrix(pool, "coords"))
@@ -100,6 +112,7 @@ def density_vs_accuracy(
         "min_examples": min_examples,
         "bins": bins,
         "n_components": n_components,
+        "reducer": reducer.method,
     }
     if len(cells) >= 3 and np.ptp(accuracy) > 0 and np.ptp(pool_count[cells]) > 0:
         pearson = sps.pearsonr(pool_count[cells], accuracy)
