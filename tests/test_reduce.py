@@ -51,12 +51,15 @@ def test_tsne_rows_keep_their_fitted_coordinates(embedded, tmp_path):
     """add_coords must give the fitted rows the fitted map (transform would move them) and place only new rows."""
     fit = embedded.select(range(80))
     reducer = fit_reducer(fit, method="tsne", n_components=2, seed=0)
-    fitted = np.array(reducer.tsne, dtype=np.float64)  # a copy: openTSNE shifts its embedding in transform()
+    fitted = np.array(reducer.tsne, dtype=np.float64)
     np.testing.assert_array_equal(reducer.fitted_coords, fitted.astype(np.float32))
     out = np.asarray(add_coords(embedded, reducer)["coords"], dtype=np.float32)
     np.testing.assert_array_equal(out[:80], fitted.astype(np.float32))  # the fitted map, exactly
     moved = np.linalg.norm(reducer.transform(np.asarray(fit["embedding"], dtype=np.float32)) - fitted, axis=1)
     assert moved.max() > 1e-3  # re-placing fitted rows would move them: what the fix avoids
+    # transform() must not shift the fitted map (openTSNE centres it in place): one frame for old and new points
+    np.testing.assert_array_equal(np.asarray(reducer.tsne), fitted)
+    assert np.median(moved) < np.median(np.linalg.norm(fitted - fitted.mean(axis=0), axis=1)) / 4
     new = np.asarray(embedded["embedding"][80:], dtype=np.float32)
     np.testing.assert_array_equal(out[80:], reducer.transform(new))  # new rows: placed with transform
     loaded = Reducer.load(reducer.save(tmp_path / "tsne"))

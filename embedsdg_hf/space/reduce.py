@@ -244,7 +244,11 @@ def _fit_tsne(x: np.ndarray, n_components: int, seed: int, perplexity: float):
     tsne = TSNE(
         n_components=n_components, perplexity=perplexity, random_state=seed, negative_gradient_method=method, n_jobs=1
     )
-    return tsne.fit(x.astype(np.float64))
+    embedding = tsne.fit(x.astype(np.float64))
+    # openTSNE's transform() first centres the fitted embedding on its bounding box, in place, and places new points
+    # in that frame; do it now so the fitted coordinates we keep and every later placement share one frame.
+    embedding -= (np.max(embedding, axis=0) + np.min(embedding, axis=0)) / 2
+    return embedding
 
 
 class _Project:
