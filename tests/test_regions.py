@@ -287,6 +287,8 @@ def test_auto_threshold_is_relative_to_the_typical_window_and_finds_interior_hol
     summary = summarize_windows(ds, grid)
     assert summary["regions"] == 5 and summary["removed_by_neighbor_rule"] == 0 and summary["typical_count"] == 40
     assert typical_window_count(np.array([0, 1, 1, 1, 1, 40, 40, 50])) == 40
+    thin = coords_dataset(np.random.default_rng(0).random((60, 2)))  # ~1 point a window: the floor keeps T at 3
+    assert fit_grid(thin, bins=10).threshold == 3
 
 
 def test_equal_count_ties_are_broken_by_the_seed_not_by_position():

@@ -247,6 +247,7 @@ def _resolve_window(window: Any, bins: Any, span: np.ndarray) -> np.ndarray:
 
 
 THRESHOLD_RULES = ("auto", "quantile")
+AUTO_MIN_THRESHOLD = 3  # threshold="auto" never gives T = 2, where every region would be a single point
 
 
 def _check_fraction(value: Any, name: str, *, low_open: bool) -> None:
@@ -313,7 +314,7 @@ def fit_grid(
             integer.
         threshold: ``T`` (int >= 2; sparse means ``1 <= count < T``), or a rule:
 
-            - ``"auto"`` (default): ``T = max(2, ceil(fraction * typical))``, where *typical* is the count of the
+            - ``"auto"`` (default): ``T = max(3, ceil(fraction * typical))``, where *typical* is the count of the
               window the median point sits in (:func:`typical_window_count`). This is how the paper reads its
               Fig. 2 (typical windows hold 30-50 points, T = 10): regions are windows holding well under a typical
               window's points, inside the data as well as on its fringe, and they hold several points.
@@ -407,7 +408,7 @@ def fit_grid(
         grid = GridSpec(**{**asdict(grid), "threshold": chosen, "threshold_rule": f"quantile={quantile:g}"})
     elif threshold == "auto":
         typical = typical_window_count(count_windows(coords, grid))
-        chosen = max(2, math.ceil(fraction * typical - 1e-9))
+        chosen = max(AUTO_MIN_THRESHOLD, math.ceil(fraction * typical - 1e-9))
         rule = f"typical*{fraction:g} (typical={typical})"
         grid = GridSpec(**{**asdict(grid), "threshold": chosen, "threshold_rule": rule})
     else:
