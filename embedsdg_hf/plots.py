@@ -83,7 +83,7 @@ def plot_embedding_map(
 ):
     """2-D map of the pool (first two axes) with sparse regions boxed; seed pairs joined and interpolations marked.
 
-    Regions that gave seed pairs are solid boxes (red below T, orange for windows reached by raising T); regions
+    Regions that gave seed pairs are solid boxes (red below T, purple for windows reached by raising T); regions
     that got no pair are dashed grey boxes.
 
     Args:
@@ -101,17 +101,14 @@ def plot_embedding_map(
     )
     if regions is not None and len(regions):
         shown = regions.select(range(min(max_regions, len(regions))))
-        used = set(pairs["region_id"]) if pairs is not None and "region_id" in pairs.column_names else set()
-        levels = shown["level"] if "level" in shown.column_names else [0] * len(shown)
+        kinds = region_kinds(shown, pairs)
         styles = {
             "below": {"ec": "#C44E52", "lw": 1.1},
-            "raised": {"ec": "#DD8452", "lw": 1.1},
+            "raised": {"ec": "#8172B3", "lw": 1.1},
             "unused": {"ec": "#7F7F7F", "lw": 0.8, "ls": "--"},
         }
-        tally = dict.fromkeys(styles, 0)
-        for region_id, lower, upper, level in zip(shown["region_id"], shown["lower"], shown["upper"], levels):
-            kind = "unused" if pairs is not None and region_id not in used else ("raised" if level else "below")
-            tally[kind] += 1
+        tally = {kind: kinds.count(kind) for kind in styles}
+        for lower, upper, kind in zip(shown["lower"], shown["upper"], kinds):
             ax.add_patch(_box(lower, upper, **styles[kind]))
         labels = {
             "below": "sparse regions (count < T) with pairs" if pairs is not None else "sparse regions (count < T)",
@@ -150,6 +147,21 @@ def plot_embedding_map(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def region_kinds(regions, pairs=None) -> list[str]:
+    """How the map draws each region: ``"below"`` (count < T), ``"raised"`` (reached by raising T, ``level`` > 0)
+    or, when ``pairs`` are given, ``"unused"`` (no pair came from it).
+
+    Example:
+        >>> region_kinds(regions, pairs).count("unused")  # doctest: +SKIP
+    """
+    used = set(pairs["region_id"]) if pairs is not None else set()
+    levels = regions["level"] if "level" in regions.column_names else [0] * len(regions)
+    return [
+        "unused" if pairs is not None and region_id not in used else ("raised" if level else "below")
+        for region_id, level in zip(regions["region_id"], levels)
+    ]
 
 
 def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str | None = None):

@@ -263,3 +263,18 @@ def test_budget_beyond_every_window_goes_round_again_sparsest_first():
     with pytest.warns(UserWarning, match=r"at most max_pairs_per_region=5 distinct pairs each"):
         _, capped = make_budget_pairs(ds, grid, n_pairs=1000, max_pairs_per_region=5)
     assert max(np.bincount(capped["region_id"])) == 5
+
+
+def test_map_marks_regions_without_pairs_and_raised_levels(tmp_path):
+    from embedsdg_hf.plots import plot_embedding_map, region_kinds
+
+    points = layered_cloud()
+    ds = coords_dataset(points)
+    grid = fit_grid(ds, bins=10, threshold=10)
+    regions, pairs = make_budget_pairs(ds, grid, n_pairs=14, seed=0)  # 12 from the 3 sparsest, 2 from level 3
+    kinds = region_kinds(regions, pairs)
+    assert kinds[:3] == ["below"] * 3
+    assert kinds[3:].count("raised") == len(set(pairs["region_id"])) - 3 and kinds[3:].count("unused") >= 4
+    assert region_kinds(regions) == ["below"] * 3 + ["raised"] * 6  # without pairs nothing is "unused"
+    png = plot_embedding_map(points, tmp_path / "map.png", regions=regions, pairs=pairs, axis_labels=["x", "y"])
+    assert png.read_bytes()[:4] == b"\x89PNG"
