@@ -517,7 +517,7 @@ def coverage_report(
     if grid.column in pool.column_names:
         pool_coords = vector_matrix(pool, grid.column, expected_dim=grid.n_components)
     elif reducer.column in pool.column_names:
-        pool_coords = reducer.transform(vector_matrix(pool, reducer.column))
+        pool_coords = reducer.project(vector_matrix(pool, reducer.column))  # fitted rows keep fitted coords
     else:
         raise ValueError(
             f"The pool has neither a {grid.column!r} column (coords) nor a {reducer.column!r} column to project. "
