@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from embedsdg_hf.config import PipelineConfig
-from embedsdg_hf.experiments.ablation import _row, format_table, run_ablation
+from embedsdg_hf.experiments.ablation import _row, arm_config, format_table, run_ablation
 
 
 def test_table_has_the_base_row_and_one_row_per_method_and_budget():
@@ -26,3 +26,12 @@ def test_table_has_the_base_row_and_one_row_per_method_and_budget():
 def test_budgets_must_be_positive(budgets, tmp_path):
     with pytest.raises(ValueError, match="budgets must be positive integers"):
         run_ablation(PipelineConfig(), budgets=budgets, sft_config="x.yaml", output_dir=tmp_path)
+
+
+def test_random_arm_gets_as_many_seeds_as_embedsdg_made_pairs(tmp_path):
+    config = PipelineConfig(n_pairs=7)
+    ours = arm_config(config, "embedsdg", 500, None, tmp_path / "embedsdg-500")
+    assert (ours.method, ours.n_pairs, ours.output_dir) == ("embedsdg", 500, str(tmp_path / "embedsdg-500"))
+    assert arm_config(config, "random", 500, 480, tmp_path / "r").n_pairs == 480  # the pool gave 480 pairs
+    assert arm_config(config, "random", 500, 500, tmp_path / "r").n_pairs == 500
+    assert arm_config(config, "random", 500, 480, tmp_path / "r").method == "random"

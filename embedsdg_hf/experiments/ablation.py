@@ -58,20 +58,13 @@ def run_ablation(
 
     rows = [_row("base", 0, None, evaluate(None, "base"))]
     for budget in budgets:
-        n_items = budget
+        made = None
         for method in METHODS:  # embedsdg first: RandomSDG gets as many items as EmbedSDG made pairs
             name = f"{method}-{budget}"
             run_dir = out / name
-            manifest = run_pipeline(replace(config, n_pairs=n_items, method=method, output_dir=str(run_dir)))
-            if method == "embedsdg" and manifest["counts"]["pairs"] != budget:
-                n_items = manifest["counts"]["pairs"]
-                logger.warning(
-                    "%s: the pool gave %d seed pairs for a budget of %d; RandomSDG gets the same %d seeds.",
-                    name,
-                    n_items,
-                    budget,
-                    n_items,
-                )
+            manifest = run_pipeline(arm_config(config, method, budget, made, run_dir))
+            if method == "embedsdg":
+                made = manifest["counts"]["pairs"]
             accepted = manifest["counts"].get("train", manifest["counts"]["accepted"])  # after the quality gates
             if accepted == 0:
                 logger.warning("%s: no example passed the parser and the quality gates; nothing to train on.", name)
@@ -95,6 +88,28 @@ def run_ablation(
             _write(rows, out, config, eval_data, eval_limit)  # a partial table survives an interrupted ablation
     _write(rows, out, config, eval_data, eval_limit)
     return rows
+
+
+def arm_config(
+    config: PipelineConfig, method: str, budget: int, embedsdg_pairs: int | None, run_dir: str | Path
+) -> PipelineConfig:
+    """The pipeline config of one arm: EmbedSDG asks for ``budget`` pairs; RandomSDG gets as many seeds as the
+    EmbedSDG arm actually made pairs (``embedsdg_pairs``), so both arms train on the same number of examples.
+
+    Example:
+        >>> arm_config(PipelineConfig(), "random", 500, 480, "out/random-500").n_pairs
+        480
+    """
+    n_items = budget
+    if method == "random" and embedsdg_pairs is not None and embedsdg_pairs != budget:
+        logger.warning(
+            "The EmbedSDG arm made %d seed pairs for a budget of %d; RandomSDG gets the same %d seeds.",
+            embedsdg_pairs,
+            budget,
+            embedsdg_pairs,
+        )
+        n_items = embedsdg_pairs
+    return replace(config, n_pairs=n_items, method=method, output_dir=str(run_dir))
 
 
 def _row(method: str, budget: int, accepted: int | None, results: dict | None) -> dict:
