@@ -160,7 +160,6 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
-        axes = _axis_names(reducer)
         manifest["figures"]["density"] = plot_density_histogram(
             count_windows(pool, grid),
             grid.threshold,
@@ -169,7 +168,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             threshold_rule=grid.threshold_rule,
         ).name
         manifest["figures"]["map"] = plot_embedding_map(
-            coords, out / "embedding_map.png", regions=regions, pairs=pairs, axis_labels=axes
+            coords, out / "embedding_map.png", regions=regions, pairs=pairs, axis_labels=reducer.axis_labels()
         ).name
         reducer.save(out / "reducer")
         grid.save(out / "grid.json")
@@ -192,15 +191,6 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         }
     )
     return pool, pairs
-
-
-def _axis_names(reducer) -> list[str]:
-    """Axis labels for the map: the reducer, and for PCA the share of variance each axis explains."""
-    name = {"tsne": "t-SNE", "umap": "UMAP"}.get(reducer.method, reducer.method.upper())
-    shares = reducer.arrays.get("explained_variance_ratio")
-    if shares is None:
-        return [f"{name} {i + 1}" for i in range(reducer.n_components)]
-    return [f"{name} {i + 1} ({100 * float(share):.1f}% of variance)" for i, share in enumerate(shares)]
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:

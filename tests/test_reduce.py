@@ -27,6 +27,9 @@ def test_pca_matches_sklearn_and_round_trips(embedded, tmp_path):
     loaded = Reducer.load(reducer.save(tmp_path / "reducer"))
     np.testing.assert_array_equal(loaded.transform(x[:10]), reducer.transform(x[:10]))
     assert loaded.is_linear and loaded.n_fit == 120
+    labels = loaded.axis_labels()
+    share = PCA(3, random_state=0).fit(x).explained_variance_ratio_[0]
+    assert labels[0] == f"PCA 1 ({100 * share:.1f}% of variance)" and len(labels) == 3
 
 
 def test_svd_and_max_samples_are_seeded(embedded):

@@ -110,6 +110,19 @@ class Reducer:
             out[~known] = self.transform(x[~known])
         return out
 
+    def axis_labels(self) -> list[str]:
+        """Names of the output axes for figures: the reducer, and for PCA / SVD the variance each axis explains.
+
+        Example:
+            >>> fit_reducer(ds, method="pca").axis_labels()  # doctest: +SKIP
+            ['PCA 1 (26.4% of variance)', 'PCA 2 (13.4% of variance)']
+        """
+        name = {"tsne": "t-SNE", "umap": "UMAP"}.get(self.method, self.method.upper())
+        shares = self.arrays.get("explained_variance_ratio")
+        if shares is None:
+            return [f"{name} {i + 1}" for i in range(self.n_components)]
+        return [f"{name} {i + 1} ({100 * float(share):.1f}% of variance)" for i, share in enumerate(shares)]
+
     @property
     def fitted_coords(self) -> np.ndarray | None:
         """The fitted embedding of the rows the reducer was fitted on (t-SNE / UMAP), in fit order."""
