@@ -247,6 +247,24 @@ def _cmd_make_pool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .common.recipes import RECIPES_DIR, copy_recipes, list_recipes
+
+    if args.action == "list":
+        print(f"Recipes shipped in {RECIPES_DIR}:")
+        for name in list_recipes():
+            print(f"  {name}")
+        print("Copy them next to your work with `embedsdg recipes copy [NAME] --to DIR`.")
+        return 0
+    try:
+        written = copy_recipes(args.to, args.name, overwrite=args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        print(f"embedsdg recipes copy: {err}", file=sys.stderr)
+        return 2
+    print(f"Copied {len(written)} file(s) into {args.to}/ (e.g. {written[0]}).")
+    return 0
+
+
 def _cmd_env(_: argparse.Namespace) -> int:
     from .common.versions import library_versions
 
@@ -325,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--seed", type=int, default=0)
     pool.add_argument("--output", default="word_problems.jsonl")
     sub.add_parser("env", help="Print the versions of the libraries in use (for bug reports).")
+    recipes = sub.add_parser("recipes", help="List or copy the recipes that ship with the package.")
+    recipes.add_argument("action", choices=("list", "copy"))
+    recipes.add_argument(
+        "name", nargs="?", default=None, help="copy: one folder or file, e.g. gsm8k-cpu (default: all of them)."
+    )
+    recipes.add_argument("--to", default="recipes", help="copy: destination folder (default: ./recipes).")
+    recipes.add_argument("--overwrite", action="store_true", help="copy: replace files that exist.")
     return parser
 
 
@@ -354,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_make_pool(args)
     if args.command == "env":
         return _cmd_env(args)
+    if args.command == "recipes":
+        return _cmd_recipes(args)
     if args.command == "evaluate":
         from .training.evaluate import run_evaluate
 

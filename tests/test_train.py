@@ -121,7 +121,7 @@ def test_accelerate_config_loads(name):
 
 
 def test_resolve_accelerate_config_path_and_unknown(tmp_path):
-    assert resolve_accelerate_config("cpu") == REPO / "recipes" / "accelerate" / "cpu.yaml"
+    assert resolve_accelerate_config("cpu").resolve() == (REPO / "recipes" / "accelerate" / "cpu.yaml").resolve()
     own = tmp_path / "mine.yaml"
     own.write_text("compute_environment: LOCAL_MACHINE\n")
     assert resolve_accelerate_config(own) == own

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..common.recipes import RECIPES_DIR
 from ..common.validation import require_columns, require_rows
 
 if TYPE_CHECKING:
@@ -54,7 +55,7 @@ __all__ = [
 ]
 
 TRAIN_RECIPE_VERSION = 1
-ACCELERATE_DIR = Path(__file__).resolve().parents[2] / "recipes" / "accelerate"
+ACCELERATE_DIR = RECIPES_DIR / "accelerate"
 ACCELERATE_CONFIGS = ("cpu", "single-gpu", "multi-gpu", "deepspeed-zero2", "deepspeed-zero3", "fsdp")
 _DATA_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 _RUN_TRAIN_FILE = "train.jsonl"
@@ -108,7 +109,8 @@ def resolve_accelerate_config(name_or_path: str | os.PathLike) -> Path:
         path = ACCELERATE_DIR / f"{name}.yaml"
         if not path.is_file():
             raise FileNotFoundError(
-                f"{path} is missing: the accelerate configs ship in the repository's recipes/accelerate/ folder."
+                f"{path} is missing: the accelerate configs ship with the package (embedsdg_hf/recipes/accelerate/); "
+                "reinstall embedsdg-hf."
             )
         return path
     if Path(name).expanduser().is_file():
