@@ -9,7 +9,6 @@ the figures, the teacher's request cache (so an interrupted run resumes where it
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -17,12 +16,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common.mapping import vector_matrix, without_embeddings
+from .common.rundir import (
+    LOCK_FILE,
+    PID_FILE,
+    RunLock,
+    is_run_dir,
+    read_json,
+    replace_dir,
+    save_dataset_atomic,
+    to_json_atomic,
+    write_json_atomic,
+)
 from .common.validation import template_fields
 from .common.versions import library_versions
-from .config import PipelineConfig, results_view
+from .config import PipelineConfig, results_diff
 from .data.seed_pools import load_seed_pool
 from .generation.decode import add_decoded_text
-from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_generation
+from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
 from .generation.teachers import SamplingParams, load_teacher
 from .plots import plot_density_histogram, plot_embedding_map
 from .quality.consistency import add_self_consistency
@@ -34,8 +44,8 @@ from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
 from .space.pairs import make_seed_pairs
-from .space.reduce import add_coords, fit_reducer
-from .space.regions import count_windows, find_sparse_regions, fit_grid
+from .space.reduce import Reducer, add_coords, fit_reducer
+from .space.regions import GridSpec, count_windows, find_sparse_regions, fit_grid
 
 logger = logging.getLogger(__name__)
 
@@ -53,33 +63,81 @@ class _Timer:
         self.rows.append(record)
 
 
-def prepare_output_dir(config: PipelineConfig) -> Path:
-    """Create the output dir. The same config resumes there; another config is refused unless ``overwrite``."""
+class RunFailedError(RuntimeError):
+    """The run finished its work but the result is not usable (most teacher requests failed, or no row survived).
+    Everything it finished is on disk; the message says why, with the first error and the counts by kind."""
+
+
+def _produced(out: Path) -> bool:
+    """Whether a run dir holds anything beyond its config and lock (finished stages, decoded parts, cache)."""
+    ignored = {"run_config.json", LOCK_FILE, PID_FILE}
+    return any(entry.name not in ignored for entry in out.iterdir())
+
+
+def _clear_run_dir(out: Path) -> None:
+    """Delete a run dir's outputs, keeping the teacher cache (content-hash keys: always safe to reuse) and the lock."""
+    for entry in out.iterdir():
+        if entry.name in ("cache", LOCK_FILE, PID_FILE):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> Path:
+    """Create or reuse the output dir. The same result-changing config resumes there (finished stages are reused);
+    another config is refused unless ``overwrite``, which only ever replaces an embedsdg run dir and keeps its
+    request cache (``clear_cache`` deletes that). With ``lock``, it is taken before anything is changed."""
     out = Path(config.output_dir)
-    manifest = out / "run_config.json"
-    if manifest.exists():
-        previous = results_view(json.loads(manifest.read_text()))
-        current = config.fingerprint_dict()
-        if previous != current and not config.overwrite:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise FileExistsError(
-                f"{str(out)!r} holds a run with another config (differs in: {changed}). "
-                "Pass --overwrite true to replace it, or choose another --output_dir."
-            )
-    elif out.exists() and any(out.iterdir()) and not config.overwrite:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
         raise FileExistsError(
-            f"{str(out)!r} exists and is not an embedsdg run dir; pass --overwrite true or pick another."
+            f"{str(out)!r} is not empty and is not an embedsdg run dir (no run_config.json or manifest.json); "
+            "embedsdg never deletes it, not even with --overwrite true. Choose another --output_dir."
         )
-    if config.overwrite and out.exists():
-        shutil.rmtree(out)
+    if lock is not None:
+        lock.acquire()
+    config_file = out / "run_config.json"
+    if config_file.is_file():
+        fix = "delete it (the run's other files are reused when the config matches) or pass --overwrite true."
+        previous = read_json(config_file, what="run config", fix=fix)
+        changed = results_diff(previous, config.to_dict())
+        if changed and not config.overwrite and _produced(out):
+            raise FileExistsError(
+                f"{str(out)!r} holds a run with another config (differs in: {changed}). Rerun with the same "
+                "settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or choose "
+                "another --output_dir."
+            )
+        if changed and config.overwrite:
+            _clear_run_dir(out)
+    if config.clear_cache and (out / "cache").exists():
+        shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    write_json_atomic(config_file, config.to_dict())
     return out
 
 
 def run_pipeline(config: PipelineConfig) -> dict:
-    """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest."""
-    out = prepare_output_dir(config)
+    """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest.
+
+    Each stage's output is saved as soon as it is done (atomically), and decoding is saved per batch under
+    ``decoded/``: a rerun of the same command after a crash or a kill reuses them and the teacher cache.
+
+    Raises:
+        RunDirLockedError: another run is using the output dir.
+        RunFailedError: most teacher requests failed, or no row survived to ``train.jsonl`` (all work is kept).
+    """
+    lock = RunLock(config.output_dir)
+    try:
+        out = prepare_output_dir(config, lock=lock)
+        return _run(config, out)
+    finally:
+        lock.release()
+
+
+def _run(config: PipelineConfig, out: Path) -> dict:
     timer = _Timer()
     started = time.perf_counter()
     with timer.step("load seed pool") as rec:
@@ -94,13 +152,31 @@ def run_pipeline(config: PipelineConfig) -> dict:
         "figures": {},
     }
     pairs = None
-    if config.method == "embedsdg":
-        pool, pairs = _analysis(config, pool, out, timer, manifest)
-    if config.stage == "all":
-        _generation(config, pool, pairs, out, timer, manifest)
-    manifest.update({"steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    try:
+        if config.method == "embedsdg":
+            pool, pairs = _analysis(config, pool, out, timer, manifest)
+        if config.stage == "all":
+            _generation(config, pool, pairs, out, timer, manifest)
+    except RunFailedError as err:
+        manifest.update({"status": "failed", "error": str(err), "steps": timer.rows})
+        write_json_atomic(out / "manifest.json", manifest)
+        raise
+    manifest.update({"status": "ok", "steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
+
+
+def _checkpoint(path: Path, compute, timer: _Timer, name: str, rows_in: int | None = None):
+    """The dataset saved at ``path`` by an earlier run of the same config, or ``compute()`` saved there atomically.
+    Either way it is read back from ``path``, so a first run and a resumed one continue from the same data."""
+    from datasets import load_from_disk
+
+    with timer.step(name if not path.exists() else f"{name} (reused from {path.name}/)", rows_in) as rec:
+        if not path.exists():
+            save_dataset_atomic(compute(), path)
+        ds = load_from_disk(str(path))
+        rec["rows_out"] = len(ds)
+    return ds
 
 
 def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: dict):
@@ -110,46 +186,53 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         "weights": config.weights,
         "max_length": config.max_length,
     }
-    with timer.step("embed", len(pool)) as rec:
-        pool = add_embeddings(pool, **embed_kwargs)
-        rec["rows_out"] = len(pool)
-    with timer.step(f"reduce ({config.reducer}, {config.n_components}-D)", len(pool)) as rec:
-        reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
-        pool = add_coords(pool, reducer)
-        rec["rows_out"] = len(pool)
+    from datasets import load_from_disk
+
+    reducer_dir = out / "reducer"
+    if reducer_dir.exists() and (out / "pool").exists():
+        with timer.step("embed + reduce (reused from pool/, reducer/)", len(pool)):
+            pass
+    else:
+        with timer.step("embed", len(pool)) as rec:
+            pool = add_embeddings(pool, **embed_kwargs)
+            rec["rows_out"] = len(pool)
+        with timer.step(f"reduce ({config.reducer}, {config.n_components}-D)", len(pool)) as rec:
+            reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
+            pool = add_coords(pool, reducer)
+            rec["rows_out"] = len(pool)
+        tmp = out / ".reducer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        reducer.save(tmp)
+        replace_dir(tmp, reducer_dir)
+        save_dataset_atomic(pool, out / "pool")
+    reducer = Reducer.load(reducer_dir)
+    pool = load_from_disk(str(out / "pool"))
     with timer.step("grid + sparse regions", len(pool)) as rec:
-        grid = fit_grid(
-            pool,
-            bins=None if config.window else config.bins,
-            window=config.window,
-            stride=config.stride,
-            threshold=config.threshold_value,
-            quantile=config.threshold_quantile,
-            min_populated_neighbors=config.min_populated_neighbors,
-        )
-        regions = find_sparse_regions(pool, grid)
-        rec["rows_out"] = len(regions)
-    with timer.step("seed pairs", len(regions)) as rec:
+        if (out / "grid.json").exists():
+            grid = GridSpec.load(out / "grid.json")
+        else:
+            grid = fit_grid(
+                pool,
+                bins=None if config.window else config.bins,
+                window=config.window,
+                stride=config.stride,
+                threshold=config.threshold_value,
+                quantile=config.threshold_quantile,
+                min_populated_neighbors=config.min_populated_neighbors,
+            )
+            write_json_atomic(out / "grid.json", grid.to_dict())
+    regions = _checkpoint(out / "regions", lambda: find_sparse_regions(pool, grid), timer, "sparse regions")
+
+    def seed_pairs():
         pairs = make_seed_pairs(
             pool, regions, n_pairs=config.n_pairs, seed=config.seed, max_pairs_per_region=config.max_pairs_per_region
         )
-        rec["rows_out"] = len(pairs)
-    with timer.step("interpolate", len(pairs)) as rec:
-        pairs = add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
-        rec["rows_out"] = len(pairs)
-    if config.stage == "all":
+        return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
+
+    pairs = _checkpoint(out / "pairs", seed_pairs, timer, "seed pairs + interpolate", len(regions))
+    if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
-            pairs = add_decoded_text(
-                pairs,
-                pool,
-                model=config.student,
-                text_template=config.text_template,
-                n_examples=config.decode_examples,
-                max_new_tokens=config.decode_max_new_tokens,
-                rescale=config.decode_rescale,
-                seed=config.seed,
-                batch_size=config.decode_batch_size,
-            )
+            pairs = _decode_in_parts(config, pairs, pool, out)
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
@@ -159,16 +242,43 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         manifest["figures"]["map"] = plot_embedding_map(
             coords, out / "embedding_map.png", regions=regions, pairs=pairs
         ).name
-        reducer.save(out / "reducer")
-        grid.save(out / "grid.json")
-        for name, ds in (("pool", pool), ("regions", regions), ("pairs", pairs)):
-            ds.save_to_disk(str(out / name))
-        regions.to_json(str(out / "regions.jsonl"))
-        pairs.to_json(str(out / "pairs.jsonl"))
+        to_json_atomic(regions, out / "regions.jsonl")
+        to_json_atomic(pairs, out / "pairs.jsonl")
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
     manifest["grid"] = grid.to_dict()
     manifest["counts"].update({"regions": len(regions), "pairs": len(pairs), "interp_in_region": in_region})
     return pool, pairs
+
+
+def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
+    """Decode the pairs one batch at a time, each finished batch saved as ``decoded/part-<start>-<stop>/``; parts an
+    earlier run finished are loaded, not decoded again. The decoded pairs replace ``pairs/`` and the parts go."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    parts_dir = out / "decoded"
+    parts_dir.mkdir(exist_ok=True)
+    size = max(1, config.decode_batch_size)
+    parts = []
+    for start in range(0, len(pairs), size):
+        stop = min(start + size, len(pairs))
+        path = parts_dir / f"part-{start:06d}-{stop:06d}"
+        if not path.exists():
+            decoded = add_decoded_text(
+                pairs.select(range(start, stop)),
+                pool,
+                model=config.student,
+                text_template=config.text_template,
+                n_examples=config.decode_examples,
+                max_new_tokens=config.decode_max_new_tokens,
+                rescale=config.decode_rescale,
+                seed=config.seed,
+                batch_size=config.decode_batch_size,
+            )
+            save_dataset_atomic(decoded, path)
+        parts.append(load_from_disk(str(path)))
+    save_dataset_atomic(concatenate_datasets(parts), out / "pairs")
+    shutil.rmtree(parts_dir)
+    return load_from_disk(str(out / "pairs"))
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
@@ -194,14 +304,32 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
     with timer.step("filter rejects", len(synthetic)) as rec:
         accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
         rec["rows_out"] = len(accepted)
-    synthetic.save_to_disk(str(out / "synthetic"))
-    synthetic.to_json(str(out / "synthetic.jsonl"))
+    save_dataset_atomic(synthetic, out / "synthetic")
+    to_json_atomic(synthetic, out / "synthetic.jsonl")
     manifest["generation"] = summarize_generation(synthetic)
+    manifest["generation"]["errors"] = errors = summarize_errors(synthetic)
     manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
+    if errors["failed"] and errors["failed"] > config.max_failed_fraction * len(synthetic):
+        raise RunFailedError(
+            f"{errors['failed']} of {len(synthetic)} teacher requests failed (more than max_failed_fraction="
+            f"{config.max_failed_fraction}); by kind: {errors['by_kind']}. First error: {errors['first']}. "
+            f"Every row, with its error, is in {out / 'synthetic.jsonl'}; finished requests are cached in "
+            f"{out / 'cache'}, so the same command resumes once the teacher is fixed."
+        )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
     train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
-    without_embeddings(train).to_json(str(out / "train.jsonl"))
+    to_json_atomic(without_embeddings(train), out / "train.jsonl")
     manifest["counts"]["train"] = len(train)
+    if len(train) == 0:
+        why = {"teacher errors": errors["by_kind"], "rejected": manifest["generation"]["rejects_by_reason"]}
+        why["dropped by the quality gates"] = {
+            gate: info["reasons"] for gate, info in manifest["quality"]["gates"].items() if info["dropped"]
+        }
+        raise RunFailedError(
+            f"No row survived to {out / 'train.jsonl'} ({len(synthetic)} generated): {why}."
+            + (f" First teacher error: {errors['first']}." if errors["first"] else "")
+            + f" Every row and why it was dropped is in {out / 'synthetic.jsonl'} and {out / 'dropped.jsonl'}."
+        )
     if config.coverage and config.method == "embedsdg":
         _coverage(out, timer, manifest)
 
@@ -255,9 +383,9 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
     checked = add_quality_reason(checked)
-    checked.save_to_disk(str(out / "quality"))
+    save_dataset_atomic(checked, out / "quality")
     dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
-    without_embeddings(dropped).to_json(str(out / "dropped.jsonl"))
+    to_json_atomic(without_embeddings(dropped), out / "dropped.jsonl")
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
     return checked
@@ -303,5 +431,11 @@ def _template_columns(template: str) -> tuple[str, str]:
 
 def _make_teacher(config: PipelineConfig, spec: str):
     if spec.startswith("openai:"):
-        return load_teacher(spec, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
+        return load_teacher(
+            spec,
+            max_concurrency=config.teacher_concurrency,
+            api_key_env=config.api_key_env,
+            timeout=config.teacher_timeout,
+            max_retries=config.teacher_max_retries,
+        )
     return load_teacher(spec, batch_size=config.teacher_batch_size)

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,6 +248,32 @@ def summarize_generation(ds: datasets.Dataset) -> dict[str, Any]:
         "completion_tokens": total("completion_tokens"),
         "from_cache": total("from_cache"),
     }
+
+
+def error_kind(message: str) -> str:
+    """The kind of a teacher error message, for counting: ``HTTP 500``, ``timed out``, ``malformed response``...
+
+    Example:
+        >>> error_kind("HTTP 503 from http://127.0.0.1:8000/v1: busy"), error_kind("timed out (ReadTimeout) (x)")
+        ('HTTP 503', 'timed out')
+    """
+    match = re.match(r"(HTTP \d{3}|timed out|malformed response|connection \w+|could not reach)", message.strip())
+    if match:
+        return match.group(1)
+    return re.split(r"[:(]", message.strip(), maxsplit=1)[0].strip() or "unknown"
+
+
+def summarize_errors(ds: datasets.Dataset, *, column: str = "error") -> dict[str, Any]:
+    """Failed teacher requests of a generated dataset: how many, counts by :func:`error_kind`, the first message.
+
+    Example:
+        >>> summarize_errors(synthetic)  # doctest: +SKIP
+        {'failed': 4, 'by_kind': {'HTTP 500': 4}, 'first': 'HTTP 500 from http://127.0.0.1:8000/v1: ...'}
+    """
+    require_columns(ds, [column], what="generated dataset")
+    messages = [m for m in ds.with_format("arrow")[column].to_pylist() if m]
+    kinds = Counter(error_kind(m) for m in messages)
+    return {"failed": len(messages), "by_kind": dict(kinds.most_common()), "first": messages[0] if messages else None}
 
 
 # ------------------------------------------------------------------------------------------------------------------
