@@ -101,9 +101,13 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
         lock.acquire()
     config_file = out / "run_config.json"
     if config_file.is_file():
-        fix = "delete it (the run's other files are reused when the config matches) or pass --overwrite true."
-        previous = read_json(config_file, what="run config", fix=fix)
-        changed = results_diff(previous, config.to_dict())
+        fix = "pass --overwrite true to start this run dir again (its teacher cache is kept), or another --output_dir."
+        try:
+            changed = results_diff(read_json(config_file, what="run config", fix=fix), config.to_dict())
+        except ValueError:
+            if not config.overwrite:
+                raise
+            changed = ["(unreadable run_config.json)"]
         if changed and not config.overwrite and _produced(out):
             raise FileExistsError(
                 f"{str(out)!r} holds a run with another config (differs in: {changed}). Rerun with the same "
@@ -232,7 +236,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
     pairs = _checkpoint(out / "pairs", seed_pairs, timer, "seed pairs + interpolate", len(regions))
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
-            pairs = _decode_in_parts(config, pairs, pool, out)
+            pairs, rec["rows_reused"] = _decode_in_parts(config, pairs, pool, out)
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
@@ -252,17 +256,20 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
 
 def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
     """Decode the pairs one batch at a time, each finished batch saved as ``decoded/part-<start>-<stop>/``; parts an
-    earlier run finished are loaded, not decoded again. The decoded pairs replace ``pairs/`` and the parts go."""
+    earlier run finished are loaded, not decoded again. The decoded pairs replace ``pairs/`` and the parts go.
+    Returns the decoded pairs and how many of them were reused."""
     from datasets import concatenate_datasets, load_from_disk
 
     parts_dir = out / "decoded"
     parts_dir.mkdir(exist_ok=True)
     size = max(1, config.decode_batch_size)
-    parts = []
+    parts, reused = [], 0
     for start in range(0, len(pairs), size):
         stop = min(start + size, len(pairs))
         path = parts_dir / f"part-{start:06d}-{stop:06d}"
-        if not path.exists():
+        if path.exists():
+            reused += stop - start
+        else:
             decoded = add_decoded_text(
                 pairs.select(range(start, stop)),
                 pool,
@@ -278,7 +285,9 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
         parts.append(load_from_disk(str(path)))
     save_dataset_atomic(concatenate_datasets(parts), out / "pairs")
     shutil.rmtree(parts_dir)
-    return load_from_disk(str(out / "pairs"))
+    if reused:
+        logger.info("Decoding: %d of %d pairs reused from %s", reused, len(pairs), parts_dir)
+    return load_from_disk(str(out / "pairs")), reused
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-#: Files that mark a folder as an ``embedsdg run`` output dir (written at the start / at the end of a run).
-RUN_MARKERS = ("run_config.json", "manifest.json")
 LOCK_FILE = "run.lock"
+#: Files that mark a folder as an ``embedsdg run`` output dir (written at the start / at the end of a run).
+RUN_MARKERS = ("run_config.json", "manifest.json", LOCK_FILE)
 PID_FILE = "run.lock.pid"
 
 
@@ -111,7 +111,7 @@ def to_json_atomic(ds, path: str | os.PathLike) -> None:
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` holds an ``embedsdg run`` output (a ``run_config.json`` or ``manifest.json``)."""
+    """Whether ``path`` holds an ``embedsdg run`` output (its ``run_config.json``, ``manifest.json`` or lock file)."""
     return any((Path(path) / name).is_file() for name in RUN_MARKERS)
 
 

@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ..common.mapping import column_array
-from ..common.validation import is_int, require_columns, require_rows
+from ..common.validation import is_int, require_columns, require_dataset, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
 from .request_cache import request_key, run_cached
@@ -168,6 +168,8 @@ def make_synthetic_dataset(
         >>> synthetic = make_synthetic_dataset(pool, pairs, teacher=teacher, cache_dir="runs/gen")  # doctest: +SKIP
         >>> train = synthetic.filter(filter_accepted)  # doctest: +SKIP
     """
+    for ds in (pool, pairs):
+        require_dataset(ds, step="make_synthetic_dataset")
     _check_arguments(teacher, method, samples_per_item, seed)
     require_rows(pool, what="seed pool", step="make_synthetic_dataset")
     require_columns(pool, [question_column, answer_column], what="seed pool")
