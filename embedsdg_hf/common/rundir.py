@@ -28,7 +28,7 @@ class RunDirLockedError(RuntimeError):
     """Another process holds the run dir's lock."""
 
 
-def _with_path(err: OSError, path: Path) -> OSError:
+def with_path(err: OSError, path: Path) -> OSError:
     """The same error with ``filename`` set, so the message names the file being written."""
     if err.filename is None and err.errno is not None:
         return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
@@ -49,7 +49,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         os.replace(tmp, path)
     except OSError as err:
         Path(tmp).unlink(missing_ok=True)
-        raise _with_path(err, path) from err
+        raise with_path(err, path) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -94,7 +94,7 @@ def save_dataset_atomic(ds, path: str | os.PathLike) -> None:
         ds.save_to_disk(str(tmp))
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise _with_path(err, path) from err
+        raise with_path(err, path) from err
     replace_dir(tmp, path)
 
 
@@ -107,7 +107,7 @@ def to_json_atomic(ds, path: str | os.PathLike) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise _with_path(err, path) from err
+        raise with_path(err, path) from err
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
