@@ -72,6 +72,8 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     except RunFailedError as err:
         if verbose:
             raise
+        if err.manifest is not None:
+            print(format_summary(err.manifest))
         print(f"embedsdg run: failed: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

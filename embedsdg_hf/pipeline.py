@@ -65,7 +65,10 @@ class _Timer:
 
 class RunFailedError(RuntimeError):
     """The run finished its work but the result is not usable (most teacher requests failed, or no row survived).
-    Everything it finished is on disk; the message says why, with the first error and the counts by kind."""
+    Everything it finished is on disk; the message says why, with the first error and the counts by kind. The
+    run's manifest (written as ``manifest.json`` with ``status: failed``) is the ``manifest`` attribute."""
+
+    manifest: dict | None = None
 
 
 def _produced(out: Path) -> bool:
@@ -163,7 +166,9 @@ def _run(config: PipelineConfig, out: Path) -> dict:
             _generation(config, pool, pairs, out, timer, manifest)
     except RunFailedError as err:
         manifest.update({"status": "failed", "error": str(err), "steps": timer.rows})
+        manifest["wall_seconds"] = round(time.perf_counter() - started, 3)
         write_json_atomic(out / "manifest.json", manifest)
+        err.manifest = manifest
         raise
     manifest.update({"status": "ok", "steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
     write_json_atomic(out / "manifest.json", manifest)

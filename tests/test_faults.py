@@ -75,7 +75,7 @@ def _embedsdg_run(pool: Path, out: Path, teacher_url: str, *extra: str) -> list[
         "--seed_pool",
         str(pool),
         "--bins",
-        "4",
+        "6",  # two sparse regions on this pool
         "--n_pairs",
         "2",
         "--max_pairs_per_region",
@@ -353,14 +353,15 @@ def test_a_full_disk_is_one_line_naming_the_path_and_finished_work_is_kept(short
     out = tmp_path / "run"
     with FaultyOpenAIServer(default=ok(GOOD * 8)) as server:
         args = _random_run(short_pool, out, server.base_url)
-        args[args.index("--n_pairs") + 1] = "300"
+        args[args.index("--n_pairs") + 1] = "40"
+        args += ["--samples_per_item", "8"]  # 320 requests: the request cache outgrows the limit
         proc = _subprocess(args, tmp_path, preexec_fn=_limited(150_000))
         _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("embedsdg run: error: File too large writing ") and "finished work is kept" in last
     assert "Traceback" not in stderr
-    assert json.loads((out / "run_config.json").read_text())["n_pairs"] == 300
+    assert json.loads((out / "run_config.json").read_text())["samples_per_item"] == 8
     assert (out / "cache" / "requests.jsonl").stat().st_size > 0  # the finished requests
 
 
