@@ -216,8 +216,9 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         save_dataset_atomic(pool, out / "pool")
     reducer = Reducer.load(reducer_dir)
     pool = load_from_disk(str(out / "pool"))
-    with timer.step("grid + sparse regions", len(pool)) as rec:
-        if (out / "grid.json").exists():
+    reused = (out / "grid.json").exists()
+    with timer.step("fit grid" + (" (reused from grid.json)" if reused else ""), len(pool)):
+        if reused:
             grid = GridSpec.load(out / "grid.json")
         else:
             grid = fit_grid(

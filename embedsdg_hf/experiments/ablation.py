@@ -34,7 +34,7 @@ def run_ablation(
 ) -> list[dict]:
     """Run the ablation; return the table rows (also written to ``output_dir/ablation.{md,csv,json}``)."""
     from ..data.eval_sets import load_eval_data
-    from ..pipeline import run_pipeline
+    from ..pipeline import RunFailedError, run_pipeline
     from ..training.evaluate import evaluate_model
     from ..training.train import run_train
 
@@ -61,7 +61,12 @@ def run_ablation(
         for method in METHODS:
             name = f"{method}-{budget}"
             run_dir = out / name
-            manifest = run_pipeline(replace(config, n_pairs=budget, method=method, output_dir=str(run_dir)))
+            try:
+                manifest = run_pipeline(replace(config, n_pairs=budget, method=method, output_dir=str(run_dir)))
+            except RunFailedError as err:  # no row reached train.jsonl: a 0 in the table; a broken teacher stops
+                if err.manifest is None or err.manifest["counts"].get("train") != 0:
+                    raise
+                manifest = err.manifest
             accepted = manifest["counts"].get("train", manifest["counts"]["accepted"])  # after the quality gates
             if accepted == 0:
                 logger.warning("%s: no example passed the parser and the quality gates; nothing to train on.", name)
