@@ -48,12 +48,13 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     from .generation.teachers import TeacherError
     from .validate import format_checks, validate_config
 
-    failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
-    if failed:
-        print(f"{format_checks(failed)}\nembedsdg run: error: the recipe failed the checks above; nothing was run.")
-        return 2
     resume = f"rerun the same command to resume (finished work in {config.output_dir}/ is reused)."
     try:
+        failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
+        if failed:
+            print(format_checks(failed))
+            print("embedsdg run: error: the recipe failed the checks above; nothing was run.", file=sys.stderr)
+            return 2
         manifest = run_pipeline(config)
     except (ValueError, FileExistsError, FileNotFoundError, RunDirLockedError) as err:  # bad input: one clear line
         if verbose:
