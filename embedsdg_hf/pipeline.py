@@ -71,21 +71,62 @@ class RunFailedError(RuntimeError):
     manifest: dict | None = None
 
 
-def _produced(out: Path) -> bool:
-    """Whether a run dir holds anything beyond its config and lock (finished stages, decoded parts, cache)."""
-    ignored = {"run_config.json", LOCK_FILE, PID_FILE}
-    return any(entry.name not in ignored for entry in out.iterdir())
+# The saved stages before the teacher, in order, with the settings each depends on beyond the earlier stages'. A
+# changed setting makes its stage and every later one stale. Settings of the teacher and the gates only touch what
+# is computed after decoding; any other setting (one added later too) makes every stage stale.
+_STAGES = (
+    (
+        ("seed_pool", "pool_size", "pool_split", "pool_name", "text_template", "student", "weights", "max_length")
+        + ("reducer", "n_components", "seed"),
+        ("pool", "reducer"),
+    ),
+    (
+        ("bins", "window", "stride", "threshold", "threshold_quantile", "min_populated_neighbors"),
+        ("grid.json", "regions"),
+    ),
+    (
+        ("n_pairs", "max_pairs_per_region", "decode_examples", "decode_max_new_tokens", "decode_rescale"),
+        ("pairs", "decoded"),
+    ),
+)
+_AFTER_DECODING = (
+    ("method", "teacher", "generate_prompt", "samples_per_item", "temperature", "top_p", "max_tokens", "verify")
+    + ("answer_format", "dedup", "dedup_threshold", "decontaminate", "decontam_ngram", "decontam_threshold")
+    + ("self_consistency", "consistency_teacher")
+)
 
 
-def _clear_run_dir(out: Path) -> None:
-    """Delete a run dir's outputs, keeping the teacher cache (content-hash keys: always safe to reuse) and the lock."""
+def _finished(out: Path) -> bool:
+    """Whether the run dir holds the result of a run that ended well (a manifest.json not marked failed)."""
+    try:
+        return read_json(out / "manifest.json", what="manifest", fix="").get("status") != "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete a run dir's outputs but ``keep``, the teacher cache (content-hash keys: always safe to reuse) and the
+    lock."""
     for entry in out.iterdir():
-        if entry.name in ("cache", LOCK_FILE, PID_FILE):
+        if entry.name in ("cache", LOCK_FILE, PID_FILE, "run_config.json", *keep):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
+
+
+def _still_valid(changed: list[str]) -> tuple[str, ...]:
+    """The saved stages a config change leaves valid: those before the first stage a changed setting feeds."""
+    known = {key for keys, _ in _STAGES for key in keys} | set(_AFTER_DECODING)
+    if any(key not in known for key in changed):
+        return ()
+    kept: tuple[str, ...] = ()
+    for keys, outputs in _STAGES:
+        if any(key in keys for key in changed):
+            break
+        kept += outputs
+    return kept
 
 
 def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> Path:
@@ -111,14 +152,18 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
             if not config.overwrite:
                 raise
             changed = ["(unreadable run_config.json)"]
-        if changed and not config.overwrite and _produced(out):
+        if changed and not config.overwrite and _finished(out):
             raise FileExistsError(
-                f"{str(out)!r} holds a run with another config (differs in: {changed}). Rerun with the same "
-                "settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or choose "
-                "another --output_dir."
+                f"{str(out)!r} holds a finished run with another config (differs in: {changed}). Rerun with the "
+                "same settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or "
+                "choose another --output_dir."
             )
         if changed and config.overwrite:
             _clear_run_dir(out)
+        elif changed:  # a run that never finished: keep the stages the change does not touch, redo the rest
+            kept = _still_valid(changed)
+            logger.warning("%s: settings changed (%s); reusing %s, redoing the rest.", out, changed, kept or "nothing")
+            _clear_run_dir(out, keep=kept)
     if config.clear_cache and (out / "cache").exists():
         shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,7 @@ def test_overwrite_keeps_the_request_cache_and_clear_cache_deletes_it(tmp_path):
     (out / "cache").mkdir()
     (out / "cache" / "requests.jsonl").write_text('{"key": "paid"}\n')
     (out / "pool").mkdir()
+    (out / "manifest.json").write_text('{"status": "ok"}')  # a finished run: its results are not replaced silently
     with pytest.raises(FileExistsError, match=r"differs in: \['n_pairs'\].*teacher cache is kept"):
         prepare_output_dir(PipelineConfig(output_dir=str(out), n_pairs=5))
     prepare_output_dir(PipelineConfig(output_dir=str(out), n_pairs=5, overwrite=True))
@@ -177,9 +178,24 @@ def test_fingerprint_holds_only_settings_that_change_results(tmp_path):
     # a key missing from an older run_config.json counts as its default.
     assert results_diff(base, {**base, "some_new_key": 1}) == ["some_new_key"]
     assert results_diff({k: v for k, v in base.items() if k != "max_pairs_per_region"}, base) == []
-    # A run dir that holds nothing yet (a run that failed before producing anything) takes the new config.
-    prepare_output_dir(PipelineConfig(output_dir=str(tmp_path / "empty-run"), bins=5))
-    prepare_output_dir(PipelineConfig(output_dir=str(tmp_path / "empty-run"), bins=6))
+
+
+def test_a_run_that_never_finished_takes_a_corrected_config_keeping_the_stages_it_does_not_touch(tmp_path):
+    out = tmp_path / "run"
+    prepare_output_dir(PipelineConfig(output_dir=str(out), bins=5))
+    for name in ("pool", "reducer", "regions", "pairs", "decoded", "cache"):
+        (out / name).mkdir()
+    for name in ("grid.json", "synthetic.jsonl"):
+        (out / name).write_text("{}")
+    (out / "manifest.json").write_text('{"status": "failed"}')  # e.g. no sparse regions, or the teacher failed
+    prepare_output_dir(PipelineConfig(output_dir=str(out), bins=8))  # the corrected command is not refused
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "pool", "reducer", "run_config.json"]
+    assert json.loads((out / "run_config.json").read_text())["bins"] == 8
+    # A setting no stage list names (another version's new key) makes every stage stale: only the cache stays.
+    previous = json.loads((out / "run_config.json").read_text())
+    (out / "run_config.json").write_text(json.dumps({**previous, "some_future_key": 1}))
+    prepare_output_dir(PipelineConfig(output_dir=str(out), bins=8))
+    assert sorted(p.name for p in out.iterdir()) == ["cache", "run_config.json"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
