@@ -48,6 +48,7 @@ _EXPORTS = {
     "make_synthetic_dataset": "generation.generate",
     "filter_accepted": "generation.generate",
     "summarize_generation": "generation.generate",
+    "summarize_errors": "generation.generate",
     "add_duplicate_flags": "quality.dedup",
     "filter_unique": "quality.dedup",
     "add_contamination_flags": "quality.decontaminate",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -30,18 +32,31 @@ def _parse_config(command: str, rest: list[str], description: str):
     return config
 
 
+#: Exit codes of ``embedsdg run``: 0 done, 1 the run failed (no usable result; finished work kept), 2 bad input or
+#: refused output dir, 3 the teacher failed, 130 interrupted (Ctrl-C).
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def _cmd_run(rest: list[str], verbose: bool = False) -> int:
-    from .pipeline import run_pipeline
+    from .pipeline import RunFailedError, run_pipeline
     from .report import format_summary
 
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
+    from .common.rundir import RunDirLockedError
     from .generation.teachers import TeacherError
+    from .validate import format_checks, validate_config
 
+    resume = f"rerun the same command to resume (finished work in {config.output_dir}/ is reused)."
     try:
+        failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
+        if failed:
+            print(format_checks(failed))
+            print("embedsdg run: error: the recipe failed the checks above; nothing was run.", file=sys.stderr)
+            return 2
         manifest = run_pipeline(config)
-    except (ValueError, FileExistsError, FileNotFoundError) as err:  # bad input: a clear message, no traceback
+    except (ValueError, FileExistsError, FileNotFoundError, RunDirLockedError) as err:  # bad input: one clear line
         if verbose:
             raise
         print(f"embedsdg run: error: {err}", file=sys.stderr)
@@ -55,6 +70,26 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
             file=sys.stderr,
         )
         return 3
+    except RunFailedError as err:
+        if verbose:
+            raise
+        if err.manifest is not None:
+            print(format_summary(err.manifest))
+        print(f"embedsdg run: failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nembedsdg run: interrupted; {resume}", file=sys.stderr)
+        return 130
+    except OSError as err:
+        if err.errno not in _DISK_ERRNOS or verbose:
+            raise
+        where = err.filename or config.output_dir
+        print(
+            f"embedsdg run: error: {os.strerror(err.errno)} writing {where}; finished work is kept. Free space, then "
+            f"{resume}",
+            file=sys.stderr,
+        )
+        return 1
     print(format_summary(manifest))
     if config.push_to_hub:
         from .hub import push_run_to_hub

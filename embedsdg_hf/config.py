@@ -2,30 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 
 RECIPE_VERSION = 1
 REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config imports nothing heavy)
 SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
-# Settings that say where results go or how fast they come, not what they are: a run dir may be resumed with
-# different values of these.
+# Operational settings: where results go, how fast they come, how hard to try, not what they are. A run dir may be
+# resumed with other values of these. Every other key (a new one too) counts as changing the results.
 _NOT_RESULTS = (
     "output_dir",
     "overwrite",
+    "clear_cache",
     "push_to_hub",
     "hub_private",
     "teacher_concurrency",
+    "teacher_timeout",
+    "teacher_max_retries",
+    "max_failed_fraction",
     "api_key_env",
     "decode_batch_size",
     "teacher_batch_size",
     "stage",
     "coverage",
 )
+# Teacher specs whose server URLs are operational: the same model behind another URL gives the same results.
+_TEACHER_KEYS = ("teacher", "consistency_teacher")
+
+
+def _teacher_identity(spec):
+    """``openai:<model>@<urls>`` without the URLs (where the model is served is not what it answers)."""
+    if isinstance(spec, str) and spec.strip().startswith("openai:") and "@http" in spec:
+        return spec.strip().split("@http", 1)[0]
+    return spec
 
 
 def results_view(config: dict) -> dict:
     """The settings of a config dict that define its results (not where they go or how fast they come)."""
-    return {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+    view = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+    for key in _TEACHER_KEYS:
+        if key in view:
+            view[key] = _teacher_identity(view[key])
+    return view
+
+
+def results_diff(previous: dict, current: dict) -> list[str]:
+    """Result-changing keys whose values differ; a key missing on one side counts as its default (so a run dir
+    written before a key existed still matches when the key is left at its default)."""
+    defaults = results_view({f.name: f.default for f in fields(PipelineConfig) if f.default is not MISSING})
+    previous, current = results_view(previous), results_view(current)
+    keys = set(previous) | set(current)
+    return sorted(k for k in keys if previous.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
 
 
 @dataclass
@@ -111,6 +137,14 @@ class PipelineConfig:
     )
     teacher_concurrency: int = field(default=64, metadata={"help": "Requests in flight (HTTP teachers)."})
     teacher_batch_size: int = field(default=8, metadata={"help": "Batch size of the in-process teacher."})
+    teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds per HTTP attempt (HTTP teachers)."})
+    teacher_max_retries: int = field(
+        default=6, metadata={"help": "Retries after a failed HTTP attempt (5xx, timeout, dropped connection)."}
+    )
+    max_failed_fraction: float = field(
+        default=0.5,
+        metadata={"help": "The run fails (non-zero exit) when more than this share of teacher requests fail."},
+    )
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the HTTP API key."})
     generate_prompt: str | None = field(
         default=None, metadata={"help": "Prompt template name or .txt path (default: P_g / P_b of the paper)."}
@@ -151,7 +185,13 @@ class PipelineConfig:
     )
     # Output
     output_dir: str = field(default="outputs/embedsdg-default", metadata={"help": "Where the run writes."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an output dir written by another config."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Replace a run dir written by another config (never a non-run folder; keeps cache/)."},
+    )
+    clear_cache: bool = field(
+        default=False, metadata={"help": "Delete the teacher request cache (cache/) first: every request is sent."}
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Push the dataset + card to this Hub repo id."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
 
@@ -163,15 +203,18 @@ class PipelineConfig:
         if self.reducer not in REDUCERS:
             raise ValueError(f"reducer must be one of {list(REDUCERS)}, got {self.reducer!r}.")
         if str(self.threshold) not in ("auto", "quantile"):
+            given = self.threshold
             try:
-                self.threshold = str(int(self.threshold))
-            except ValueError:
-                self.threshold = "invalid"
-            if self.threshold == "invalid" or int(self.threshold) < 2:
+                self.threshold = str(int(given))
+            except (TypeError, ValueError):
+                self.threshold = None
+            if self.threshold is None or int(self.threshold) < 2:
                 raise ValueError(
-                    f"threshold must be 'auto', 'quantile' or an integer >= 2 (sparse: 1 <= count < T), got "
-                    f"{self.threshold!r}."
+                    f"threshold must be 'auto', 'quantile' or an integer >= 2 (sparse: 1 <= count < T, so 1 would "
+                    f"select nothing), got {given!r}."
                 )
+        if self.window is None and (self.bins is None or self.bins < 1):
+            raise ValueError(f"bins must be >= 1 windows per axis (or set window), got {self.bins}.")
         if not 0.0 < self.threshold_fraction <= 1.0:
             raise ValueError(f"threshold_fraction must be in (0, 1], got {self.threshold_fraction}.")
         if not 0.0 <= self.threshold_quantile <= 1.0:
@@ -197,6 +240,12 @@ class PipelineConfig:
                 raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}.")
         if self.decontam_ngram < 1:
             raise ValueError(f"decontam_ngram must be >= 1, got {self.decontam_ngram}.")
+        if self.teacher_timeout <= 0:
+            raise ValueError(f"teacher_timeout must be > 0 seconds, got {self.teacher_timeout}.")
+        if self.teacher_max_retries < 0:
+            raise ValueError(f"teacher_max_retries must be >= 0, got {self.teacher_max_retries}.")
+        if not 0.0 <= self.max_failed_fraction <= 1.0:
+            raise ValueError(f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}.")
         if self.self_consistency < 0:
             raise ValueError(f"self_consistency must be >= 0 (0 disables it), got {self.self_consistency}.")
 

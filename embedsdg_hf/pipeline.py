@@ -9,7 +9,6 @@ the figures, the teacher's request cache (so an interrupted run resumes where it
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -17,12 +16,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common.mapping import vector_matrix, without_embeddings
+from .common.rundir import (
+    LOCK_FILE,
+    PID_FILE,
+    RunLock,
+    is_run_dir,
+    read_json,
+    replace_dir,
+    save_dataset_atomic,
+    to_json_atomic,
+    write_json_atomic,
+)
 from .common.validation import template_fields
 from .common.versions import library_versions
-from .config import PipelineConfig, results_view
+from .config import PipelineConfig, results_diff
 from .data.seed_pools import load_seed_pool
 from .generation.decode import add_decoded_text
-from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_generation
+from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
 from .generation.teachers import SamplingParams, load_teacher
 from .plots import plot_density_histogram, plot_embedding_map
 from .quality.consistency import add_self_consistency
@@ -34,8 +44,8 @@ from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
 from .space.pairs import make_budget_pairs
-from .space.reduce import add_coords, fit_reducer
-from .space.regions import count_windows, fit_grid, summarize_windows
+from .space.reduce import Reducer, add_coords, fit_reducer
+from .space.regions import GridSpec, count_windows, fit_grid, summarize_windows
 
 logger = logging.getLogger(__name__)
 
@@ -53,33 +63,142 @@ class _Timer:
         self.rows.append(record)
 
 
-def prepare_output_dir(config: PipelineConfig) -> Path:
-    """Create the output dir. The same config resumes there; another config is refused unless ``overwrite``."""
+class RunFailedError(RuntimeError):
+    """The run finished its work but the result is not usable (most teacher requests failed, or no row survived).
+    Everything it finished is on disk; the message says why, with the first error and the counts by kind. The
+    run's manifest (written as ``manifest.json`` with ``status: failed``) is the ``manifest`` attribute."""
+
+    manifest: dict | None = None
+
+
+# The saved stages before the teacher, in order, with the settings each depends on beyond the earlier stages'. A
+# changed setting makes its stage and every later one stale. Settings of the teacher and the gates only touch what
+# is computed after decoding; any other setting (one added later too) makes every stage stale.
+_STAGES = (
+    (
+        ("seed_pool", "pool_size", "pool_split", "pool_name", "text_template", "student", "weights", "max_length")
+        + ("reducer", "n_components", "seed"),
+        ("pool", "reducer"),
+    ),
+    (
+        (
+            "bins",
+            "window",
+            "stride",
+            "threshold",
+            "threshold_quantile",
+            "threshold_fraction",
+            "min_populated_neighbors",
+        ),
+        ("grid.json",),
+    ),
+    (  # the budget decides how far past T the regions go (make_budget_pairs), so regions/ belongs here
+        ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
+        + ("decode_max_new_tokens", "decode_rescale"),
+        ("regions", "pairs", "decoded"),
+    ),
+)
+_AFTER_DECODING = (
+    ("method", "teacher", "generate_prompt", "samples_per_item", "temperature", "top_p", "max_tokens", "verify")
+    + ("answer_format", "dedup", "dedup_threshold", "decontaminate", "decontam_ngram", "decontam_threshold")
+    + ("self_consistency", "consistency_teacher")
+)
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run dir holds the result of a run that ended well (a manifest.json not marked failed)."""
+    try:
+        return read_json(out / "manifest.json", what="manifest", fix="").get("status") != "failed"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
+    """Delete a run dir's outputs but ``keep``, the teacher cache (content-hash keys: always safe to reuse) and the
+    lock."""
+    for entry in out.iterdir():
+        if entry.name in ("cache", LOCK_FILE, PID_FILE, "run_config.json", *keep):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _still_valid(changed: list[str]) -> tuple[str, ...]:
+    """The saved stages a config change leaves valid: those before the first stage a changed setting feeds."""
+    known = {key for keys, _ in _STAGES for key in keys} | set(_AFTER_DECODING)
+    if any(key not in known for key in changed):
+        return ()
+    kept: tuple[str, ...] = ()
+    for keys, outputs in _STAGES:
+        if any(key in keys for key in changed):
+            break
+        kept += outputs
+    return kept
+
+
+def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> Path:
+    """Create or reuse the output dir. The same result-changing config resumes there (finished stages are reused);
+    another config is refused unless ``overwrite``, which only ever replaces an embedsdg run dir and keeps its
+    request cache (``clear_cache`` deletes that). With ``lock``, it is taken before anything is changed."""
     out = Path(config.output_dir)
-    manifest = out / "run_config.json"
-    if manifest.exists():
-        previous = results_view(json.loads(manifest.read_text()))
-        current = config.fingerprint_dict()
-        if previous != current and not config.overwrite:
-            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise FileExistsError(
-                f"{str(out)!r} holds a run with another config (differs in: {changed}). "
-                "Pass --overwrite true to replace it, or choose another --output_dir."
-            )
-    elif out.exists() and any(out.iterdir()) and not config.overwrite:
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
+    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
         raise FileExistsError(
-            f"{str(out)!r} exists and is not an embedsdg run dir; pass --overwrite true or pick another."
+            f"{str(out)!r} is not empty and is not an embedsdg run dir (no run_config.json or manifest.json); "
+            "embedsdg never deletes it, not even with --overwrite true. Choose another --output_dir."
         )
-    if config.overwrite and out.exists():
-        shutil.rmtree(out)
+    if lock is not None:
+        lock.acquire()
+    config_file = out / "run_config.json"
+    if config_file.is_file():
+        fix = "pass --overwrite true to start this run dir again (its teacher cache is kept), or another --output_dir."
+        try:
+            changed = results_diff(read_json(config_file, what="run config", fix=fix), config.to_dict())
+        except ValueError:
+            if not config.overwrite:
+                raise
+            changed = ["(unreadable run_config.json)"]
+        if changed and not config.overwrite and _finished(out):
+            raise FileExistsError(
+                f"{str(out)!r} holds a finished run with another config (differs in: {changed}). Rerun with the "
+                "same settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or "
+                "choose another --output_dir."
+            )
+        if changed and config.overwrite:
+            _clear_run_dir(out)
+        elif changed:  # a run that never finished: keep the stages the change does not touch, redo the rest
+            kept = _still_valid(changed)
+            logger.warning("%s: settings changed (%s); reusing %s, redoing the rest.", out, changed, kept or "nothing")
+            _clear_run_dir(out, keep=kept)
+    if config.clear_cache and (out / "cache").exists():
+        shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    write_json_atomic(config_file, config.to_dict())
     return out
 
 
 def run_pipeline(config: PipelineConfig) -> dict:
-    """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest."""
-    out = prepare_output_dir(config)
+    """Run EmbedSDG (or the RandomSDG baseline) as configured into ``config.output_dir``; return the manifest.
+
+    Each stage's output is saved as soon as it is done (atomically), and decoding is saved per batch under
+    ``decoded/``: a rerun of the same command after a crash or a kill reuses them and the teacher cache.
+
+    Raises:
+        RunDirLockedError: another run is using the output dir.
+        RunFailedError: most teacher requests failed, or no row survived to ``train.jsonl`` (all work is kept).
+    """
+    lock = RunLock(config.output_dir)
+    try:
+        out = prepare_output_dir(config, lock=lock)
+        return _run(config, out)
+    finally:
+        lock.release()
+
+
+def _run(config: PipelineConfig, out: Path) -> dict:
     timer = _Timer()
     started = time.perf_counter()
     with timer.step("load seed pool") as rec:
@@ -94,13 +213,33 @@ def run_pipeline(config: PipelineConfig) -> dict:
         "figures": {},
     }
     pairs = None
-    if config.method == "embedsdg":
-        pool, pairs = _analysis(config, pool, out, timer, manifest)
-    if config.stage == "all":
-        _generation(config, pool, pairs, out, timer, manifest)
-    manifest.update({"steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    try:
+        if config.method == "embedsdg":
+            pool, pairs = _analysis(config, pool, out, timer, manifest)
+        if config.stage == "all":
+            _generation(config, pool, pairs, out, timer, manifest)
+    except RunFailedError as err:
+        manifest.update({"status": "failed", "error": str(err), "steps": timer.rows})
+        manifest["wall_seconds"] = round(time.perf_counter() - started, 3)
+        write_json_atomic(out / "manifest.json", manifest)
+        err.manifest = manifest
+        raise
+    manifest.update({"status": "ok", "steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
+    write_json_atomic(out / "manifest.json", manifest)
     return manifest
+
+
+def _checkpoint(path: Path, compute, timer: _Timer, name: str, rows_in: int | None = None):
+    """The dataset saved at ``path`` by an earlier run of the same config, or ``compute()`` saved there atomically.
+    Either way it is read back from ``path``, so a first run and a resumed one continue from the same data."""
+    from datasets import load_from_disk
+
+    with timer.step(name if not path.exists() else f"{name} (reused from {path.name}/)", rows_in) as rec:
+        if not path.exists():
+            save_dataset_atomic(compute(), path)
+        ds = load_from_disk(str(path))
+        rec["rows_out"] = len(ds)
+    return ds
 
 
 def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: dict):
@@ -110,27 +249,47 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         "weights": config.weights,
         "max_length": config.max_length,
     }
-    with timer.step("embed", len(pool)) as rec:
-        pool = add_embeddings(pool, **embed_kwargs)
-        rec["rows_out"] = len(pool)
-    with timer.step(f"reduce ({config.reducer}, {config.n_components}-D)", len(pool)) as rec:
-        reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
-        pool = add_coords(pool, reducer)
-        rec["rows_out"] = len(pool)
-    with timer.step("grid", len(pool)) as rec:
-        grid = fit_grid(
-            pool,
-            bins=None if config.window else config.bins,
-            window=config.window,
-            stride=config.stride,
-            threshold=config.threshold_value,
-            quantile=config.threshold_quantile,
-            fraction=config.threshold_fraction,
-            min_populated_neighbors=config.min_populated_neighbors,
-        )
+    from datasets import load_from_disk
+
+    reducer_dir = out / "reducer"
+    if reducer_dir.exists() and (out / "pool").exists():
+        with timer.step("embed + reduce (reused from pool/, reducer/)", len(pool)):
+            pass
+    else:
+        with timer.step("embed", len(pool)) as rec:
+            pool = add_embeddings(pool, **embed_kwargs)
+            rec["rows_out"] = len(pool)
+        with timer.step(f"reduce ({config.reducer}, {config.n_components}-D)", len(pool)) as rec:
+            reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
+            pool = add_coords(pool, reducer)
+            rec["rows_out"] = len(pool)
+        tmp = out / ".reducer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        reducer.save(tmp)
+        replace_dir(tmp, reducer_dir)
+        save_dataset_atomic(pool, out / "pool")
+    reducer = Reducer.load(reducer_dir)
+    pool = load_from_disk(str(out / "pool"))
+    reused = (out / "grid.json").exists()
+    with timer.step("fit grid" + (" (reused from grid.json)" if reused else ""), len(pool)) as rec:
+        if reused:
+            grid = GridSpec.load(out / "grid.json")
+        else:
+            grid = fit_grid(
+                pool,
+                bins=None if config.window else config.bins,
+                window=config.window,
+                stride=config.stride,
+                threshold=config.threshold_value,
+                quantile=config.threshold_quantile,
+                fraction=config.threshold_fraction,
+                min_populated_neighbors=config.min_populated_neighbors,
+            )
+            write_json_atomic(out / "grid.json", grid.to_dict())
         windows = summarize_windows(pool, grid)
         rec["rows_out"] = windows["regions"]
-    with timer.step("sparse regions + seed pairs", windows["regions"]) as rec:
+
+    def regions_and_pairs():
         # sparsest regions first; when they cannot give n_pairs, T is raised step by step (paper §4.3)
         regions, pairs = make_budget_pairs(
             pool,
@@ -140,23 +299,16 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             max_pairs_per_region=config.max_pairs_per_region,
             side_choice=config.side_choice,
         )
-        rec["rows_out"] = len(pairs)
-    with timer.step("interpolate", len(pairs)) as rec:
-        pairs = add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
-        rec["rows_out"] = len(pairs)
-    if config.stage == "all":
+        save_dataset_atomic(regions, out / "regions")  # before pairs/: a saved pairs/ always has its regions/
+        return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
+
+    pairs = _checkpoint(
+        out / "pairs", regions_and_pairs, timer, "sparse regions + seed pairs + interpolate", windows["regions"]
+    )
+    regions = load_from_disk(str(out / "regions"))
+    if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
-            pairs = add_decoded_text(
-                pairs,
-                pool,
-                model=config.student,
-                text_template=config.text_template,
-                n_examples=config.decode_examples,
-                max_new_tokens=config.decode_max_new_tokens,
-                rescale=config.decode_rescale,
-                seed=config.seed,
-                batch_size=config.decode_batch_size,
-            )
+            pairs, rec["rows_reused"] = _decode_in_parts(config, pairs, pool, out)
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
         coords = vector_matrix(pool, "coords")
@@ -170,12 +322,8 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         manifest["figures"]["map"] = plot_embedding_map(
             coords, out / "embedding_map.png", regions=regions, pairs=pairs, axis_labels=reducer.axis_labels()
         ).name
-        reducer.save(out / "reducer")
-        grid.save(out / "grid.json")
-        for name, ds in (("pool", pool), ("regions", regions), ("pairs", pairs)):
-            ds.save_to_disk(str(out / name))
-        regions.to_json(str(out / "regions.jsonl"))
-        pairs.to_json(str(out / "pairs.jsonl"))
+        to_json_atomic(regions, out / "regions.jsonl")
+        to_json_atomic(pairs, out / "pairs.jsonl")
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
     manifest["grid"] = grid.to_dict()
     manifest["windows"] = windows
@@ -191,6 +339,42 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         }
     )
     return pool, pairs
+
+
+def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
+    """Decode the pairs one batch at a time, each finished batch saved as ``decoded/part-<start>-<stop>/``; parts an
+    earlier run finished are loaded, not decoded again. The decoded pairs replace ``pairs/`` and the parts go.
+    Returns the decoded pairs and how many of them were reused."""
+    from datasets import concatenate_datasets, load_from_disk
+
+    parts_dir = out / "decoded"
+    parts_dir.mkdir(exist_ok=True)
+    size = max(1, config.decode_batch_size)
+    parts, reused = [], 0
+    for start in range(0, len(pairs), size):
+        stop = min(start + size, len(pairs))
+        path = parts_dir / f"part-{start:06d}-{stop:06d}"
+        if path.exists():
+            reused += stop - start
+        else:
+            decoded = add_decoded_text(
+                pairs.select(range(start, stop)),
+                pool,
+                model=config.student,
+                text_template=config.text_template,
+                n_examples=config.decode_examples,
+                max_new_tokens=config.decode_max_new_tokens,
+                rescale=config.decode_rescale,
+                seed=config.seed,
+                batch_size=config.decode_batch_size,
+            )
+            save_dataset_atomic(decoded, path)
+        parts.append(load_from_disk(str(path)))
+    save_dataset_atomic(concatenate_datasets(parts), out / "pairs")
+    shutil.rmtree(parts_dir)
+    if reused:
+        logger.info("Decoding: %d of %d pairs reused from %s", reused, len(pairs), parts_dir)
+    return load_from_disk(str(out / "pairs")), reused
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
@@ -216,14 +400,32 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
     with timer.step("filter rejects", len(synthetic)) as rec:
         accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
         rec["rows_out"] = len(accepted)
-    synthetic.save_to_disk(str(out / "synthetic"))
-    synthetic.to_json(str(out / "synthetic.jsonl"))
+    save_dataset_atomic(synthetic, out / "synthetic")
+    to_json_atomic(synthetic, out / "synthetic.jsonl")
     manifest["generation"] = summarize_generation(synthetic)
+    manifest["generation"]["errors"] = errors = summarize_errors(synthetic)
     manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
+    if errors["failed"] and errors["failed"] > config.max_failed_fraction * len(synthetic):
+        raise RunFailedError(
+            f"{errors['failed']} of {len(synthetic)} teacher requests failed (more than max_failed_fraction="
+            f"{config.max_failed_fraction}); by kind: {errors['by_kind']}. First error: {errors['first']}. "
+            f"Every row, with its error, is in {out / 'synthetic.jsonl'}; finished requests are cached in "
+            f"{out / 'cache'}, so the same command resumes once the teacher is fixed."
+        )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
     train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
-    without_embeddings(train).to_json(str(out / "train.jsonl"))
+    to_json_atomic(without_embeddings(train), out / "train.jsonl")
     manifest["counts"]["train"] = len(train)
+    if len(train) == 0:
+        why = {"teacher errors": errors["by_kind"], "rejected": manifest["generation"]["rejects_by_reason"]}
+        why["dropped by the quality gates"] = {
+            gate: info["reasons"] for gate, info in manifest["quality"]["gates"].items() if info["dropped"]
+        }
+        raise RunFailedError(
+            f"No row survived to {out / 'train.jsonl'} ({len(synthetic)} generated): {why}."
+            + (f" First teacher error: {errors['first']}." if errors["first"] else "")
+            + f" Every row and why it was dropped is in {out / 'synthetic.jsonl'} and {out / 'dropped.jsonl'}."
+        )
     if config.coverage and config.method == "embedsdg":
         _coverage(out, timer, manifest)
 
@@ -277,9 +479,9 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
     checked = add_quality_reason(checked)
-    checked.save_to_disk(str(out / "quality"))
+    save_dataset_atomic(checked, out / "quality")
     dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
-    without_embeddings(dropped).to_json(str(out / "dropped.jsonl"))
+    to_json_atomic(without_embeddings(dropped), out / "dropped.jsonl")
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
     return checked
@@ -325,5 +527,11 @@ def _template_columns(template: str) -> tuple[str, str]:
 
 def _make_teacher(config: PipelineConfig, spec: str):
     if spec.startswith("openai:"):
-        return load_teacher(spec, max_concurrency=config.teacher_concurrency, api_key_env=config.api_key_env)
+        return load_teacher(
+            spec,
+            max_concurrency=config.teacher_concurrency,
+            api_key_env=config.api_key_env,
+            timeout=config.teacher_timeout,
+            max_retries=config.teacher_max_retries,
+        )
     return load_teacher(spec, batch_size=config.teacher_batch_size)

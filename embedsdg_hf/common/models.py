@@ -93,7 +93,29 @@ def resolve_model(spec: str) -> str:
             f"Model path {spec!r} does not exist. Give a local model folder, a Hub id like 'org/name', "
             f"or a built-in name: {sorted(BUILTIN_MODELS)}."
         )
-    return spec  # a Hub id; from_pretrained reports its own errors (e.g. offline without a cached copy)
+    if _hub_offline() and not _in_hub_cache(spec):
+        raise ValueError(
+            f"Model {spec!r} is not a built-in name ({', '.join(sorted(BUILTIN_MODELS))}), not a local folder, and "
+            "the Hub is not reachable (HF_HUB_OFFLINE=1) with no cached copy of it. Check the spelling, give a "
+            "local model folder, or go online once to download it."
+        )
+    return spec  # a Hub id; from_pretrained reports its own errors
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    """Whether the Hugging Face cache holds a ``config.json`` of this model id."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def _ensure_builtin(name: str) -> Path:

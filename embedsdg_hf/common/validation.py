@@ -91,3 +91,47 @@ def as_float_matrix(values, *, column: str, expected_dim: int | None = None) -> 
             "Remove or recompute those rows before this step."
         )
     return matrix
+
+
+def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
+    """Read a ``.jsonl`` file line by line; raise ``ValueError`` naming the file for an empty one, and the file and
+    line number for a line that is not a JSON object (``datasets`` would raise ``StopIteration`` or a generic error).
+
+    Example:
+        >>> check_json_lines("pool.jsonl", what="seed pool")  # doctest: +SKIP
+        ValueError: The seed pool 'pool.jsonl' line 3 is not valid JSON (Expecting value: ...): '{"question": oops'
+    """
+    import json
+
+    rows = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as err:
+                snippet = line.strip()[:80]
+                raise ValueError(
+                    f"The {what} {str(path)!r} line {number} is not valid JSON ({err}): {snippet!r}. Fix or delete "
+                    f"that line.{hint}"
+                ) from None
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"The {what} {str(path)!r} line {number} is a JSON {type(value).__name__}, not an object "
+                    f"({{column: value, ...}}).{hint}"
+                )
+            rows += 1
+    if rows == 0:
+        raise ValueError(f"The {what} {str(path)!r} is empty (0 rows).{hint}")
+
+
+def require_dataset(ds, *, step: str) -> None:
+    """Raise ``ValueError`` for a ``DatasetDict`` given to a step that builds new rows from one ``Dataset``."""
+    from datasets import DatasetDict, IterableDatasetDict
+
+    if isinstance(ds, (DatasetDict, IterableDatasetDict)):
+        raise ValueError(
+            f"{step} takes one Dataset, not a DatasetDict (splits {list(ds)}): pass one split, e.g. "
+            f"ds[{next(iter(ds), 'train')!r}]."
+        )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..common.validation import check_json_lines
+
 logger = logging.getLogger(__name__)
 
 BUILTIN_POOLS = ("word-problems",)
@@ -40,7 +42,11 @@ def load_seed_pool(source: str, *, split: str = "train", name: str | None = None
             raise ValueError(
                 f"Seed pool file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}."
             )
+        if builder == "json" and path.suffix.lower() == ".jsonl":
+            check_json_lines(path, what="seed pool")  # empty file / bad line: a sentence, not StopIteration
         ds = load_dataset(builder, data_files=str(path), split="train")
+        if len(ds) == 0:
+            raise ValueError(f"The seed pool {str(path)!r} is empty (0 rows).")
     else:
         ds = load_dataset(source, name, split=split)
     if n is not None:

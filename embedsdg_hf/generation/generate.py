@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ..common.mapping import column_array
-from ..common.validation import is_int, require_columns, require_rows
+from ..common.validation import is_int, require_columns, require_dataset, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
 from .request_cache import request_key, run_cached
@@ -167,6 +168,8 @@ def make_synthetic_dataset(
         >>> synthetic = make_synthetic_dataset(pool, pairs, teacher=teacher, cache_dir="runs/gen")  # doctest: +SKIP
         >>> train = synthetic.filter(filter_accepted)  # doctest: +SKIP
     """
+    for ds in (pool, pairs):
+        require_dataset(ds, step="make_synthetic_dataset")
     _check_arguments(teacher, method, samples_per_item, seed)
     require_rows(pool, what="seed pool", step="make_synthetic_dataset")
     require_columns(pool, [question_column, answer_column], what="seed pool")
@@ -247,6 +250,32 @@ def summarize_generation(ds: datasets.Dataset) -> dict[str, Any]:
         "completion_tokens": total("completion_tokens"),
         "from_cache": total("from_cache"),
     }
+
+
+def error_kind(message: str) -> str:
+    """The kind of a teacher error message, for counting: ``HTTP 500``, ``timed out``, ``malformed response``...
+
+    Example:
+        >>> error_kind("HTTP 503 from http://127.0.0.1:8000/v1: busy"), error_kind("timed out (ReadTimeout) (x)")
+        ('HTTP 503', 'timed out')
+    """
+    match = re.match(r"(HTTP \d{3}|timed out|malformed response|connection \w+|could not reach)", message.strip())
+    if match:
+        return match.group(1)
+    return re.split(r"[:(]", message.strip(), maxsplit=1)[0].strip() or "unknown"
+
+
+def summarize_errors(ds: datasets.Dataset, *, column: str = "error") -> dict[str, Any]:
+    """Failed teacher requests of a generated dataset: how many, counts by :func:`error_kind`, the first message.
+
+    Example:
+        >>> summarize_errors(synthetic)  # doctest: +SKIP
+        {'failed': 4, 'by_kind': {'HTTP 500': 4}, 'first': 'HTTP 500 from http://127.0.0.1:8000/v1: ...'}
+    """
+    require_columns(ds, [column], what="generated dataset")
+    messages = [m for m in ds.with_format("arrow")[column].to_pylist() if m]
+    kinds = Counter(error_kind(m) for m in messages)
+    return {"failed": len(messages), "by_kind": dict(kinds.most_common()), "first": messages[0] if messages else None}
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any
 
 import filelock
 
+from ..common.rundir import with_path
 from .teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
@@ -158,9 +159,12 @@ class RequestCache:
         if key in self._records:
             return
         record = {"format": _FORMAT, "key": key, "response": {f: getattr(response, f) for f in _RESPONSE_FIELDS}}
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        try:
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as err:  # e.g. a full disk: say which file (the records written before stay)
+            raise with_path(err, self.path) from err
         self._records[key] = response
 
     def close(self) -> None:

@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
-from ..common.validation import require_columns, require_rows
+from ..common.validation import require_columns, require_dataset, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -338,6 +338,8 @@ def make_seed_pairs(
         >>> pairs = make_seed_pairs(ds, regions, n_pairs=500)
         >>> pairs[0]["seed_a"], pairs[0]["seed_b"]
     """
+    for dataset in (ds, regions):
+        require_dataset(dataset, step="make_seed_pairs")
     pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
     if len(pairs) < n_pairs:
         warnings.warn(

@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.mapping import fixed_size_list, map_numpy, vector_matrix
-from ..common.validation import as_float_matrix, require_columns, require_rows
+from ..common.validation import as_float_matrix, require_columns, require_dataset, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -615,6 +615,7 @@ def find_sparse_regions(
         >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20), seed=0)
         >>> regions[0]["count"], regions[0]["members"]
     """
+    require_dataset(ds, step="find_sparse_regions")
     column = column or grid.column
     require_columns(ds, [column])
     require_rows(ds, step="find_sparse_regions")

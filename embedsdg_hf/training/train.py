@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..common.recipes import RECIPES_DIR
-from ..common.validation import require_columns, require_rows
+from ..common.validation import check_json_lines, require_columns, require_rows
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -285,6 +285,12 @@ def _load_any(spec: str, *, split: str) -> Dataset:
         builder = _DATA_FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(f"Cannot read {str(path)!r}: expected one of {sorted(_DATA_FILE_BUILDERS)}.")
+        if path.suffix.lower() == ".jsonl" or path.stat().st_size == 0:
+            hint = (
+                " A run writes an empty train.jsonl when no row passed; see dropped.jsonl and synthetic.jsonl next "
+                "to it for why. There is nothing to train on."
+            )
+            check_json_lines(path, what="training data", hint=hint if path.name == _RUN_TRAIN_FILE else "")
         return load_dataset(builder, data_files=str(path), split="train")
     if path.is_dir():
         if not any((path / name).is_file() for name in ("state.json", "dataset_dict.json")):

@@ -41,6 +41,8 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 RESERVED_KEYS = frozenset({"model", "messages", "temperature", "top_p", "max_tokens", "seed"})
 #: Connections per HTTP client; more concurrency uses several clients (see ``OpenAITeacher._run``).
 POOL_SIZE = 16
+#: At most one retry line is logged per this many seconds (the lines in between are counted in the next one).
+RETRY_LOG_INTERVAL = 5.0
 
 OnResult = Callable[[int, TeacherResponse], None]
 
@@ -169,7 +171,7 @@ class _Run:
                 break
             delay = teacher._delay(attempt, outcome.retry_after)
             teacher._usage["retries"] += 1
-            logger.debug("Retrying in %.2fs (attempt %d): %s", delay, attempt, outcome.message)
+            teacher._log_retry(attempt, delay, outcome.message)
             await asyncio.sleep(delay)
         if all(failure.connect_failure for failure in failures):
             raise TeacherError(
@@ -288,6 +290,7 @@ class OpenAITeacher:
         self.assistant_prefill = assistant_prefill
         self._usage = dict.fromkeys(("requests", "prompt_tokens", "completion_tokens", "retries", "failures"), 0)
         self._api_key: str | None = None
+        self._retry_log = {"at": -math.inf, "quiet": 0}
 
     def __repr__(self) -> str:
         return f"OpenAITeacher(model={self.model!r}, base_urls={self.base_urls!r})"
@@ -458,6 +461,18 @@ class OpenAITeacher:
                 f"malformed response: {_short(detail, 120)} (from {endpoint.base_url}); "
                 f"body: {self._redact(_short(response.text, 120))}"
             )
+
+    def _log_retry(self, attempt: int, delay: float, message: str) -> None:
+        """One warning line per retry, at most one per ``RETRY_LOG_INTERVAL`` s (the others are counted in it)."""
+        state, now = self._retry_log, time.monotonic()
+        if now - state["at"] < RETRY_LOG_INTERVAL:
+            state["quiet"] += 1
+            return
+        quiet = f" (+{state['quiet']} more retries since the last line)" if state["quiet"] else ""
+        logger.warning(
+            "Teacher retry %d of %d in %.1fs after: %s%s", attempt, self.max_retries, delay, _short(message), quiet
+        )
+        state["at"], state["quiet"] = now, 0
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds to wait before retry number ``attempt``."""

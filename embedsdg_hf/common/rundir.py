@@ -1,0 +1,157 @@
+"""Run directories that never lose finished work: atomic writes (temp name, then rename), a lock that refuses a
+second run on the same dir at start, and clear errors for corrupt run metadata.
+
+Example:
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp())
+    >>> write_json_atomic(out / "run_config.json", {"seed": 0})
+    >>> read_json(out / "run_config.json", what="run config", fix="delete it")
+    {'seed': 0}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+LOCK_FILE = "run.lock"
+#: Files that mark a folder as an ``embedsdg run`` output dir (written at the start / at the end of a run).
+RUN_MARKERS = ("run_config.json", "manifest.json", LOCK_FILE)
+PID_FILE = "run.lock.pid"
+
+
+class RunDirLockedError(RuntimeError):
+    """Another process holds the run dir's lock."""
+
+
+def with_path(err: OSError, path: Path) -> OSError:
+    """The same error with ``filename`` set, so the message names the file being written."""
+    if err.filename is None and err.errno is not None:
+        return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
+    return err
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temp file next to ``path``, fsync it, then rename it over ``path``: readers see the old
+    file or the new one, never a torn or empty one (e.g. when the disk fills up)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise with_path(err, path) from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """:func:`write_text_atomic` of ``data`` as indented JSON."""
+    write_text_atomic(path, json.dumps(data, indent=2, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike, *, what: str, fix: str) -> Any:
+    """Read a JSON file; a corrupt one raises ``ValueError`` naming the file, what it is, and ``fix``."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        state = "empty" if not text.strip() else f"not valid JSON ({err})"
+        raise ValueError(f"The {what} {str(path)!r} is {state}: {fix}") from None
+
+
+def replace_dir(tmp: Path, path: Path) -> None:
+    """Move the finished folder ``tmp`` to ``path``, replacing what is there (the old one is removed last)."""
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def save_dataset_atomic(ds, path: str | os.PathLike) -> None:
+    """``ds.save_to_disk`` into a temp folder next to ``path``, then rename it to ``path``: a folder at ``path`` is
+    always complete."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        ds.save_to_disk(str(tmp))
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise with_path(err, path) from err
+    replace_dir(tmp, path)
+
+
+def to_json_atomic(ds, path: str | os.PathLike) -> None:
+    """``ds.to_json`` (JSON lines) into a temp file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        ds.to_json(str(tmp))
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise with_path(err, path) from err
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds an ``embedsdg run`` output (its ``run_config.json``, ``manifest.json`` or lock file)."""
+    return any((Path(path) / name).is_file() for name in RUN_MARKERS)
+
+
+class RunLock:
+    """An exclusive lock on a run dir for the life of one run; a second run is refused at once with the holder's
+    PID. The lock is released when the run ends, however it ends (the OS drops it when the process dies).
+
+    Example:
+        >>> with RunLock(Path(tempfile.mkdtemp())):  # doctest: +SKIP
+        ...     ...  # another RunLock on the same dir raises RunDirLockedError naming this PID
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        import filelock
+
+        self.directory = Path(directory)
+        self._lock = filelock.FileLock(str(self.directory / LOCK_FILE), timeout=0)
+        self._timeout = filelock.Timeout
+
+    def acquire(self) -> RunLock:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        pid_file = self.directory / PID_FILE
+        try:
+            self._lock.acquire()
+        except self._timeout:
+            holder = pid_file.read_text().strip() if pid_file.is_file() else "unknown"
+            raise RunDirLockedError(
+                f"{str(self.directory)!r} is in use by another embedsdg run (PID {holder}). Wait for it to finish "
+                "or stop it, or give this run another --output_dir."
+            ) from None
+        pid_file.write_text(f"{os.getpid()}\n")
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            (self.directory / PID_FILE).unlink(missing_ok=True)
+            self._lock.release()
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
