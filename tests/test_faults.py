@@ -265,7 +265,7 @@ def test_nothing_survives_to_train_jsonl_fails_and_train_says_the_data_is_empty(
     ("flags", "message"),
     [
         (["--bins", "0"], "bins must be >= 1"),
-        (["--threshold", "1"], "threshold must be 'auto' or an integer >= 2"),
+        (["--threshold", "1"], "threshold must be 'auto', 'quantile' or an integer >= 2"),
     ],
 )
 def test_validate_and_run_reject_bins_0_and_threshold_1(flags, message, capsys, tmp_path):
