@@ -71,7 +71,7 @@ def test_push_to_an_unreachable_hub_reports_the_endpoint(tmp_path, monkeypatch):
 
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
     row = {name: "" if getattr(f, "dtype", None) == "string" else 0 for name, f in FEATURES.items()}
-    row |= {"messages": [], "reject_reason": None, "error": None, "from_cache": False}
+    row |= {"messages": [], "prompt": [], "completion": [], "reject_reason": None, "error": None, "from_cache": False}
     Dataset.from_list([row], features=FEATURES).save_to_disk(str(tmp_path / "synthetic"))
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9

@@ -303,3 +303,78 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
         merged_logits = merged(**inputs).logits
     torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-3, rtol=1e-3)
     assert (adapted_logits - base_logits).abs().max() > 1e-2, "training left the model unchanged"
+
+
+# Plain TRL on a run dir: train.jsonl carries TRL's prompt-completion columns, so `trl sft` masks the prompt itself
+
+
+class _GSM8KTeacher:
+    """Answers each request with a real GSM8K problem in the teacher's reply format (the prefill applied)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def identity(self) -> dict:
+        return {"backend": "gsm8k-replay", "model": "gsm8k"}
+
+    def generate(self, requests, on_result, *, progress=True):
+        from embedsdg_hf.generation.teachers.base import TeacherResponse
+
+        for index, _ in enumerate(requests):
+            row = self.rows[index]
+            solution, final = row["answer"].rsplit("####", 1)
+            text = f"{row['question']}\n### Answer\n{solution.strip()}\n### <final_answer>\n{final.strip()}\n"
+            on_result(index, TeacherResponse(text, "stop", prefill_applied=True))
+
+
+def _run_dir(tmp_path: Path, gsm8k_rows: list[dict]) -> Path:
+    """A run dir laid out as `embedsdg run` writes it: save_to_disk folders, JSONL exports, manifest, cache."""
+    from datasets import Dataset
+
+    from embedsdg_hf.common.mapping import without_embeddings
+    from embedsdg_hf.generation.generate import filter_accepted, make_synthetic_dataset
+
+    run = tmp_path / "run"
+    pool = Dataset.from_list(gsm8k_rows[:8])
+    synthetic = make_synthetic_dataset(
+        pool, teacher=_GSM8KTeacher(gsm8k_rows[100:]), method="random", n_samples=4, cache_dir=run / "cache"
+    )
+    pool.save_to_disk(str(run / "pool"))
+    synthetic.save_to_disk(str(run / "synthetic"))
+    synthetic.to_json(str(run / "synthetic.jsonl"))
+    without_embeddings(synthetic.filter(filter_accepted)).to_json(str(run / "train.jsonl"))
+    (run / "manifest.json").write_text(json.dumps({"counts": {"train": 4}}))
+    return run
+
+
+def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_rows, tmp_path):
+    """What `trl sft --model_name_or_path ... --dataset_name <run dir>` does: TRL's own parser, `load_dataset` of
+    the folder, SFTTrainer with no completion_only_loss set, TRL's collator. The labels cover the answer only."""
+    from datasets import load_dataset
+    from trl import SFTTrainer
+    from trl.scripts.sft import make_parser
+
+    from embedsdg_hf.common.models import resolve_model
+
+    run = _run_dir(tmp_path, gsm8k_rows)
+    argv = ["--model_name_or_path", resolve_model(student), "--dataset_name", str(run)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+    script_args, training_args, model_args, _ = make_parser().parse_args_and_config(argv)
+    assert training_args.completion_only_loss is None  # nothing tells TRL to mask: the data format does
+    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+    train = dataset[script_args.dataset_train_split]
+    assert list(dataset) == ["train"] and len(train) == 4  # train.jsonl, not the other files of the run dir
+    assert {"messages", "prompt", "completion"} <= set(train.column_names)
+    trainer = SFTTrainer(model=model_args.model_name_or_path, args=training_args, train_dataset=train)
+    assert trainer.completion_only_loss
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(train))])
+    for i, row in enumerate(train):
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        input_ids, labels = batch["input_ids"][i], batch["labels"][i]
+        trained = labels != -100
+        assert input_ids[: len(prompt_ids)].tolist() == list(prompt_ids)
+        assert not trained[: len(prompt_ids)].any(), "a prompt token (system/user turn, assistant header) has a label"
+        assert tokenizer.decode(input_ids[trained]) == row["completion"][0]["content"] + END_OF_TURN
+        assert row["completion"][0]["content"].endswith(f"#### {row['final_answer']}")
