@@ -201,6 +201,24 @@ def test_math_kind_end_to_end(student, tmp_path):
     assert results["n"] == 2 and results["n_no_answer"] == sum(not e for e in predictions["extracted"])
 
 
+def test_math_completions_are_scored_with_math_verify():
+    """The scoring evaluate_model applies to MATH completions: the last box, compared with math-verify."""
+    from embedsdg_hf.training.evaluate import _score
+
+    texts = [
+        "So $x \\in \\boxed{[1,3)}$.",
+        "The set is \\boxed{\\{2,1\\}}.",
+        "The answer is \\boxed{\\text{(B)}}.",
+        "That is \\boxed{3/4}.",
+        "That is \\boxed{(1,3)}.",
+        "no box at all",
+    ]
+    references = ["[1,3)", "\\{1,2\\}", "B", "0.75", "[1,3)", "1"]
+    predicted, correct = _score(texts, references, "math", strict=False)
+    assert predicted == ["[1,3)", "\\{2,1\\}", "\\text{(B)}", "3/4", "(1,3)", None]
+    assert correct == [True, True, True, True, False, False]
+
+
 def test_missing_answer_column_is_a_clear_error(student, tmp_path, capsys):
     from datasets import Dataset
 

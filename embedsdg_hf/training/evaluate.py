@@ -63,6 +63,16 @@ def _default_columns(data, kind: str, question_column: str | None, answer_column
     return question_column, answer_column
 
 
+def _score(texts: list[str], references: list[str], kind: str, *, strict: bool) -> tuple[list, list[bool]]:
+    """(predicted answers, correct flags) of completions: GSM8K's ``#### N`` compared as numbers; MATH's last
+    ``\\boxed{}`` compared with :func:`~embedsdg_hf.common.answers.math_equal` (math-verify after our fast paths)."""
+    if kind == "gsm8k":
+        predicted = [extract_gsm8k_answer(text, strict=strict) for text in texts]
+    else:
+        predicted = [extract_boxed(text) for text in texts]
+    return predicted, [answers_equal(p, r, kind=kind) for p, r in zip(predicted, references)]
+
+
 def _reference_answers(texts: list, kind: str, column: str) -> list[str]:
     """The final answer of every reference: ``#### N`` (or a bare number) for GSM8K, the boxed (or whole) MATH one."""
     references = []
@@ -267,11 +277,7 @@ def evaluate_model(
     generation_seconds = time.perf_counter() - generation_started
 
     texts = [text for text, _, _ in completions]
-    if kind == "gsm8k":
-        predicted = [extract_gsm8k_answer(text, strict=strict) for text in texts]
-    else:
-        predicted = [extract_boxed(text) for text in texts]
-    correct = [answers_equal(p, r, kind=kind) for p, r in zip(predicted, references)]
+    predicted, correct = _score(texts, references, kind, strict=strict)
     features = Features(
         {
             "question": Value("string"),
