@@ -31,7 +31,12 @@ def require_columns(ds, columns: Iterable[str], *, what: str = "dataset") -> Non
 
 
 def require_rows(ds, *, what: str = "dataset", step: str = "this step") -> None:
-    """Raise ``ValueError`` for an empty dataset, which no step can work with."""
+    """Raise ``ValueError`` for an empty dataset, which no step can work with.
+
+    An ``IterableDataset`` (streaming) has no length to check: an empty stream simply gives an empty result.
+    """
+    if not hasattr(ds, "__len__"):
+        return
     if len(ds) == 0:
         raise ValueError(f"The {what} is empty (0 rows): {step} needs at least one row.")
 

@@ -43,6 +43,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ..common.mapping import column_array
+from ..common.splits import whole_dataset
 from ..common.validation import is_int, require_columns, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
@@ -131,6 +132,7 @@ class _Run:
     prefill: str
 
 
+@whole_dataset("the seed pool is read by row position (pairs name their seeds by row)")
 def make_synthetic_dataset(
     pool: datasets.Dataset,
     pairs: datasets.Dataset | None = None,

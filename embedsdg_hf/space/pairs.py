@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
+from ..common.splits import whole_dataset
 from ..common.validation import require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -264,6 +265,7 @@ def _check_positive_int(value: object, name: str, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")
 
 
+@whole_dataset("it picks seeds from all rows of the regions it was given")
 def make_seed_pairs(
     ds: datasets.Dataset,
     regions: datasets.Dataset,

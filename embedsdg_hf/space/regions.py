@@ -33,7 +33,8 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ..common.mapping import fixed_size_list, map_numpy, vector_matrix
+from ..common.mapping import fixed_size_list, vector_matrix
+from ..common.splits import map_batched, splitwise, whole_dataset
 from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ def _check_threshold(threshold: Any, quantile: Any) -> None:
         )
 
 
+@whole_dataset("it fits one grid to the range of all rows")
 def fit_grid(
     ds: datasets.Dataset,
     *,
@@ -388,6 +390,7 @@ def _check_dim(ds: datasets.Dataset, column: str, grid: GridSpec) -> None:
         )
 
 
+@splitwise()
 def add_grid_cells(
     ds: datasets.Dataset,
     grid: GridSpec,
@@ -398,7 +401,8 @@ def add_grid_cells(
 ) -> datasets.Dataset:
     """Add an int64 column with each row's elementary grid cell (flat C-order index; -1 outside the grid).
 
-    An empty dataset comes back empty, with the new column.
+    An empty dataset comes back empty, with the new column. ``ds`` may be a ``Dataset``, an ``IterableDataset``
+    (cells assigned as rows are read) or a dict of them (every split).
 
     Example:
         >>> ds = add_grid_cells(ds, fit_grid(ds, bins=10))
@@ -407,18 +411,15 @@ def add_grid_cells(
     column = column or grid.column
     require_columns(ds, [column])
     _check_dim(ds, column, grid)
-    for reserved in ("function", "batched", "features"):
-        if reserved in map_kwargs:
-            raise ValueError(f"add_grid_cells sets {reserved!r} itself; do not pass it in map_kwargs.")
-    if output_column in ds.column_names:
-        logger.warning("Column %r already exists and will be replaced by the new grid cells.", output_column)
-    if len(ds) == 0:  # Dataset.map skips the function (and so the new column) on an empty dataset
-        kept = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
-        return kept.add_column(output_column, [], feature=datasets.Value("int64"))
-    features = ds.features.copy()
-    features[output_column] = datasets.Value("int64")
     map_kwargs.setdefault("desc", "Assigning grid cells")
-    return map_numpy(ds, _CellAssigner(grid, column, output_column), columns=[column], features=features, **map_kwargs)
+    return map_batched(
+        ds,
+        _CellAssigner(grid, column, output_column),
+        new_features={output_column: datasets.Value("int64")},
+        step="add_grid_cells",
+        numpy_columns=[column],
+        **map_kwargs,
+    )
 
 
 def _region_features(k: int) -> datasets.Features:
@@ -480,6 +481,7 @@ def _gather_members(cells: np.ndarray, grid: GridSpec, starts: np.ndarray) -> tu
     return offsets, members
 
 
+@whole_dataset("it counts all rows in every window at once")
 def find_sparse_regions(
     ds: datasets.Dataset,
     grid: GridSpec,
