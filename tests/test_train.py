@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _runs import write_run_dir
 
 from embedsdg_hf.training.train import (
     ACCELERATE_CONFIGS,
@@ -254,6 +255,29 @@ def test_without_completion_only_loss_the_prompt_is_trained(student, sft_rows, t
     assert (batch["labels"][real] == batch["input_ids"][real]).all()
 
 
+# The adapter card
+
+
+def test_adapter_card_names_the_base_model_by_its_hub_id(student, tmp_path):
+    """PEFT's card names the folder the base was loaded from (the built-in's cache path); ours names the Hub id."""
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from embedsdg_hf.common.models import resolve_model
+    from embedsdg_hf.training.train import name_base_model
+
+    path = resolve_model(student)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path / "adapter")
+    assert ModelCard.load(tmp_path / "adapter" / "README.md").data.base_model == path  # what PEFT writes
+    assert name_base_model(tmp_path / "adapter", student) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
+    assert name_base_model(tmp_path / "adapter", path) is None  # a local folder has no Hub id: card left as is
+    assert ModelCard.load(tmp_path / "adapter" / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 # CPU smoke run
 
 
@@ -291,6 +315,9 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
     assert "eval_loss" in json.loads((out / "eval_results.json").read_text())
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert (out / "tokenizer_config.json").is_file() and (out / "merged" / "config.json").is_file()
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
     tokenizer = load_tokenizer(student)
     text = tokenizer.apply_chat_template(sft_rows[0]["messages"], tokenize=False)
@@ -308,45 +335,6 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
 # Plain TRL on a run dir: train.jsonl carries TRL's prompt-completion columns, so `trl sft` masks the prompt itself
 
 
-class _GSM8KTeacher:
-    """Answers each request with a real GSM8K problem in the teacher's reply format (the prefill applied)."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def identity(self) -> dict:
-        return {"backend": "gsm8k-replay", "model": "gsm8k"}
-
-    def generate(self, requests, on_result, *, progress=True):
-        from embedsdg_hf.generation.teachers.base import TeacherResponse
-
-        for index, _ in enumerate(requests):
-            row = self.rows[index]
-            solution, final = row["answer"].rsplit("####", 1)
-            text = f"{row['question']}\n### Answer\n{solution.strip()}\n### <final_answer>\n{final.strip()}\n"
-            on_result(index, TeacherResponse(text, "stop", prefill_applied=True))
-
-
-def _run_dir(tmp_path: Path, gsm8k_rows: list[dict]) -> Path:
-    """A run dir laid out as `embedsdg run` writes it: save_to_disk folders, JSONL exports, manifest, cache."""
-    from datasets import Dataset
-
-    from embedsdg_hf.common.mapping import without_embeddings
-    from embedsdg_hf.generation.generate import filter_accepted, make_synthetic_dataset
-
-    run = tmp_path / "run"
-    pool = Dataset.from_list(gsm8k_rows[:8])
-    synthetic = make_synthetic_dataset(
-        pool, teacher=_GSM8KTeacher(gsm8k_rows[100:]), method="random", n_samples=4, cache_dir=run / "cache"
-    )
-    pool.save_to_disk(str(run / "pool"))
-    synthetic.save_to_disk(str(run / "synthetic"))
-    synthetic.to_json(str(run / "synthetic.jsonl"))
-    without_embeddings(synthetic.filter(filter_accepted)).to_json(str(run / "train.jsonl"))
-    (run / "manifest.json").write_text(json.dumps({"counts": {"train": 4}}))
-    return run
-
-
 def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_rows, tmp_path):
     """What `trl sft --model_name_or_path ... --dataset_name <run dir>` does: TRL's own parser, `load_dataset` of
     the folder, SFTTrainer with no completion_only_loss set, TRL's collator. The labels cover the answer only."""
@@ -356,7 +344,7 @@ def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_row
 
     from embedsdg_hf.common.models import resolve_model
 
-    run = _run_dir(tmp_path, gsm8k_rows)
+    run = write_run_dir(tmp_path / "run", gsm8k_rows)
     argv = ["--model_name_or_path", resolve_model(student), "--dataset_name", str(run)]
     argv += ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
     script_args, training_args, model_args, _ = make_parser().parse_args_and_config(argv)
