@@ -10,11 +10,13 @@
   ``desc``; an empty one gets the new columns) or an ``IterableDataset`` (lazy, applied as rows are read).
 
 Example:
-    >>> def add_len(ds):  # doctest: +SKIP
-    ...     return per_split(ds, lambda split: map_batched(split, _Len(), new_features={"n": Value("int64")}),
-    ...                      step="add_len")
-    >>> add_len(load_dataset("json", data_files="rows.jsonl", streaming=True))  # doctest: +SKIP
-    IterableDatasetDict({train: IterableDataset({features: [..., 'n'], num_shards: 1})})
+    >>> @splitwise()  # doctest: +SKIP
+    ... def add_length(ds, *, column="question", **map_kwargs):
+    ...     require_columns(ds, [column])
+    ...     return map_batched(ds, _Length(column), new_features={"length": Value("int64")}, step="add_length",
+    ...                        **map_kwargs)
+    >>> add_length(load_dataset("json", data_files={"train": "rows.jsonl"}, streaming=True))  # doctest: +SKIP
+    IterableDatasetDict({train: IterableDataset({features: [..., 'length'], num_shards: 1})})
 """
 
 from __future__ import annotations
