@@ -278,7 +278,18 @@ def make_dataset_card(
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def _training_rows(out: Path, load_from_disk):
+def _load_saved(path: Path):
+    """``load_from_disk``, also for an empty dataset: ``save_to_disk`` writes no shard for 0 rows (datasets 5), and
+    ``load_from_disk`` then fails; its features are read from ``dataset_info.json`` instead."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return load_from_disk(str(path))
+    features = DatasetInfo.from_directory(str(path)).features
+    return Dataset.from_dict({name: [] for name in features}, features=features)
+
+
+def _training_rows(out: Path):
     """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
     from .common.mapping import without_embeddings
@@ -286,27 +297,25 @@ def _training_rows(out: Path, load_from_disk):
     if (out / "quality").exists():
         from .quality.gates import filter_passed
 
-        rows = load_from_disk(str(out / "quality")).filter(filter_passed)
+        rows = _load_saved(out / "quality").filter(filter_passed)
     else:
         from .generation.generate import filter_accepted
 
-        rows = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
+        rows = _load_saved(out / "synthetic").filter(filter_accepted)
     return without_embeddings(rows)
 
 
 def _config_rows(out: Path) -> dict:
     """config name -> its rows (``default``: the training rows; ``all``: every generated row; ``dropped``: the rows
     a quality gate dropped, when the run has gates)."""
-    from datasets import load_from_disk
-
     from .common.mapping import without_embeddings
 
-    configs = {"default": _training_rows(out, load_from_disk)}
-    configs["all"] = without_embeddings(load_from_disk(str(out / "synthetic")))
+    configs = {"default": _training_rows(out)}
+    configs["all"] = without_embeddings(_load_saved(out / "synthetic"))
     if (out / "quality").exists():
         from .quality.gates import filter_passed
 
-        quality = load_from_disk(str(out / "quality"))
+        quality = _load_saved(out / "quality")
         configs["dropped"] = without_embeddings(quality.filter(lambda row: not filter_passed(row)))
     return configs
 
@@ -323,7 +332,9 @@ def stage_run_for_hub(
     """Write the dataset repository of a run into ``folder``, as :func:`push_run_to_hub` uploads it.
 
     ``README.md`` (the card, with a ``dataset_info`` entry per config as ``Dataset.push_to_hub`` computes it),
-    ``data/``, ``all/``, ``dropped/`` (one Parquet file each), ``figures/``, ``manifest.json``, ``run_config.yaml``.
+    ``data/``, ``all/``, ``dropped/`` (one Parquet file each; a config without rows, e.g. ``dropped`` when every
+    row passed, is left out), ``figures/``, ``manifest.json``, ``run_config.yaml``. A run with no training rows raises
+    ``ValueError``: there is nothing to push.
 
     Example:
         >>> folder = stage_run_for_hub("outputs/run", "me/gsm8k-embedsdg", "/tmp/repo")  # doctest: +SKIP
@@ -335,8 +346,17 @@ def stage_run_for_hub(
     manifest = json.loads((out / "manifest.json").read_text())
     if "accepted" not in manifest.get("counts", {}):
         raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
+    configs = _config_rows(out)
+    if len(configs["default"]) == 0:
+        raise ValueError(
+            f"{out} has no rows that passed the parser and the quality gates: nothing to train on, so nothing to "
+            f"push ({len(configs['all'])} generated rows are in {out / 'synthetic.jsonl'} with their reasons)."
+        )
     infos = {}
-    for name, rows in _config_rows(out).items():
+    for name, rows in configs.items():
+        if len(rows) == 0:  # `datasets` cannot load a config without rows: it is left out, and the card says so
+            logger.info("Config %r has no rows: not uploaded.", name)
+            continue
         rows = rows.flatten_indices()
         path = folder / CONFIGS[name][0] / "train-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,3 +112,27 @@ def test_staged_repo_round_trips_through_dataset_card_and_load_dataset(tmp_path,
     assert {"messages", "prompt", "completion"} <= set(train.column_names)
     assert set(dropped["quality_reason"][:]) == {"final_answer_mismatch"}
     assert train["question"][:] == [json.loads(line)["question"] for line in (run / "train.jsonl").open()]
+
+
+def test_a_config_without_rows_is_left_out_and_a_run_without_training_rows_is_refused(tmp_path, gsm8k_rows):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    from embedsdg_hf.hub import _load_saved
+
+    clean = write_run_dir(tmp_path / "clean", gsm8k_rows, n=3)  # every row passes: no dropped rows
+    folder = stage_run_for_hub(clean, "me/clean", tmp_path / "repo")
+    card = DatasetCard.load(folder / "README.md")
+    assert sorted(c["config_name"] for c in card.data.to_dict()["configs"]) == ["all", "default"]
+    assert not (folder / "dropped").exists() and len(load_dataset(str(folder), split="train")) == 3
+
+    failed = write_run_dir(tmp_path / "failed", gsm8k_rows, n=2, wrong=(0, 1))
+    with pytest.raises(ValueError, match=r"nothing to push \(2 generated rows are in .*synthetic.jsonl"):
+        stage_run_for_hub(failed, "me/failed", tmp_path / "repo2")
+
+    from datasets import Dataset
+
+    empty = Dataset.from_list(gsm8k_rows[:2]).select([])  # save_to_disk writes no shard for 0 rows
+    empty.save_to_disk(str(tmp_path / "empty"))
+    loaded = _load_saved(tmp_path / "empty")
+    assert len(loaded) == 0 and loaded.features == empty.features
