@@ -70,6 +70,8 @@ _EXPORTS = {
     "occupancy_entropy": "quality.coverage",
     "plot_coverage": "plots",
     "load_teacher": "generation.teachers",
+    "json_response_format": "generation.parse",
+    "parse_generation": "generation.parse",
     "load_prompt": "generation.prompts",
     "evaluate_model": "training.evaluate",
     "load_eval_data": "data.eval_sets",
@@ -88,6 +90,8 @@ _EXPORTS = {
     "load_seed_pool": "data.seed_pools",
     "plot_density_histogram": "plots",
     "plot_embedding_map": "plots",
+    "push_run_to_hub": "hub",
+    "stage_run_for_hub": "hub",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -146,6 +146,18 @@ class PipelineConfig:
         metadata={"help": "The run fails (non-zero exit) when more than this share of teacher requests fail."},
     )
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the HTTP API key."})
+    teacher_response_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "Structured output for an 'openai:' teacher: 'json' (the JSON form of an example; guided "
+            "decoding on vLLM), 'json_object', or a response_format object as JSON. Not sent to the "
+            "self-consistency teacher."
+        },
+    )
+    teacher_extra_body: str | None = field(
+        default=None,
+        metadata={"help": "Extra request keys for 'openai:' teachers, a JSON object (e.g. '{\"top_k\": 20}')."},
+    )
     generate_prompt: str | None = field(
         default=None, metadata={"help": "Prompt template name or .txt path (default: P_g / P_b of the paper)."}
     )
@@ -248,6 +260,31 @@ class PipelineConfig:
             raise ValueError(f"max_failed_fraction must be in [0, 1], got {self.max_failed_fraction}.")
         if self.self_consistency < 0:
             raise ValueError(f"self_consistency must be >= 0 (0 disables it), got {self.self_consistency}.")
+        self._check_teacher_request_options()
+
+    def _check_teacher_request_options(self) -> None:
+        """``teacher_response_format`` / ``teacher_extra_body``: valid, and only for an HTTP (``openai:``) teacher.
+        The self-consistency teacher gets ``teacher_extra_body`` when it is an HTTP one, never the response format
+        (its answers are solutions, not examples)."""
+        import json
+
+        from .generation.parse import response_format_from_spec
+
+        response_format_from_spec(self.teacher_response_format)
+        if isinstance(self.teacher_extra_body, str):
+            try:
+                self.teacher_extra_body = json.loads(self.teacher_extra_body)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"teacher_extra_body must be a JSON object, got {self.teacher_extra_body!r} ({err})."
+                ) from None
+        if self.teacher_extra_body is not None and not isinstance(self.teacher_extra_body, dict):
+            raise ValueError(f"teacher_extra_body must be a JSON object, got {self.teacher_extra_body!r}.")
+        set_options = [n for n in ("teacher_response_format", "teacher_extra_body") if getattr(self, n) is not None]
+        if set_options and not self.teacher.startswith("openai:"):
+            raise ValueError(
+                f"{' and '.join(set_options)} apply to 'openai:' teachers only; the teacher is {self.teacher!r}."
+            )
 
     @property
     def threshold_value(self) -> int | str:

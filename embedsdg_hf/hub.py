@@ -1,9 +1,18 @@
-"""Push a run's synthetic dataset to the Hugging Face Hub with a dataset card (method, config, counts, figures)."""
+"""Push a run to the Hugging Face Hub as one commit: the rows it trains on (config ``default``), every generated row
+(config ``all``) and the rows a quality gate dropped (config ``dropped``) as Parquet, a dataset card built with
+``huggingface_hub``'s :class:`~huggingface_hub.DatasetCardData` (with the ``dataset_info`` and ``configs`` blocks
+``Dataset.push_to_hub`` would write), the figures, the manifest and the run's recipe.
+
+:func:`stage_run_for_hub` writes that repository into a local folder first (``load_dataset(folder, "dropped")``
+reads it as the Hub would); :func:`push_run_to_hub` uploads the folder with ``HfApi.upload_folder``.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -11,6 +20,13 @@ import yaml
 logger = logging.getLogger(__name__)
 
 PAPER = "https://arxiv.org/abs/2603.22294"
+# config name -> (folder in the repo, what it holds); "default" is what `load_dataset(repo_id)` gives
+CONFIGS = {
+    "default": ("data", "the rows that passed the parser and every quality gate: the training set"),
+    "all": ("all", "every generated row, with its `reject_reason` (None when the parser accepted it)"),
+    "dropped": ("dropped", "the parsed rows a quality gate dropped, with `quality_reason` and each gate's columns"),
+}
+DEFAULT_LICENSE_NAME = "teacher-and-seed-data-terms"
 
 
 def _size_category(n: int) -> str:
@@ -69,24 +85,92 @@ def _coverage_section(coverage: dict) -> list[str]:
     return [*lines, ""]
 
 
-def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
+def _repository_url() -> str | None:
+    """The package's source repository from its installed metadata (``[project.urls]``), or None when it has none."""
+    try:
+        urls = metadata.metadata("embedsdg-hf").get_all("Project-URL") or []
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("repository", "source", "homepage", "code"):
+            return url.strip()
+    return None
+
+
+def _card_data(
+    manifest: dict,
+    *,
+    repo_id: str,
+    infos: dict | None,
+    license: str,
+    license_name: str | None,
+    license_link: str | None,
+):
+    """The card's YAML metadata as ``DatasetCardData``, with the ``configs`` and ``dataset_info`` blocks."""
+    from datasets.info import DatasetInfosDict
+    from datasets.utils.metadata import MetadataConfigs
+    from huggingface_hub import DatasetCardData
+
+    config, counts = manifest["config"], manifest["counts"]
+    tags = list(
+        dict.fromkeys(["synthetic", "embedsdg", "math", *(["randomsdg"] if config["method"] == "random" else [])])
+    )
+    extra: dict = {"tags": tags}
+    if license == "other":
+        extra["license_name"] = license_name or DEFAULT_LICENSE_NAME
+        if license_link:
+            extra["license_link"] = license_link
+    data = DatasetCardData(
+        license=license,
+        task_categories=["text-generation"],
+        language=["en"],
+        size_categories=[_size_category(counts.get("train", counts.get("accepted", 0)))],
+        pretty_name=repo_id.split("/")[-1],
+        **extra,
+    )
+    names = list(infos) if infos else ["default"]
+    MetadataConfigs(
+        {name: {"data_files": [{"split": "train", "path": f"{CONFIGS[name][0]}/train-*"}]} for name in names}
+    ).to_dataset_card_data(data)
+    if infos:
+        DatasetInfosDict(infos).to_dataset_card_data(data)
+    return data
+
+
+def make_dataset_card(
+    manifest: dict,
+    *,
+    repo_id: str,
+    infos: dict | None = None,
+    license: str = "other",
+    license_name: str | None = None,
+    license_link: str | None = None,
+) -> str:
     """The README.md of a pushed run: YAML metadata, what was done, counts, rejects, figures, how to reproduce.
+
+    Built with ``huggingface_hub``'s ``DatasetCardData`` / ``DatasetCard``. ``infos`` (config name ->
+    ``datasets.DatasetInfo``, from :func:`stage_run_for_hub`) adds the ``dataset_info`` block and one ``configs``
+    entry per config; without it the card lists the ``default`` config only. A licence of ``other`` gets a
+    ``license_name`` (default :data:`DEFAULT_LICENSE_NAME`: the teacher's and seed data's terms apply).
 
     Example:
         >>> manifest = json.load(open("outputs/run/manifest.json"))  # doctest: +SKIP
         >>> card = make_dataset_card(manifest, repo_id="me/gsm8k-embedsdg")  # doctest: +SKIP
     """
+    from huggingface_hub import DatasetCard
+
     config, counts = manifest["config"], manifest["counts"]
     gen = manifest.get("generation") or {}
     method = config["method"]
-    metadata = {
-        "license": "other",
-        "task_categories": ["text-generation"],
-        "language": ["en"],
-        "tags": ["synthetic", "embedsdg", "math", method],
-        "size_categories": [_size_category(counts.get("train", counts.get("accepted", 0)))],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*"}]}],
-    }
+    data = _card_data(
+        manifest,
+        repo_id=repo_id,
+        infos=infos,
+        license=license,
+        license_name=license_name,
+        license_link=license_link,
+    )
     described = {
         "embedsdg": (
             "EmbedSDG: seed pairs from opposite sides of sparse regions of the student's embedding space, their "
@@ -96,14 +180,15 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         "random": "RandomSDG baseline: one uniformly sampled seed per example (prompt P_b), same budget as EmbedSDG.",
     }[method]
     rejects = gen.get("rejects_by_reason", {})
+    url = _repository_url()
+    package = f"[embedsdg-hf]({url})" if url else "embedsdg-hf"
+    version = (manifest.get("versions") or {}).get("embedsdg-hf")
     lines = [
-        "---",
-        yaml.safe_dump(metadata, sort_keys=False).strip(),
-        "---",
-        "",
         f"# {repo_id.split('/')[-1]}",
         "",
-        f"Synthetic fine-tuning data generated with [embedsdg-hf](https://github.com/) ({PAPER}).",
+        f"Synthetic fine-tuning data generated with {package}"
+        + (f" {version}" if version else "")
+        + f", an implementation of EmbedSDG ({PAPER}).",
         "",
         f"**Method**: `{method}`. {described}",
         "",
@@ -111,6 +196,29 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         f"- Teacher: `{config['teacher']}` (temperature {config['temperature']}, top_p {config['top_p']}, "
         f"max_tokens {config['max_tokens']})",
         f"- Seed pool: `{config['seed_pool']}` ({counts.get('pool', '?')} rows)",
+        "",
+        "## Configs",
+        "",
+        "| config | rows | what |",
+        "|---|---:|---|",
+    ]
+    shown = list(infos) if infos else ["default"]
+    for name in shown:
+        rows = infos[name].splits["train"].num_examples if infos else counts.get("train", counts.get("accepted"))
+        lines.append(f"| `{name}` | {rows if rows is not None else '?'} | {CONFIGS[name][1]} |")
+    lines += [
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "",
+        f'train = load_dataset("{repo_id}", split="train")  # messages + TRL prompt/completion columns',
+    ]
+    lines += [f'{name} = load_dataset("{repo_id}", "{name}", split="train")' for name in shown if name != "default"]
+    lines += [
+        "```",
+        "",
+        f"Plain TRL trains on the answers only (the `prompt`/`completion` columns turn completion-only loss on): "
+        f"`trl sft --model_name_or_path <student> --dataset_name {repo_id}`.",
         "",
         "## Counts",
         "",
@@ -133,13 +241,7 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
             "",
             f"Teacher tokens: {gen.get('prompt_tokens', 0):,} prompt, {gen.get('completion_tokens', 0):,} completion.",
         ]
-    lines += [
-        "",
-        "Only rows that parsed and passed every quality gate are in the `train` split; every row, with its "
-        "`reject_reason`, is in the run's `synthetic.jsonl`, and the dropped rows, with their reasons, in "
-        "`dropped.jsonl`.",
-        "",
-    ]
+    lines.append("")
     lines += _quality_section(config, quality)
     lines += _coverage_section(manifest.get("coverage") or {})
     figures = manifest.get("figures") or {}
@@ -147,11 +249,22 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         lines += ["## Figures", ""]
         lines += [f"![{name}](figures/{file})" for name, file in sorted(figures.items())]
         lines.append("")
+    if license == "other":
+        lines += [
+            "## Licence",
+            "",
+            f"`{data.license_name}`: the examples were written by the teacher `{config['teacher']}` from seeds of "
+            f"`{config['seed_pool']}`; the terms of that model's outputs and of the seed data apply.",
+            "",
+        ]
     lines += [
         "## Reproduce",
         "",
+        "embedsdg-hf is not published on PyPI yet: install it from its source"
+        + (f" ({url})" if url else " checkout")
+        + " (`pip install -e .`), then:",
+        "",
         "```bash",
-        "pip install embedsdg-hf",
         "embedsdg run --config run_config.yaml",
         "```",
         "",
@@ -162,10 +275,21 @@ def make_dataset_card(manifest: dict, *, repo_id: str) -> str:
         "Library versions: " + ", ".join(f"{k} {v}" for k, v in manifest.get("versions", {}).items() if v) + ".",
         "",
     ]
-    return "\n".join(lines)
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def _training_rows(out: Path, load_from_disk):
+def _load_saved(path: Path):
+    """``load_from_disk``, also for an empty dataset: ``save_to_disk`` writes no shard for 0 rows (datasets 5), and
+    ``load_from_disk`` then fails; its features are read from ``dataset_info.json`` instead."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    if json.loads((path / "state.json").read_text()).get("_data_files"):
+        return load_from_disk(str(path))
+    features = DatasetInfo.from_directory(str(path)).features
+    return Dataset.from_dict({name: [] for name in features}, features=features)
+
+
+def _training_rows(out: Path):
     """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
     from .common.mapping import without_embeddings
@@ -173,21 +297,110 @@ def _training_rows(out: Path, load_from_disk):
     if (out / "quality").exists():
         from .quality.gates import filter_passed
 
-        rows = load_from_disk(str(out / "quality")).filter(filter_passed)
+        rows = _load_saved(out / "quality").filter(filter_passed)
     else:
         from .generation.generate import filter_accepted
 
-        rows = load_from_disk(str(out / "synthetic")).filter(filter_accepted)
+        rows = _load_saved(out / "synthetic").filter(filter_accepted)
     return without_embeddings(rows)
 
 
-def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = False, token: str | None = None) -> str:
-    """Push the rows a run trains on (``train`` split), its card, figures and manifest; return the repo URL.
+def _config_rows(out: Path) -> dict:
+    """config name -> its rows (``default``: the training rows; ``all``: every generated row; ``dropped``: the rows
+    a quality gate dropped, when the run has gates)."""
+    from .common.mapping import without_embeddings
 
-    Raises ``RuntimeError`` with the reason when the Hub cannot be reached (offline mode, no network, no token):
-    a push is never reported as done unless the Hub accepted it.
+    configs = {"default": _training_rows(out)}
+    configs["all"] = without_embeddings(_load_saved(out / "synthetic"))
+    if (out / "quality").exists():
+        from .quality.gates import filter_passed
+
+        quality = _load_saved(out / "quality")
+        configs["dropped"] = without_embeddings(quality.filter(lambda row: not filter_passed(row)))
+    return configs
+
+
+def stage_run_for_hub(
+    output_dir: str | Path,
+    repo_id: str,
+    folder: str | Path,
+    *,
+    license: str = "other",
+    license_name: str | None = None,
+    license_link: str | None = None,
+) -> Path:
+    """Write the dataset repository of a run into ``folder``, as :func:`push_run_to_hub` uploads it.
+
+    ``README.md`` (the card, with a ``dataset_info`` entry per config as ``Dataset.push_to_hub`` computes it),
+    ``data/``, ``all/``, ``dropped/`` (one Parquet file each; a config without rows, e.g. ``dropped`` when every
+    row passed, is left out), ``figures/``, ``manifest.json``, ``run_config.yaml``. A run with no training rows raises
+    ``ValueError``: there is nothing to push.
+
+    Example:
+        >>> folder = stage_run_for_hub("outputs/run", "me/gsm8k-embedsdg", "/tmp/repo")  # doctest: +SKIP
+        >>> load_dataset(str(folder), "dropped", split="train")  # doctest: +SKIP
     """
-    from datasets import load_from_disk
+    from datasets import DatasetInfo, SplitDict, SplitInfo
+
+    out, folder = Path(output_dir), Path(folder)
+    manifest = json.loads((out / "manifest.json").read_text())
+    if "accepted" not in manifest.get("counts", {}):
+        raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
+    configs = _config_rows(out)
+    if len(configs["default"]) == 0:
+        raise ValueError(
+            f"{out} has no rows that passed the parser and the quality gates: nothing to train on, so nothing to "
+            f"push ({len(configs['all'])} generated rows are in {out / 'synthetic.jsonl'} with their reasons)."
+        )
+    infos = {}
+    for name, rows in configs.items():
+        if len(rows) == 0:  # `datasets` cannot load a config without rows: it is left out, and the card says so
+            logger.info("Config %r has no rows: not uploaded.", name)
+            continue
+        rows = rows.flatten_indices()
+        path = folder / CONFIGS[name][0] / "train-00000-of-00001.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_parquet(str(path))
+        info = DatasetInfo(features=rows.features, splits=SplitDict(), config_name=name)
+        info.splits.add(SplitInfo(name="train", num_bytes=rows.data.nbytes, num_examples=len(rows)))
+        info.download_size, info.dataset_size = path.stat().st_size, rows.data.nbytes
+        info.size_in_bytes = info.download_size + info.dataset_size
+        infos[name] = info
+    card = make_dataset_card(
+        manifest,
+        repo_id=repo_id,
+        infos=infos,
+        license=license,
+        license_name=license_name,
+        license_link=license_link,
+    )
+    (folder / "README.md").write_text(card)
+    for name in sorted((manifest.get("figures") or {}).values()):
+        if not (out / name).is_file():
+            raise ValueError(f"{out / name} is listed under 'figures' in {out / 'manifest.json'} but is missing.")
+        (folder / "figures").mkdir(exist_ok=True)
+        (folder / "figures" / name).write_bytes((out / name).read_bytes())
+    (folder / "manifest.json").write_bytes((out / "manifest.json").read_bytes())
+    (folder / "run_config.yaml").write_text(_recipe(manifest["config"]))
+    return folder
+
+
+def push_run_to_hub(
+    output_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    token: str | None = None,
+    license: str = "other",
+    license_name: str | None = None,
+    license_link: str | None = None,
+) -> str:
+    """Push a run (three configs, card, figures, manifest, recipe) in one commit; return the repo URL.
+
+    Files of an earlier push under ``data/``, ``all/``, ``dropped/`` and ``figures/`` that this push does not
+    rewrite are deleted in the same commit. Raises ``RuntimeError`` with the reason when the Hub cannot be reached
+    (offline mode, no network, no token): a push is never reported as done unless the Hub accepted it.
+    """
     from huggingface_hub import HfApi, constants
 
     out = Path(output_dir)
@@ -196,36 +409,24 @@ def push_run_to_hub(output_dir: str | Path, repo_id: str, *, private: bool = Fal
         raise RuntimeError(f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it to push; nothing was sent.")
     if "accepted" not in manifest.get("counts", {}):
         raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
-    train = _training_rows(out, load_from_disk)
     api = HfApi(token=token)
-    try:
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        train.push_to_hub(repo_id, split="train", private=private, token=token)
-        api.upload_file(
-            path_or_fileobj=make_dataset_card(manifest, repo_id=repo_id).encode(),
-            path_in_repo="README.md",
-            repo_id=repo_id,
-            repo_type="dataset",
+    with tempfile.TemporaryDirectory(prefix="embedsdg-hub-") as tmp:
+        folder = stage_run_for_hub(
+            out, repo_id, tmp, license=license, license_name=license_name, license_link=license_link
         )
-        for name in sorted((manifest.get("figures") or {}).values()):
-            api.upload_file(
-                path_or_fileobj=str(out / name), path_in_repo=f"figures/{name}", repo_id=repo_id, repo_type="dataset"
+        n_rows = manifest["counts"].get("train", "?")
+        try:
+            url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id,
+                repo_type="dataset",
+                folder_path=str(folder),
+                commit_message=f"embedsdg run ({manifest['config']['method']}): {n_rows} training rows",
+                delete_patterns=[f"{folder_name}/*" for folder_name, _ in CONFIGS.values()] + ["figures/*"],
             )
-        api.upload_file(
-            path_or_fileobj=str(out / "manifest.json"),
-            path_in_repo="manifest.json",
-            repo_id=repo_id,
-            repo_type="dataset",
-        )
-        api.upload_file(
-            path_or_fileobj=_recipe(manifest["config"]).encode(),
-            path_in_repo="run_config.yaml",
-            repo_id=repo_id,
-            repo_type="dataset",
-        )
-    except Exception as err:  # network/auth errors come from several HTTP stacks; re-raised with the endpoint
-        raise RuntimeError(
-            f"Could not push to {repo_id!r} at {constants.ENDPOINT}: {type(err).__name__}: {err}"
-        ) from err
-    logger.info("Pushed %d rows to %s", len(train), url)
+        except Exception as err:  # network/auth errors come from several HTTP stacks; re-raised with the endpoint
+            raise RuntimeError(
+                f"Could not push to {repo_id!r} at {constants.ENDPOINT}: {type(err).__name__}: {err}"
+            ) from err
+    logger.info("Pushed %s training rows (+ configs all, dropped) to %s in one commit", n_rows, url)
     return str(url)

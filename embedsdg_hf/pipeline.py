@@ -33,6 +33,7 @@ from .config import PipelineConfig, results_diff
 from .data.seed_pools import load_seed_pool
 from .generation.decode import add_decoded_text
 from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
+from .generation.parse import response_format_from_spec
 from .generation.teachers import SamplingParams, load_teacher
 from .plots import plot_density_histogram, plot_embedding_map
 from .quality.consistency import add_self_consistency
@@ -466,7 +467,7 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
             rec["rows_out"] = summarize_quality(checked)["passed"]
     if config.self_consistency:
         with timer.step(f"self-consistency (k={config.self_consistency})", len(checked)) as rec:
-            teacher = _make_teacher(config, config.consistency_teacher or config.teacher)
+            teacher = _make_teacher(config, config.consistency_teacher or config.teacher, writes_examples=False)
             checked = apply_gate(
                 checked,
                 add_self_consistency,
@@ -525,13 +526,18 @@ def _template_columns(template: str) -> tuple[str, str]:
     return fields[0], fields[1]
 
 
-def _make_teacher(config: PipelineConfig, spec: str):
+def _make_teacher(config: PipelineConfig, spec: str, *, writes_examples: bool = True):
+    """The teacher of ``spec``; an HTTP one gets the recipe's extra body, and the response format when it writes the
+    examples (the self-consistency teacher writes solutions)."""
     if spec.startswith("openai:"):
+        response_format = config.teacher_response_format if writes_examples else None
         return load_teacher(
             spec,
             max_concurrency=config.teacher_concurrency,
             api_key_env=config.api_key_env,
             timeout=config.teacher_timeout,
             max_retries=config.teacher_max_retries,
+            extra_body=config.teacher_extra_body,
+            response_format=response_format_from_spec(response_format),
         )
     return load_teacher(spec, batch_size=config.teacher_batch_size)

@@ -114,6 +114,12 @@ def test_extract_boxed_none(text):
         ("x^2+2x+1", "(x+1)^2"),
         ("\\frac{x+1}{2}", "(x+1)/2"),
         ("\\infty", "\\infty"),
+        # Found by math-verify only (our normalisation and numbers reject them):
+        ("x \\in [1,3)", "[1,3)"),
+        ("\\{1,2\\}", "\\{2,1\\}"),
+        ("\\text{(B)}", "B"),
+        ("3/4", "0.75"),
+        ("1, -2", "-2, 1"),
     ],
 )
 def test_math_equal(pred, ref):
@@ -132,6 +138,12 @@ def test_math_equal(pred, ref):
         ("", "0"),
         (None, "0"),
         ("(1,2)", "(2,1)"),
+        ("[1,3)", "(1,3)"),  # the open / closed end matters
+        ("x \\in [1,3]", "[1,3)"),
+        ("\\{1,2\\}", "\\{1,3\\}"),
+        ("\\text{(A)}", "B"),
+        ("3/4", "0.7"),
+        ("\\frac{\\sqrt{2}}{2}", "\\sqrt{3}/2"),
     ],
 )
 def test_math_not_equal(pred, ref):
@@ -146,3 +158,12 @@ def test_answers_equal_by_kind():
     assert answers_equal("\\dfrac{1}{4}", "0.25", kind="math")
     with pytest.raises(ValueError, match="kind must be one of"):
         answers_equal("1", "1", kind="mmlu")
+
+
+def test_math_equal_outside_the_main_thread():
+    """math-verify's timeouts need the main thread (SIGALRM); elsewhere it still compares, and skips power towers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pairs = [("\\{1,2\\}", "\\{2,1\\}"), ("x \\in [1,3)", "(1,3)"), ("2^{10^{10}}", "3"), ("\\text{(B)}", "B")]
+    with ThreadPoolExecutor(1) as pool:
+        assert list(pool.map(lambda pair: math_equal(*pair), pairs)) == [True, False, False, True]

@@ -126,6 +126,20 @@ def test_math_kind_votes_with_math_equal():
     assert "\\boxed{}" in request.messages[0]["content"] and question_of(request) == "Q"
 
 
+def test_math_votes_are_grouped_by_math_verify():
+    """Votes only math-verify finds equal (sets in any order, a choice letter in \\text{}) form one majority."""
+    teacher = scripted(
+        {
+            "S": ["\\boxed{\\{2,1\\}}", "\\boxed{\\{1,2\\}}", "\\boxed{\\{1,3\\}}"],
+            "C": ["\\boxed{\\text{(B)}}", "\\boxed{B}", "\\boxed{A}"],
+        }
+    )
+    out = add_self_consistency(rows(["S", "C"], ["\\{1, 2\\}", "B"]), teacher, k=3, kind="math")
+    assert out["consistency_majority"][:] == ["\\{2,1\\}", "\\text{(B)}"]
+    assert out["consistency_agreement"][:] == pytest.approx([2 / 3, 2 / 3])
+    assert out["consistency_reason"][:] == [None, None]
+
+
 def test_a_planted_wrong_final_answer_fires_on_real_rows(gsm8k_rows):
     """A teacher that always writes GSM8K's own solution: true final answers pass, planted ones are caught."""
     real = gsm8k_rows[:8]

@@ -201,6 +201,24 @@ def test_math_kind_end_to_end(student, tmp_path):
     assert results["n"] == 2 and results["n_no_answer"] == sum(not e for e in predictions["extracted"])
 
 
+def test_math_completions_are_scored_with_math_verify():
+    """The scoring evaluate_model applies to MATH completions: the last box, compared with math-verify."""
+    from embedsdg_hf.training.evaluate import _score
+
+    texts = [
+        "So $x \\in \\boxed{[1,3)}$.",
+        "The set is \\boxed{\\{2,1\\}}.",
+        "The answer is \\boxed{\\text{(B)}}.",
+        "That is \\boxed{3/4}.",
+        "That is \\boxed{(1,3)}.",
+        "no box at all",
+    ]
+    references = ["[1,3)", "\\{1,2\\}", "B", "0.75", "[1,3)", "1"]
+    predicted, correct = _score(texts, references, "math", strict=False)
+    assert predicted == ["[1,3)", "\\{2,1\\}", "\\text{(B)}", "3/4", "(1,3)", None]
+    assert correct == [True, True, True, True, False, False]
+
+
 def test_missing_answer_column_is_a_clear_error(student, tmp_path, capsys):
     from datasets import Dataset
 
@@ -259,3 +277,55 @@ def test_cli_arguments_and_default_output_dir():
         "outputs/eval/smollm2-135m-instruct-gsm8k-test"
     )
     assert default_output_dir("org/Model", "data/x.jsonl", "runs/sft/") == Path("outputs/eval/Model+sft-x")
+
+
+# The vLLM backend: the request path without vLLM; the real thing only where vLLM and a GPU are
+
+
+def test_vllm_request_path(student, tmp_path):
+    from embedsdg_hf.common.models import resolve_model
+    from embedsdg_hf.training.evaluate import vllm_request
+
+    path = resolve_model(student)
+    plain = vllm_request(student, None, 64)
+    assert plain == {
+        "llm": {"model": path, "tokenizer": path, "seed": 0},
+        "sampling": {"temperature": 0.0, "max_tokens": 64, "skip_special_tokens": True},
+        "lora": None,
+    }
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": 32, "base_model_name_or_path": path}))
+    with_lora = vllm_request(student, adapter, 64)
+    assert with_lora["llm"] == {**plain["llm"], "enable_lora": True, "max_lora_rank": 32, "max_loras": 1}
+    assert with_lora["lora"] == ("adapter", 1, str(adapter.resolve()))
+    with pytest.raises(ValueError, match="not a PEFT adapter folder"):
+        vllm_request(student, tmp_path, 64)
+
+
+def test_backend_is_checked_and_vllm_absence_is_a_clear_error(student):
+    import importlib.util
+
+    from datasets import Dataset
+
+    data = Dataset.from_dict({"question": ["What is 2 + 3?"], "answer": ["2 + 3 = 5\n#### 5"]})
+    with pytest.raises(ValueError, match=r"backend must be one of \['transformers', 'vllm'\]"):
+        evaluate_model(student, data, kind="gsm8k", backend="sglang")
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ValueError, match=r"needs vLLM: `pip install vllm`"):
+            evaluate_model(student, data, kind="gsm8k", backend="vllm")
+    assert _cli_args("--model", student, "--backend", "vllm").backend == "vllm"
+
+
+@pytest.mark.gpu
+def test_vllm_backend_gives_the_same_results_format(student, gsm8k_test):
+    pytest.importorskip("vllm")
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a CUDA device")
+    data, kind = load_eval_data("gsm8k-test", limit=4)
+    ours, results = evaluate_model(student, data, kind=kind, max_new_tokens=32)
+    theirs, vllm_results = evaluate_model(student, data, kind=kind, max_new_tokens=32, backend="vllm")
+    assert theirs.column_names == ours.column_names and theirs["question"][:] == ours["question"][:]
+    assert set(vllm_results) == set(results) and vllm_results["backend"] == "vllm" and vllm_results["n"] == 4

@@ -117,6 +117,8 @@ def test_messages_are_trl_ready(pool, pairs):
             {"role": "assistant", "content": answer},
         ]
         assert row["messages"][1]["content"].splitlines()[-1] == f"#### {row['final_answer']}"
+        # TRL's conversational prompt-completion form of the same example: plain `trl sft` masks the prompt.
+        assert row["prompt"] == row["messages"][:1] and row["completion"] == row["messages"][1:]
 
 
 def test_random_budget_defaults_to_the_number_of_pairs(pool, pairs):

@@ -6,8 +6,9 @@ import json
 
 import pytest
 import yaml
+from _runs import write_run_dir
 
-from embedsdg_hf.hub import make_dataset_card, push_run_to_hub
+from embedsdg_hf.hub import make_dataset_card, push_run_to_hub, stage_run_for_hub
 
 MANIFEST = {
     "config": {
@@ -39,7 +40,9 @@ MANIFEST = {
 def test_card_has_metadata_method_counts_rejects_figures_and_recipe():
     card = make_dataset_card(MANIFEST, repo_id="me/gsm8k-embedsdg")
     front = yaml.safe_load(card.split("---")[1])
-    assert front["tags"] == ["synthetic", "embedsdg", "math", "embedsdg"] or "embedsdg" in front["tags"]
+    assert front["tags"] == ["synthetic", "embedsdg", "math"]  # no duplicates
+    assert front["license"] == "other" and front["license_name"] == "teacher-and-seed-data-terms"
+    assert "pip install embedsdg-hf" not in card and "https://github.com/)" not in card
     assert front["size_categories"] == ["n<1K"]
     assert "**Method**: `embedsdg`" in card and "sparse regions" in card
     for line in (
@@ -71,9 +74,65 @@ def test_push_to_an_unreachable_hub_reports_the_endpoint(tmp_path, monkeypatch):
 
     (tmp_path / "manifest.json").write_text(json.dumps(MANIFEST))
     row = {name: "" if getattr(f, "dtype", None) == "string" else 0 for name, f in FEATURES.items()}
-    row |= {"messages": [], "reject_reason": None, "error": None, "from_cache": False}
+    row |= {"messages": [], "prompt": [], "completion": [], "reject_reason": None, "error": None, "from_cache": False}
     Dataset.from_list([row], features=FEATURES).save_to_disk(str(tmp_path / "synthetic"))
+    for figure in MANIFEST["figures"].values():
+        (tmp_path / figure).write_bytes(b"\x89PNG\r\n\x1a\n")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")  # nothing listens on port 9
     with pytest.raises(RuntimeError, match=r"Could not push to 'me/gsm8k-embedsdg' at http://127.0.0.1:9"):
         push_run_to_hub(tmp_path, "me/gsm8k-embedsdg", token="hf_dummy_token_for_the_test")
+
+
+def test_staged_repo_round_trips_through_dataset_card_and_load_dataset(tmp_path, gsm8k_rows):
+    """The folder push_run_to_hub uploads in one commit: DatasetCard.load reads its card back (dataset_info for each
+    config, as push_to_hub writes it), and load_dataset reads each config from the card's `configs` block."""
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    run = write_run_dir(tmp_path / "run", gsm8k_rows, n=5, wrong=(1, 3))
+    folder = stage_run_for_hub(run, "me/gsm8k-embedsdg", tmp_path / "repo", license_link="https://example.org/terms")
+    card = DatasetCard.load(folder / "README.md")
+    data = card.data.to_dict()
+    assert data["license"] == "other" and data["license_name"] == "teacher-and-seed-data-terms"
+    assert data["license_link"] == "https://example.org/terms"
+    assert len(data["tags"]) == len(set(data["tags"])) and "randomsdg" in data["tags"]
+    assert sorted(c["config_name"] for c in data["configs"]) == ["all", "default", "dropped"]
+    infos = {info["config_name"]: info for info in data["dataset_info"]}
+    assert {name: infos[name]["splits"][0]["num_examples"] for name in infos} == {"default": 3, "all": 5, "dropped": 2}
+    assert all(infos[name]["download_size"] > 0 and infos[name]["dataset_size"] > 0 for name in infos)
+    assert "pip install embedsdg-hf" not in card.text and "| `dropped` | 2 |" in card.text
+    assert sorted(p.name for p in (folder / "figures").iterdir()) == ["embedding_map.png"]
+    assert yaml.safe_load((folder / "run_config.yaml").read_text())["method"] == "random"
+
+    train = load_dataset(str(folder), split="train")
+    dropped = load_dataset(str(folder), "dropped", split="train")
+    every = load_dataset(str(folder), "all", split="train")
+    assert (len(train), len(dropped), len(every)) == (3, 2, 5)
+    assert {"messages", "prompt", "completion"} <= set(train.column_names)
+    assert set(dropped["quality_reason"][:]) == {"final_answer_mismatch"}
+    assert train["question"][:] == [json.loads(line)["question"] for line in (run / "train.jsonl").open()]
+
+
+def test_a_config_without_rows_is_left_out_and_a_run_without_training_rows_is_refused(tmp_path, gsm8k_rows):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    from embedsdg_hf.hub import _load_saved
+
+    clean = write_run_dir(tmp_path / "clean", gsm8k_rows, n=3)  # every row passes: no dropped rows
+    folder = stage_run_for_hub(clean, "me/clean", tmp_path / "repo")
+    card = DatasetCard.load(folder / "README.md")
+    assert sorted(c["config_name"] for c in card.data.to_dict()["configs"]) == ["all", "default"]
+    assert not (folder / "dropped").exists() and len(load_dataset(str(folder), split="train")) == 3
+
+    failed = write_run_dir(tmp_path / "failed", gsm8k_rows, n=2, wrong=(0, 1))
+    with pytest.raises(ValueError, match=r"nothing to push \(2 generated rows are in .*synthetic.jsonl"):
+        stage_run_for_hub(failed, "me/failed", tmp_path / "repo2")
+
+    from datasets import Dataset
+
+    empty = Dataset.from_list(gsm8k_rows[:2]).select([])  # save_to_disk writes no shard for 0 rows
+    empty.save_to_disk(str(tmp_path / "empty"))
+    loaded = _load_saved(tmp_path / "empty")
+    assert len(loaded) == 0 and loaded.features == empty.features

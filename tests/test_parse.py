@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from embedsdg_hf.generation.parse import REJECT_REASONS, ParsedExample, parse_generation
+from embedsdg_hf.generation.parse import (
+    EXAMPLE_JSON_SCHEMA,
+    REJECT_REASONS,
+    ParsedExample,
+    json_response_format,
+    parse_generation,
+    response_format_from_spec,
+)
 
 WELL_FORMED = """### Question
 Maria buys 3 boxes of 12 pencils. How many pencils does she have?
@@ -132,6 +139,7 @@ def test_reject_vocabulary_is_fixed():
         "missing_question",
         "missing_answer",
         "missing_final_answer",
+        "invalid_json",
         "teacher_error",
     }
 
@@ -153,3 +161,52 @@ def test_prompt_labels_echoed_by_the_teacher_end_a_section():
     parsed = parse_generation(text)
     assert parsed.accepted and parsed.question == "A pen costs $3. How much do 4 pens cost?"
     assert parsed.answer == "4*3 = <<4*3=12>>12\n#### 12"
+
+
+# The JSON form (structured output)
+
+JSON_EXAMPLE = (
+    '{"question": "Maria buys 3 boxes of 12 pencils. How many pencils does she have?", '
+    '"answer": "She has 3*12 = <<3*12=36>>36 pencils.", "final_answer": "36"}'
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        JSON_EXAMPLE,
+        f"  {JSON_EXAMPLE}\n",
+        f"```json\n{JSON_EXAMPLE}\n```",
+        JSON_EXAMPLE.replace('"36"}', "36}"),  # a number as the final answer
+        JSON_EXAMPLE.replace(', "final_answer": "36"', "").replace('36 pencils."', '36 pencils.\\n#### 36"'),
+    ],
+)
+def test_json_form_parses_like_the_markdown_form(text):
+    parsed = parse_generation(text)
+    expected = parse_generation(WELL_FORMED)
+    assert parsed.accepted and parsed.question == expected.question and parsed.final_answer == "36"
+    assert parsed.answer.startswith(expected.answer)
+
+
+def test_json_form_rejects_with_reasons():
+    assert parse_generation('{"question": "How many?", "answer": "3*1', finish_reason="length").reject_reason == (
+        "truncated"
+    )
+    assert parse_generation('{"question": "How many?" "answer": 3}').reject_reason == "invalid_json"
+    assert parse_generation('```json\n["question", "answer"]\n```').reject_reason == "invalid_json"
+    assert parse_generation('{"answer": "3", "final_answer": "3"}').reject_reason == "missing_question"
+    assert parse_generation('{"question": "Q?", "final_answer": "3"}').reject_reason == "missing_answer"
+    assert parse_generation('{"question": "Q?", "answer": "three"}').reject_reason == "missing_final_answer"
+    assert parse_generation('{"question": "Q?", "answer": "3", "final_answer": true}').reject_reason == (
+        "missing_final_answer"
+    )
+    assert "invalid_json" in REJECT_REASONS
+
+
+def test_response_format_specs():
+    assert json_response_format()["json_schema"]["schema"] is EXAMPLE_JSON_SCHEMA
+    assert response_format_from_spec("json") == json_response_format()
+    assert response_format_from_spec('{"type": "json_object"}') == {"type": "json_object"}
+    for bad in ("yaml", '{"schema": {}}', "[1]"):
+        with pytest.raises(ValueError, match="teacher_response_format"):
+            response_format_from_spec(bad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -89,6 +90,38 @@ def test_request_body_and_headers(server):
     }  # no prefill sent: assistant_prefill is off
     assert "seed" not in second
     assert "authorization" not in server.chat_requests[0].headers  # no key set: fine for local servers
+
+
+def test_structured_output_reaches_the_server_and_its_json_is_parsed(server, gsm8k_rows):
+    """response_format and extra_body go out with every request (part of the teacher's identity, so of the cache
+    key); the server's JSON answers come back through make_synthetic_dataset as parsed examples."""
+    import datasets
+
+    from embedsdg_hf.generation.generate import make_synthetic_dataset
+    from embedsdg_hf.generation.parse import json_response_format
+
+    rows = gsm8k_rows[:3]
+    answers = [
+        json.dumps(
+            {
+                "question": r["question"],
+                "answer": r["answer"].rsplit("####", 1)[0].strip(),
+                "final_answer": r["answer"].rsplit("####", 1)[1].strip(),
+            }
+        )
+        for r in rows[:2]
+    ]
+    server.script(ok(answers[0]), ok(answers[1]), ok('{"question": "Cut', finish_reason="length"))
+    teacher = client(server, max_concurrency=1, response_format=json_response_format(), extra_body={"top_k": 20})
+    assert teacher.identity()["response_format"] == json_response_format()
+    pool = datasets.Dataset.from_list(rows)
+    ds = make_synthetic_dataset(pool, teacher=teacher, method="random", n_samples=3)
+    for request in server.chat_requests:
+        assert request.body["response_format"] == json_response_format() and request.body["top_k"] == 20
+    assert ds["reject_reason"][:] == [None, None, "truncated"]
+    assert ds["question"][:2] == [r["question"] for r in rows[:2]]
+    assert ds["final_answer"][:2] == [r["answer"].rsplit("####", 1)[1].strip() for r in rows[:2]]
+    assert ds[0]["completion"][0]["content"].endswith(f"#### {ds[0]['final_answer']}")
 
 
 def test_assistant_prefill_uses_continue_final_message(server):
@@ -286,6 +319,9 @@ def test_generate_inside_a_running_event_loop(server):
         ({"base_urls": "gpu1:8000/v1"}, "not an http"),
         ({"extra_body": {"temperature": 1.0}}, "extra_body may not set"),
         ({"max_concurrency": 0}, "max_concurrency"),
+        ({"response_format": {"json_schema": {}}}, "response_format must be an OpenAI response_format object"),
+        ({"response_format": {"type": "json_object"}, "extra_body": {"response_format": {}}}, "given twice"),
+        ({"response_format": {"type": "json_object"}, "assistant_prefill": True}, "assistant_prefill cannot"),
     ],
 )
 def test_openai_teacher_validates_arguments(kwargs, match):
@@ -430,3 +466,36 @@ def test_transformers_identity(smol):
     assert isinstance(identity["revision"], str) and len(identity["revision"]) == 16
     with pytest.raises(ValueError, match="batch_size"):
         TransformersTeacher(spec, batch_size=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recipes: teacher_response_format / teacher_extra_body reach the HTTP teacher
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_recipe_response_format_and_extra_body(tmp_path):
+    from trl import TrlParser
+
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.generation.parse import json_response_format
+    from embedsdg_hf.pipeline import _make_teacher
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "version: 1\nteacher: openai:m@http://127.0.0.1:1/v1\nteacher_response_format: json\n"
+        "teacher_extra_body: {top_k: 20, chat_template_kwargs: {enable_thinking: false}}\n"
+    )
+    (config,) = TrlParser((PipelineConfig,)).parse_args_and_config(["--config", str(recipe)])
+    assert config.teacher_extra_body == {"top_k": 20, "chat_template_kwargs": {"enable_thinking": False}}
+    teacher = _make_teacher(config, config.teacher)
+    assert teacher.extra_body == {**config.teacher_extra_body, "response_format": json_response_format()}
+    solver = _make_teacher(config, config.teacher, writes_examples=False)  # self-consistency: solutions, not JSON
+    assert solver.extra_body == config.teacher_extra_body
+    (flags,) = TrlParser((PipelineConfig,)).parse_args_and_config(
+        ["--teacher", "openai:m@http://127.0.0.1:1/v1", "--teacher_extra_body", '{"top_k": 5}']
+    )
+    assert flags.teacher_extra_body == {"top_k": 5} and flags.teacher_response_format is None
+    with pytest.raises(ValueError, match="apply to 'openai:' teachers only"):
+        PipelineConfig(teacher_response_format="json")
+    with pytest.raises(ValueError, match="teacher_extra_body must be a JSON object"):
+        PipelineConfig(teacher="openai:m@http://127.0.0.1:1/v1", teacher_extra_body="top_k=5")

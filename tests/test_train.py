@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _runs import write_run_dir
 
 from embedsdg_hf.training.train import (
     ACCELERATE_CONFIGS,
@@ -254,6 +255,29 @@ def test_without_completion_only_loss_the_prompt_is_trained(student, sft_rows, t
     assert (batch["labels"][real] == batch["input_ids"][real]).all()
 
 
+# The adapter card
+
+
+def test_adapter_card_names_the_base_model_by_its_hub_id(student, tmp_path):
+    """PEFT's card names the folder the base was loaded from (the built-in's cache path); ours names the Hub id."""
+    from huggingface_hub import ModelCard
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from embedsdg_hf.common.models import resolve_model
+    from embedsdg_hf.training.train import name_base_model
+
+    path = resolve_model(student)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(path), LoraConfig(r=2, target_modules=["q_proj"]))
+    model.save_pretrained(tmp_path / "adapter")
+    assert ModelCard.load(tmp_path / "adapter" / "README.md").data.base_model == path  # what PEFT writes
+    assert name_base_model(tmp_path / "adapter", student) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = ModelCard.load(tmp_path / "adapter" / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
+    assert name_base_model(tmp_path / "adapter", path) is None  # a local folder has no Hub id: card left as is
+    assert ModelCard.load(tmp_path / "adapter" / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 # CPU smoke run
 
 
@@ -291,6 +315,9 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
     assert "eval_loss" in json.loads((out / "eval_results.json").read_text())
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert (out / "tokenizer_config.json").is_file() and (out / "merged" / "config.json").is_file()
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
     tokenizer = load_tokenizer(student)
     text = tokenizer.apply_chat_template(sft_rows[0]["messages"], tokenize=False)
@@ -303,3 +330,39 @@ def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
         merged_logits = merged(**inputs).logits
     torch.testing.assert_close(merged_logits, adapted_logits, atol=1e-3, rtol=1e-3)
     assert (adapted_logits - base_logits).abs().max() > 1e-2, "training left the model unchanged"
+
+
+# Plain TRL on a run dir: train.jsonl carries TRL's prompt-completion columns, so `trl sft` masks the prompt itself
+
+
+def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_rows, tmp_path):
+    """What `trl sft --model_name_or_path ... --dataset_name <run dir>` does: TRL's own parser, `load_dataset` of
+    the folder, SFTTrainer with no completion_only_loss set, TRL's collator. The labels cover the answer only."""
+    from datasets import load_dataset
+    from trl import SFTTrainer
+    from trl.scripts.sft import make_parser
+
+    from embedsdg_hf.common.models import resolve_model
+
+    run = write_run_dir(tmp_path / "run", gsm8k_rows)
+    argv = ["--model_name_or_path", resolve_model(student), "--dataset_name", str(run)]
+    argv += ["--output_dir", str(tmp_path / "out"), "--use_cpu", "true", "--bf16", "false", "--report_to", "none"]
+    script_args, training_args, model_args, _ = make_parser().parse_args_and_config(argv)
+    assert training_args.completion_only_loss is None  # nothing tells TRL to mask: the data format does
+    dataset = load_dataset(script_args.dataset_name, name=script_args.dataset_config)
+    train = dataset[script_args.dataset_train_split]
+    assert list(dataset) == ["train"] and len(train) == 4  # train.jsonl, not the other files of the run dir
+    assert {"messages", "prompt", "completion"} <= set(train.column_names)
+    trainer = SFTTrainer(model=model_args.model_name_or_path, args=training_args, train_dataset=train)
+    assert trainer.completion_only_loss
+    tokenizer = trainer.processing_class
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(train))])
+    for i, row in enumerate(train):
+        prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        input_ids, labels = batch["input_ids"][i], batch["labels"][i]
+        trained = labels != -100
+        assert input_ids[: len(prompt_ids)].tolist() == list(prompt_ids)
+        assert not trained[: len(prompt_ids)].any(), "a prompt token (system/user turn, assistant header) has a label"
+        assert tokenizer.decode(input_ids[trained]) == row["completion"][0]["content"] + END_OF_TURN
+        assert row["completion"][0]["content"].endswith(f"#### {row['final_answer']}")

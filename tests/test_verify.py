@@ -217,6 +217,12 @@ def test_check_solution_math():
     assert reason == "boxed_mismatch" and "'5'" in detail and "'4'" in detail
     reason, detail = check_solution("\\boxed{" + "9" * 5000 + "}", "1", kind="math")  # no crash, short detail
     assert reason == "boxed_mismatch" and len(detail) < 400
+    # Equivalences only math-verify finds: an interval with its variable, a set in another order, a choice letter
+    assert check_solution("So $x \\in \\boxed{[1,3)}$.", "x \\in [1,3)", kind="math") == (None, None)
+    assert check_solution("The roots: \\boxed{\\{2,1\\}}", "\\{1,2\\}", kind="math") == (None, None)
+    assert check_solution("Answer: \\boxed{\\text{(B)}}", "B", kind="math") == (None, None)
+    assert check_solution("The roots: \\boxed{\\{2,3\\}}", "\\{1,2\\}", kind="math")[0] == "boxed_mismatch"
+    assert check_solution("So \\boxed{(1,3)}", "[1,3)", kind="math")[0] == "boxed_mismatch"
 
 
 def test_check_solution_handles_missing_values_and_bad_kind():

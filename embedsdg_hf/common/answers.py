@@ -4,7 +4,7 @@
   without it falls back to "the answer is N", then to the last number in the text.
 - :func:`extract_boxed`: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces).
 - :func:`math_equal`: LaTeX-normalised string equality, then numeric equality (integers, decimals, ``\\frac{a}{b}``,
-  ``a/b``, percentages) within a relative tolerance, then symbolic equality with sympy when it is installed.
+  ``a/b``, percentages) within a relative tolerance, then math-verify (symbolic, sets, intervals, choices).
 - :func:`answers_equal`: the comparison for a benchmark kind (``"gsm8k"`` or ``"math"``).
 
 Example:
@@ -18,12 +18,10 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import logging
 import math
 import re
-import tokenize
+import threading
 from decimal import Decimal, InvalidOperation
 
 __all__ = [
@@ -52,6 +50,8 @@ NUMBER = re.compile(
 _MAX_NUMBER_CHARS = 100
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)[\s:*=]*", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+MATH_VERIFY_TIMEOUT_S = 2  # per parse / per comparison; SIGALRM takes whole seconds
+_POWER_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d{4,}")
 
 
 def normalize_number(text: str) -> str | None:
@@ -214,8 +214,10 @@ def math_equal(pred: str | None, ref: str | None, *, rel_tol: float = 1e-6) -> b
     Compared in turn: the normalised strings (``\\left``/``\\right``, ``\\!``, spaces, ``^\\circ``, ``\\$``, unit
     ``\\text{...}``, ``dfrac``/``tfrac``, ``\\frac12``, a trailing ``.`` and an ``x=`` prefix removed); the numeric
     values (integers, decimals, ``\\frac{a}{b}``, ``a/b``; ``50\\%`` equals ``50`` and ``0.5``) with ``rel_tol``;
-    and, when sympy is installed, the symbolic difference of simple expressions (``\\sqrt``, ``\\pi``, ``^``,
-    one-letter variables). Unordered lists ("1, -2" vs "-2, 1") are not matched.
+    and then `math-verify <https://github.com/huggingface/Math-Verify>`_ (the checker open-r1 and lighteval use):
+    symbolic equality, sets and unordered lists (``\\{1,2\\}`` vs ``\\{2,1\\}``), intervals (``x \\in [1,3)`` vs
+    ``[1,3)``), choice letters (``\\text{(B)}`` vs ``B``), equations (``x=5`` vs ``5``), each step under a
+    :data:`MATH_VERIFY_TIMEOUT_S` timeout.
 
     Example:
         >>> math_equal("\\\\left( 3, \\\\frac{\\\\pi}{2} \\\\right)", "(3,\\\\frac{\\\\pi}{2})")
@@ -235,60 +237,28 @@ def math_equal(pred: str | None, ref: str | None, *, rel_tol: float = 1e-6) -> b
     values_a, values_b = _numeric_values(a), _numeric_values(b)
     if values_a and values_b:
         return any(math.isclose(x, y, rel_tol=rel_tol, abs_tol=1e-12) for x in values_a for y in values_b)
-    return _sympy_equal(a, b)
+    return _math_verify_equal(pred, ref)
 
 
-@functools.lru_cache(maxsize=1)
-def _have_sympy() -> bool:
-    found = importlib.util.find_spec("sympy") is not None
-    if not found:
-        logger.info("sympy is not installed: MATH answers are compared as strings and numbers only")
-    return found
+def _math_verify_equal(pred: str, ref: str) -> bool:
+    """math-verify's verdict: both answers parsed as ``\\boxed{...}``, the reference as gold.
 
-
-def _latex_to_sympy(s: str) -> str | None:
-    """A sympy expression string for simple LaTeX, or None for anything outside a small safe subset.
-
-    ``parse_expr`` evaluates its input, so only digits, operators, brackets, ``sqrt``, ``pi`` and one-letter variables
-    get through, and exponents are small literals (``2^{10^{10}}`` would never finish).
+    Its timeouts use ``SIGALRM``, which only the main thread may set; in another thread it runs without one, so
+    answers that could keep sympy busy for ever (a power tower such as ``2^{10^{10}}``) are then not compared.
     """
-    if len(s) > 80:
-        return None
-    previous = None
-    while previous != s:  # innermost first, so nested fractions and roots unwind
-        previous = s
-        s = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"((\1)/(\2))", s)
-        s = re.sub(r"\\sqrt\{([^{}]*)\}", r"sqrt(\1)", s)
-    s = s.replace("\\pi", "pi").replace("\\cdot", "*").replace("\\times", "*").replace("{", "(").replace("}", ")")
-    s = s.replace("^", "**")
-    if not re.fullmatch(r"[0-9a-z+\-*/().]+", s):
-        return None
-    if any(word not in ("sqrt", "pi") and len(word) > 1 for word in re.findall(r"[a-z]+", s)):
-        return None
-    exponent = re.compile(r"(?:\d{1,2}(?![\d.])|[a-z](?![a-z])|\(-?\d{1,2}(?:/\d{1,2})?\))")
-    if not all(exponent.match(s, power.end()) for power in re.finditer(r"\*\*", s)):
-        return None
-    return s
+    from math_verify import parse, verify
 
-
-def _sympy_equal(a: str, b: str) -> bool:
-    if not _have_sympy():
+    timeout = MATH_VERIFY_TIMEOUT_S
+    if threading.current_thread() is not threading.main_thread():
+        if _POWER_TOWER.search(pred) or _POWER_TOWER.search(ref):
+            logger.debug("Not comparing %r and %r outside the main thread (no timeout there): power tower", pred, ref)
+            return False
+        timeout = None
+    gold = parse(f"\\boxed{{{ref}}}", parsing_timeout=timeout)
+    target = parse(f"\\boxed{{{pred}}}", parsing_timeout=timeout)
+    if not gold or not target:
         return False
-    expr_a, expr_b = _latex_to_sympy(a), _latex_to_sympy(b)
-    if expr_a is None or expr_b is None:
-        return False
-    import sympy
-    from sympy.parsing.sympy_parser import implicit_multiplication_application, parse_expr, standard_transformations
-
-    transformations = (*standard_transformations, implicit_multiplication_application)
-    try:
-        difference = parse_expr(expr_a, transformations=transformations) - parse_expr(
-            expr_b, transformations=transformations
-        )
-        return bool(sympy.simplify(difference) == 0)
-    except (sympy.SympifyError, SyntaxError, TypeError, ValueError, ZeroDivisionError, tokenize.TokenError) as err:
-        logger.debug("sympy could not compare %r and %r: %s", a, b, err)  # unparseable: not shown equal
-        return False
+    return bool(verify(gold, target, timeout_seconds=timeout))
 
 
 def answers_equal(pred: str | None, ref: str | None, kind: str = "gsm8k") -> bool:

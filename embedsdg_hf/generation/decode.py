@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from ..common.models import cut_at_stop, fork_safe_torch, load_input_embeddings, load_student, stop_token_ids
+from ..common.splits import splitwise
 from ..common.validation import require_columns, require_rows, require_template_columns
 from ..space.interpolate import interpolate_sequences
 from .prompts import load_prompt
@@ -131,6 +132,7 @@ def generate_from_embeddings(
     return texts, finish
 
 
+@splitwise(streaming="the pairs are a small in-memory table from make_seed_pairs")
 def add_decoded_text(
     pairs,
     pool,

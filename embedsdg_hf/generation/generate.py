@@ -16,6 +16,11 @@ Resume: with ``cache_dir``, each successful response is appended durably to ``ca
 requests not there. Failed requests are never cached: their rows are kept (reject reason ``teacher_error``) and they
 are sent again on the next run. The result has exactly one row per (item, sample_index), in item order.
 
+Accepted rows carry the example three ways for SFT: ``messages`` (user question, assistant answer) and TRL's
+conversational *prompt-completion* form, ``prompt`` (the user turn) and ``completion`` (the assistant turn). With
+``prompt``/``completion`` present, ``trl sft --dataset_name <run dir>`` turns completion-only loss on by itself, so
+plain TRL trains on the answer only, as ``embedsdg train`` does. Rejected rows have all three empty.
+
 Every response is parsed (:func:`~embedsdg_hf.generation.parse.parse_generation`); rows that cannot be used are *kept*
 with a ``reject_reason`` and removed for training with ``ds.filter(filter_accepted)``.
 
@@ -39,7 +44,8 @@ import numpy as np
 import pyarrow.compute as pc
 
 from ..common.mapping import column_array
-from ..common.validation import is_int, require_columns, require_dataset, require_rows
+from ..common.splits import whole_dataset
+from ..common.validation import is_int, require_columns, require_rows
 from .parse import TEACHER_ERROR, ParsedExample, parse_generation
 from .prompts import PromptTemplate, load_prompt
 from .request_cache import request_key, run_cached
@@ -59,12 +65,15 @@ METHOD_PROMPTS = {
 }
 
 _string, _int64 = datasets.Value("string"), datasets.Value("int64")
+_turns = datasets.List({"role": _string, "content": _string})
 FEATURES = datasets.Features(
     {
         "question": _string,
         "answer": _string,
         "final_answer": _string,
-        "messages": datasets.List({"role": _string, "content": _string}),
+        "messages": _turns,
+        "prompt": _turns,
+        "completion": _turns,
         "reject_reason": _string,
         "method": _string,
         "seed_a": _int64,
@@ -124,6 +133,7 @@ class _Run:
     prefill: str
 
 
+@whole_dataset("the seed pool is read by row position (pairs name their seeds by row)")
 def make_synthetic_dataset(
     pool: datasets.Dataset,
     pairs: datasets.Dataset | None = None,
@@ -168,8 +178,6 @@ def make_synthetic_dataset(
         >>> synthetic = make_synthetic_dataset(pool, pairs, teacher=teacher, cache_dir="runs/gen")  # doctest: +SKIP
         >>> train = synthetic.filter(filter_accepted)  # doctest: +SKIP
     """
-    for ds in (pool, pairs):
-        require_dataset(ds, step="make_synthetic_dataset")
     _check_arguments(teacher, method, samples_per_item, seed)
     require_rows(pool, what="seed pool", step="make_synthetic_dataset")
     require_columns(pool, [question_column, answer_column], what="seed pool")
@@ -444,6 +452,8 @@ def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run) -> d
         "answer": parsed.answer,
         "final_answer": parsed.final_answer,
         "messages": messages,
+        "prompt": messages[:-1],
+        "completion": messages[-1:],
         "reject_reason": parsed.reject_reason,
         "method": run.method,
         "seed_a": item.seed_a,

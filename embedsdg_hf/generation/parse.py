@@ -13,26 +13,64 @@ the first one is taken (not a reject). A response that cannot be used keeps a re
 - ``missing_question``: no ``### Question`` section, or an empty one;
 - ``missing_answer``: no ``### Answer`` section, or an empty one;
 - ``missing_final_answer``: neither a final-answer section nor a ``#### N`` line in the answer;
+- ``invalid_json``: a JSON response (structured output, see below) that is not a JSON object;
 - ``teacher_error``: the request failed (set by :func:`~embedsdg_hf.generation.generate.make_synthetic_dataset`, never
 here).
 
-Public API: :func:`parse_generation`, :class:`ParsedExample`, :data:`REJECT_REASONS`.
+**The JSON form.** A teacher asked for structured output (``response_format``: :func:`json_response_format`, i.e.
+vLLM guided decoding / OpenAI JSON schema with :data:`EXAMPLE_JSON_SCHEMA`) answers with one object
+``{"question": ..., "answer": ..., "final_answer": ...}``; a response that starts with ``{`` (or a fenced
+```` ```json ```` block) is read that way, with the same reasons (a final answer given as a number is kept as text;
+without one, the answer's ``#### N`` line gives it; unparsable JSON cut at the token limit is ``truncated``).
+
+Public API: :func:`parse_generation`, :class:`ParsedExample`, :data:`REJECT_REASONS`, :data:`EXAMPLE_JSON_SCHEMA`,
+:func:`json_response_format`.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["REJECT_REASONS", "ParsedExample", "parse_generation"]
+__all__ = [
+    "EXAMPLE_JSON_SCHEMA",
+    "REJECT_REASONS",
+    "ParsedExample",
+    "json_response_format",
+    "parse_generation",
+    "response_format_from_spec",
+]
 
 EMPTY_RESPONSE = "empty_response"
 MISSING_QUESTION = "missing_question"
 MISSING_ANSWER = "missing_answer"
 MISSING_FINAL_ANSWER = "missing_final_answer"
 TRUNCATED = "truncated"
+INVALID_JSON = "invalid_json"
 TEACHER_ERROR = "teacher_error"
-REJECT_REASONS = (EMPTY_RESPONSE, TRUNCATED, MISSING_QUESTION, MISSING_ANSWER, MISSING_FINAL_ANSWER, TEACHER_ERROR)
+REJECT_REASONS = (
+    EMPTY_RESPONSE,
+    TRUNCATED,
+    MISSING_QUESTION,
+    MISSING_ANSWER,
+    MISSING_FINAL_ANSWER,
+    INVALID_JSON,
+    TEACHER_ERROR,
+)
+#: The JSON form of a generated example (structured output / guided decoding).
+EXAMPLE_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "question": {"type": "string", "description": "The new problem."},
+        "answer": {"type": "string", "description": "Its step-by-step solution."},
+        "final_answer": {"type": "string", "description": "The final answer alone, e.g. a number."},
+    },
+    "required": ["question", "answer", "final_answer"],
+    "additionalProperties": False,
+}
+_JSON_FENCE = re.compile(r"^```(?:json)?[ \t]*\n(?P<body>.*?)\n?```[ \t]*$", re.DOTALL | re.IGNORECASE)
 
 # A section header on its own line: "### Question", "## answer:", "### **Final Answer**", "### <final_answer> ####",
 # "### Question: text on the same line". Group "kind" names the section, group "rest" is same-line content.
@@ -75,6 +113,10 @@ def parse_generation(text: str | None, *, finish_reason: str | None = None) -> P
     """
     if text is None or not text.strip():
         return ParsedExample(reject_reason=EMPTY_RESPONSE)
+    body = text.strip()
+    fenced = _JSON_FENCE.match(body)
+    if fenced or body.startswith("{"):
+        return _parse_json(fenced["body"].strip() if fenced else body, finish_reason)
     sections, complete = _first_example(text)
     question = _cut_prompt_echo(sections.get("question", ""))
     answer, closed = _close_at_gsm8k_line(sections.get("answer", ""))
@@ -90,6 +132,78 @@ def parse_generation(text: str | None, *, finish_reason: str | None = None) -> P
     elif not final_answer:
         reason = MISSING_FINAL_ANSWER
     return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=reason)
+
+
+def json_response_format(*, strict: bool = True) -> dict[str, Any]:
+    """The OpenAI ``response_format`` asking for :data:`EXAMPLE_JSON_SCHEMA` (vLLM: guided decoding to that schema).
+
+    Example:
+        >>> json_response_format()["json_schema"]["schema"]["required"]
+        ['question', 'answer', 'final_answer']
+    """
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "generated_example", "schema": EXAMPLE_JSON_SCHEMA, "strict": strict},
+    }
+
+
+def response_format_from_spec(spec: str | dict | None) -> dict[str, Any] | None:
+    """A recipe's ``teacher_response_format`` as an OpenAI ``response_format``: ``"json"`` gives
+    :func:`json_response_format`, ``"json_object"`` plain JSON mode, a JSON text or dict is taken as the object
+    itself; None stays None.
+
+    Example:
+        >>> response_format_from_spec("json_object"), response_format_from_spec(None)
+        ({'type': 'json_object'}, None)
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        if spec.strip() == "json":
+            return json_response_format()
+        if spec.strip() == "json_object":
+            return {"type": "json_object"}
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"teacher_response_format must be 'json', 'json_object' or a response_format object as JSON; "
+                f"{spec!r} is none of these ({err})."
+            ) from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str):
+        raise ValueError(
+            f"teacher_response_format must be an OpenAI response_format object with a 'type', got {spec!r}."
+        )
+    return spec
+
+
+def _parse_json(body: str, finish_reason: str | None) -> ParsedExample:
+    """An example in the JSON form: ``{"question": ..., "answer": ..., "final_answer": ...}``."""
+    try:
+        value = json.loads(body, strict=False)  # raw newlines inside strings are common in model output
+    except json.JSONDecodeError:
+        return ParsedExample(reject_reason=TRUNCATED if finish_reason == "length" else INVALID_JSON)
+    if not isinstance(value, dict):
+        return ParsedExample(reject_reason=INVALID_JSON)
+    question, answer = _json_text(value.get("question")), _json_text(value.get("answer"))
+    final_answer = _json_text(value.get("final_answer")) or _final_answer("", answer)
+    reason = None
+    if not question:
+        reason = MISSING_QUESTION
+    elif not answer:
+        reason = MISSING_ANSWER
+    elif not final_answer:
+        reason = MISSING_FINAL_ANSWER
+    return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=reason)
+
+
+def _json_text(value: Any) -> str:
+    """A JSON field as text: strings stripped, numbers written out (``18``, ``2.5``), anything else empty."""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return ""
 
 
 def _kind(header: str) -> str:

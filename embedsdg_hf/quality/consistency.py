@@ -56,6 +56,7 @@ import datasets
 
 from ..common.answers import KINDS, answers_equal, extract_boxed, extract_gsm8k_answer, strip_boxed
 from ..common.mapping import attach_columns
+from ..common.splits import splitwise
 from ..common.validation import is_int, require_columns
 from ..generation.generate import request_seed
 from ..generation.prompts import PromptTemplate, load_prompt
@@ -81,6 +82,7 @@ OUTPUT_FEATURES = {
 }
 
 
+@splitwise(streaming="rows with the same question share their teacher requests, which are sent and cached together")
 def add_self_consistency(
     ds: datasets.Dataset,
     teacher: Teacher,

@@ -31,6 +31,7 @@ import datasets
 import numpy as np
 
 from ..common.mapping import attach_columns, vector_matrix
+from ..common.splits import splitwise
 from ..common.text import words
 from ..common.validation import require_columns, require_rows
 from ..space.neighbors import DEFAULT_BATCH_SIZE, batched_mean, best_match, check_cosine, ensure_embeddings, unit_rows
@@ -120,6 +121,9 @@ def _ngram_matches(texts: list[str], table: dict, n: int) -> tuple[list[tuple[st
     return best, shared
 
 
+@splitwise(
+    streaming="it embeds all rows and searches them against the evaluation sets in one pass, then attaches the columns"
+)
 def add_contamination_flags(
     ds: datasets.Dataset,
     eval_sets: Mapping[str, datasets.Dataset] | datasets.Dataset,

@@ -30,6 +30,7 @@ import datasets
 import numpy as np
 
 from ..common.mapping import attach_columns, vector_matrix
+from ..common.splits import splitwise
 from ..common.text import render_texts, text_hash
 from ..common.validation import require_template_columns, template_fields
 from ..space.neighbors import (
@@ -85,6 +86,9 @@ def _first_rows(hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return unique, first.astype(np.int64)
 
 
+@splitwise(
+    streaming="it compares every row with the pool and with every earlier row at once (FAISS over all embeddings)"
+)
 def add_duplicate_flags(
     ds: datasets.Dataset,
     pool: datasets.Dataset | None = None,

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.mapping import attach_columns
+from ..common.splits import map_batched, splitwise
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ def _passing(ds: datasets.Dataset) -> np.ndarray:
     return mask
 
 
+@splitwise(streaming="it selects the rows still passing by position and writes the gate's columns back")
 def apply_gate(ds: datasets.Dataset, gate: Callable[..., datasets.Dataset], *args: Any, **kwargs: Any):
     """Run ``gate(rows, *args, **kwargs)`` on the rows that passed every gate so far; write its new columns back.
 
@@ -75,15 +77,41 @@ def apply_gate(ds: datasets.Dataset, gate: Callable[..., datasets.Dataset], *arg
     return attach_columns(ds, columns, datasets.Features({c: out.features[c] for c in new}))
 
 
-def add_quality_reason(ds: datasets.Dataset, column: str = "quality_reason") -> datasets.Dataset:
-    """Add ``column``: the reason of the first gate (in :data:`GATES` order) that dropped the row, or None."""
-    table = ds.with_format("arrow")
-    reasons: list[str | None] = [None] * len(ds)
-    for gate_column in _present(ds).values():
-        for i, value in enumerate(table[gate_column].to_pylist()):
-            if reasons[i] is None and value is not None:
-                reasons[i] = value
-    return attach_columns(ds, {column: reasons}, datasets.Features({column: datasets.Value("string")}))
+class _FirstReason:
+    """The ``map`` function of :func:`add_quality_reason` (state: the reason columns, in gate order)."""
+
+    def __init__(self, reason_columns: list[str], column: str):
+        self.reason_columns, self.column = reason_columns, column
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        n = len(next(iter(batch.values()))) if batch else 0
+        reasons: list[str | None] = [None] * n
+        for gate_column in self.reason_columns:
+            for i, value in enumerate(batch[gate_column]):
+                if reasons[i] is None and value is not None:
+                    reasons[i] = value
+        return {self.column: reasons}
+
+
+@splitwise()
+def add_quality_reason(ds: datasets.Dataset, column: str = "quality_reason", **map_kwargs: Any) -> datasets.Dataset:
+    """Add ``column``: the reason of the first gate (in :data:`GATES` order) that dropped the row, or None.
+
+    ``ds`` may be a ``Dataset``, an ``IterableDataset`` (as rows are read) or a dict of them (every split);
+    ``map_kwargs`` go to the batched ``map``.
+
+    Example:
+        >>> add_quality_reason(datasets.Dataset.from_dict({"verify_reason": [None, "bad_arithmetic"]}))[1]
+        {'verify_reason': 'bad_arithmetic', 'quality_reason': 'bad_arithmetic'}
+    """
+    return map_batched(
+        ds,
+        _FirstReason(list(_present(ds).values()), column),
+        new_features={column: datasets.Value("string")},
+        step="add_quality_reason",
+        desc="Naming the first gate that dropped each row",
+        **map_kwargs,
+    )
 
 
 def filter_passed(example: dict[str, Any]) -> bool:

@@ -74,6 +74,7 @@ from ..common.answers import (
     number_from_match,
     strip_boxed,
 )
+from ..common.splits import is_streaming, map_batched, splitwise
 from ..common.validation import require_columns
 
 logger = logging.getLogger(__name__)
@@ -366,6 +367,7 @@ class _Verifier:
         return {self.reason_column: [c[0] for c in checks], self.detail_column: [c[1] for c in checks]}
 
 
+@splitwise()
 def add_verification(
     ds: datasets.Dataset,
     *,
@@ -379,7 +381,8 @@ def add_verification(
     """Add ``reason_column`` and ``detail_column`` (strings, None when the row passes) from :func:`check_solution`.
 
     One batched, deterministic ``map`` (cached by ``datasets``; ``num_proc`` works); ``map_kwargs`` go to it. An
-    empty dataset comes back empty, with the two columns.
+    empty dataset comes back empty, with the two columns. ``ds`` may also be an ``IterableDataset`` (verified as
+    rows are read) or a ``DatasetDict`` / ``IterableDatasetDict`` (every split).
 
     Example:
         >>> synthetic = add_verification(synthetic)  # doctest: +SKIP
@@ -389,34 +392,23 @@ def add_verification(
     """
     _check_kind(kind)
     require_columns(ds, [answer_column, final_column])
-    for reserved in ("function", "batched", "features"):
-        if reserved in map_kwargs:
-            raise ValueError(f"add_verification sets {reserved!r} itself; do not pass it in map_kwargs.")
-    replaced = [c for c in (reason_column, detail_column) if c in ds.column_names]
-    if replaced:
-        logger.warning("Column(s) %s already exist and will be replaced by the verification.", replaced)
-    if len(ds) == 0:  # Dataset.map skips the function (and so the new columns) on an empty dataset
-        ds = ds.remove_columns(replaced)
-        for column in (reason_column, detail_column):
-            ds = ds.add_column(column, [], feature=datasets.Value("string"))
-        return ds
-    features = ds.features.copy()
-    features[reason_column] = features[detail_column] = datasets.Value("string")
     map_kwargs.setdefault("desc", f"Verifying {kind} solutions")
-    out = ds.map(
+    out = map_batched(
+        ds,
         _Verifier(kind, answer_column, final_column, reason_column, detail_column),
-        batched=True,
-        features=features,
+        new_features={reason_column: datasets.Value("string"), detail_column: datasets.Value("string")},
+        step="add_verification",
         **map_kwargs,
     )
-    failures = count_reasons(out, reason_column)
-    logger.info(
-        "add_verification(kind=%r): %d of %d rows pass; failures by reason %s.",
-        kind,
-        len(out) - sum(failures.values()),
-        len(out),
-        failures,
-    )
+    if not is_streaming(out):
+        failures = count_reasons(out, reason_column)
+        logger.info(
+            "add_verification(kind=%r): %d of %d rows pass; failures by reason %s.",
+            kind,
+            len(out) - sum(failures.values()),
+            len(out),
+            failures,
+        )
     return out
 
 

@@ -35,6 +35,7 @@ from ..common.models import (
     load_tokenizer,
     resolve_model,
 )
+from ..common.splits import is_streaming, map_batched, splitwise
 from ..common.text import render_texts
 from ..common.validation import require_rows, require_template_columns, template_fields
 
@@ -173,6 +174,7 @@ class _Embed:
         return {self.column: pooled, self.count_column: np.asarray(counts, dtype=np.int32)}
 
 
+@splitwise()
 def add_embeddings(
     ds,
     *,
@@ -189,7 +191,8 @@ def add_embeddings(
     """Add the student's pooled token embedding of every example as a fixed-length float32 column.
 
     Args:
-        ds: a ``datasets.Dataset`` (or ``DatasetDict``) whose columns the template names.
+        ds: a ``Dataset``, ``IterableDataset`` (embedded lazily as rows are read) or a ``DatasetDict`` /
+            ``IterableDatasetDict`` (every split), whose columns the template names.
         model: student spec: Hub id, local folder, or built-in name (``"smollm2-135m-instruct"``).
         text_template: ``str.format`` template over columns: the student's training format of an example.
         weights: ``"mean"`` (default), ``"mask"`` (paper-literal sum) or ``"attention"`` (needs a forward pass).
@@ -203,33 +206,50 @@ def add_embeddings(
         >>> len(ds[0]["embedding"])  # doctest: +SKIP
         576
     """
-    from datasets import DatasetDict, List, Value
+    from datasets import List, Value
 
     spec = EmbeddingSpec.create(
         model, text_template=text_template, weights=weights, max_length=max_length, attention_layer=attention_layer
     )
-    splits = ds.values() if isinstance(ds, DatasetDict) else [ds]
-    for split in splits:
-        require_rows(split, step="add_embeddings")
-        require_template_columns(split, text_template)
+    require_rows(ds, step="add_embeddings")
+    require_template_columns(ds, text_template)
     dim = int(load_input_embeddings(model).shape[1])
-
-    def apply(split):
-        features = split.features.copy()
-        features[column] = List(Value("float32"), length=dim)
-        features[count_column] = Value("int32")
-        out = split.map(
-            _Embed(spec, column, count_column),
-            batched=True,
-            batch_size=batch_size,
-            features=features,
-            desc=f"Embedding with {model} ({weights})",
-            **map_kwargs,
-        )
+    streaming = is_streaming(ds)
+    function = _Embed(spec, column, count_column)
+    out = map_batched(
+        ds,
+        _WarnTruncatedPerBatch(function, count_column, spec.max_length) if streaming else function,
+        new_features={column: List(Value("float32"), length=dim), count_column: Value("int32")},
+        step="add_embeddings",
+        batch_size=batch_size,
+        desc=f"Embedding with {model} ({weights})",
+        **map_kwargs,
+    )
+    if not streaming:
         _warn_truncated(out, count_column, spec.max_length)
-        return out
+    return out
 
-    return DatasetDict({k: apply(v) for k, v in ds.items()}) if isinstance(ds, DatasetDict) else apply(ds)
+
+class _WarnTruncatedPerBatch:
+    """For an ``IterableDataset``, whose rows are only seen as they are read: the truncation warning per batch."""
+
+    def __init__(self, function: _Embed, count_column: str, max_length: int):
+        self.function, self.count_column, self.max_length = function, count_column, max_length
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, object]:
+        out = self.function(batch)
+        counts = np.asarray(out[self.count_column])
+        n_long = int((counts > self.max_length).sum())
+        if n_long:
+            logger.warning(
+                "%d of %d texts in this batch are longer than max_length=%d tokens (longest: %d); they were "
+                "truncated to max_length before embedding.",
+                n_long,
+                len(counts),
+                self.max_length,
+                int(counts.max()),
+            )
+        return out
 
 
 def _warn_truncated(ds, count_column: str, max_length: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..common.models import fork_safe_torch, load_input_embeddings
+from ..common.splits import splitwise
 from ..common.validation import require_columns, require_rows, require_template_columns
 from .embed import EmbeddingSpec, tokenize_and_weigh
 from .reduce import Reducer
@@ -68,6 +69,9 @@ class _Interpolate:
         }
 
 
+@splitwise(
+    streaming="the pairs are a small in-memory table from make_seed_pairs, checked against the pool before mapping"
+)
 def add_interpolations(
     pairs,
     ds,

@@ -35,7 +35,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
-from ..common.validation import require_columns, require_dataset, require_rows
+from ..common.splits import whole_dataset
+from ..common.validation import require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -296,6 +297,7 @@ def _check_side_choice(side_choice: object) -> None:
         raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}; got {side_choice!r}.")
 
 
+@whole_dataset("it picks seeds from all rows of the regions it was given")
 def make_seed_pairs(
     ds: datasets.Dataset,
     regions: datasets.Dataset,
@@ -338,8 +340,6 @@ def make_seed_pairs(
         >>> pairs = make_seed_pairs(ds, regions, n_pairs=500)
         >>> pairs[0]["seed_a"], pairs[0]["seed_b"]
     """
-    for dataset in (ds, regions):
-        require_dataset(dataset, step="make_seed_pairs")
     pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
     if len(pairs) < n_pairs:
         warnings.warn(
@@ -455,6 +455,7 @@ def _walk(
             break
 
 
+@whole_dataset("it walks the sparse windows of all rows at once")
 def make_budget_pairs(
     ds: datasets.Dataset,
     grid,

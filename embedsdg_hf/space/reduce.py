@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..common.mapping import map_numpy, vector_matrix
+from ..common.mapping import vector_matrix
+from ..common.splits import map_batched, splitwise, whole_dataset
 from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class Reducer:
         return reducer
 
 
+@whole_dataset("it fits one reduction on all rows at once")
 def fit_reducer(
     ds,
     *,
@@ -274,10 +276,12 @@ class _Project:
         return {self.output_column: self.reducer.project(batch[self.column])}
 
 
+@splitwise()
 def add_coords(ds, reducer: Reducer, *, column: str | None = None, output_column: str = "coords", **map_kwargs):
     """Add the reduced coordinates of every row as a float32 ``coords`` column of length ``n_components``.
 
     Rows a t-SNE / UMAP reducer was fitted on get their fitted coordinates; other rows are placed with ``transform``.
+    ``ds`` may be a ``Dataset``, an ``IterableDataset`` (projected as rows are read) or a dict of them (every split).
 
     Example:
         >>> ds = add_coords(ds, fit_reducer(ds, method="pca", n_components=2))  # doctest: +SKIP
@@ -287,14 +291,13 @@ def add_coords(ds, reducer: Reducer, *, column: str | None = None, output_column
     column = column or reducer.column
     require_rows(ds, step="add_coords")
     require_columns(ds, [column])
-    features = ds.features.copy()
-    features[output_column] = List(Value("float32"), length=reducer.n_components)
     map_kwargs.setdefault("batch_size", 10_000)
-    return map_numpy(
+    return map_batched(
         ds,
         _Project(reducer, column, output_column),
-        columns=[column],
-        features=features,
+        new_features={output_column: List(Value("float32"), length=reducer.n_components)},
+        step="add_coords",
+        numpy_columns=[column],
         desc=f"Projecting with {reducer.method.upper()} to {reducer.n_components}-D",
         **map_kwargs,
     )

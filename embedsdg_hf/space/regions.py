@@ -36,8 +36,9 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from ..common.mapping import fixed_size_list, map_numpy, vector_matrix
-from ..common.validation import as_float_matrix, require_columns, require_dataset, require_rows
+from ..common.mapping import fixed_size_list, vector_matrix
+from ..common.splits import map_batched, splitwise, whole_dataset
+from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
@@ -292,6 +293,7 @@ def typical_window_count(window_counts: np.ndarray) -> int:
     return int(counts[np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
+@whole_dataset("it fits one grid to the range of all rows")
 def fit_grid(
     ds: datasets.Dataset,
     *,
@@ -451,6 +453,7 @@ def _check_dim(ds: datasets.Dataset, column: str, grid: GridSpec) -> None:
         )
 
 
+@splitwise()
 def add_grid_cells(
     ds: datasets.Dataset,
     grid: GridSpec,
@@ -461,7 +464,8 @@ def add_grid_cells(
 ) -> datasets.Dataset:
     """Add an int64 column with each row's elementary grid cell (flat C-order index; -1 outside the grid).
 
-    An empty dataset comes back empty, with the new column.
+    An empty dataset comes back empty, with the new column. ``ds`` may be a ``Dataset``, an ``IterableDataset``
+    (cells assigned as rows are read) or a dict of them (every split).
 
     Example:
         >>> ds = add_grid_cells(ds, fit_grid(ds, bins=10))
@@ -470,18 +474,15 @@ def add_grid_cells(
     column = column or grid.column
     require_columns(ds, [column])
     _check_dim(ds, column, grid)
-    for reserved in ("function", "batched", "features"):
-        if reserved in map_kwargs:
-            raise ValueError(f"add_grid_cells sets {reserved!r} itself; do not pass it in map_kwargs.")
-    if output_column in ds.column_names:
-        logger.warning("Column %r already exists and will be replaced by the new grid cells.", output_column)
-    if len(ds) == 0:  # Dataset.map skips the function (and so the new column) on an empty dataset
-        kept = ds.remove_columns([output_column]) if output_column in ds.column_names else ds
-        return kept.add_column(output_column, [], feature=datasets.Value("int64"))
-    features = ds.features.copy()
-    features[output_column] = datasets.Value("int64")
     map_kwargs.setdefault("desc", "Assigning grid cells")
-    return map_numpy(ds, _CellAssigner(grid, column, output_column), columns=[column], features=features, **map_kwargs)
+    return map_batched(
+        ds,
+        _CellAssigner(grid, column, output_column),
+        new_features={output_column: datasets.Value("int64")},
+        step="add_grid_cells",
+        numpy_columns=[column],
+        **map_kwargs,
+    )
 
 
 def _region_features(k: int) -> datasets.Features:
@@ -585,6 +586,7 @@ def summarize_windows(ds_or_coords: datasets.Dataset | np.ndarray, grid: GridSpe
     }
 
 
+@whole_dataset("it counts all rows in every window at once")
 def find_sparse_regions(
     ds: datasets.Dataset,
     grid: GridSpec,
@@ -615,7 +617,6 @@ def find_sparse_regions(
         >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20), seed=0)
         >>> regions[0]["count"], regions[0]["members"]
     """
-    require_dataset(ds, step="find_sparse_regions")
     column = column or grid.column
     require_columns(ds, [column])
     require_rows(ds, step="find_sparse_regions")

@@ -32,18 +32,21 @@ from ..common.answers import KINDS, answers_equal, extract_boxed, extract_gsm8k_
 from ..data.eval_sets import BUILTIN_EVAL_DATA, load_eval_data
 
 __all__ = [
+    "BACKENDS",
     "PROMPTS",
     "PROMPT_VERSION",
     "add_evaluate_arguments",
     "evaluate_model",
     "format_results",
     "run_evaluate",
+    "vllm_request",
     "wilson_interval",
 ]
 
 logger = logging.getLogger(__name__)
 
 PROMPT_VERSION = "eval_v1"
+BACKENDS = ("transformers", "vllm")
 # The user turn: the problem, then how to state the final answer (what the extractors look for).
 PROMPTS = {
     "gsm8k": (
@@ -61,6 +64,16 @@ def _default_columns(data, kind: str, question_column: str | None, answer_column
         candidates = ("answer",) if kind == "gsm8k" else ("answer", "solution")
         answer_column = next((c for c in candidates if c in columns), "answer")
     return question_column, answer_column
+
+
+def _score(texts: list[str], references: list[str], kind: str, *, strict: bool) -> tuple[list, list[bool]]:
+    """(predicted answers, correct flags) of completions: GSM8K's ``#### N`` compared as numbers; MATH's last
+    ``\\boxed{}`` compared with :func:`~embedsdg_hf.common.answers.math_equal` (math-verify after our fast paths)."""
+    if kind == "gsm8k":
+        predicted = [extract_gsm8k_answer(text, strict=strict) for text in texts]
+    else:
+        predicted = [extract_boxed(text) for text in texts]
+    return predicted, [answers_equal(p, r, kind=kind) for p, r in zip(predicted, references)]
 
 
 def _reference_answers(texts: list, kind: str, column: str) -> list[str]:
@@ -178,6 +191,50 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list
     return completions
 
 
+def vllm_request(model: str, adapter: str | Path | None, max_new_tokens: int) -> dict[str, Any]:
+    """What the vLLM backend asks vLLM for, as plain data: ``LLM`` arguments, greedy ``SamplingParams`` arguments
+    and the ``LoRARequest`` arguments of the adapter (None without one). Needs no vLLM (tested without it).
+
+    Example:
+        >>> vllm_request("smollm2-135m-instruct", None, 256)["sampling"]  # doctest: +SKIP
+        {'temperature': 0.0, 'max_tokens': 256, 'skip_special_tokens': True}
+    """
+    from ..common.models import resolve_model
+
+    path = resolve_model(model)
+    llm: dict[str, Any] = {"model": path, "tokenizer": path, "seed": 0}
+    lora = None
+    if adapter is not None:
+        config_file = Path(adapter) / "adapter_config.json"
+        if not config_file.is_file():
+            raise ValueError(f"Adapter {str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json).")
+        rank = int(json.loads(config_file.read_text()).get("r", 16))
+        llm.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
+        lora = ("adapter", 1, str(Path(adapter).resolve()))
+    sampling = {"temperature": 0.0, "max_tokens": max_new_tokens, "skip_special_tokens": True}
+    return {"llm": llm, "sampling": sampling, "lora": lora}
+
+
+def _generate_vllm(request: dict[str, Any], prompts: list[str]) -> list[tuple[str, int, str]]:
+    """Greedy completions from vLLM's offline ``LLM`` (continuous batching over all prompts at once)."""
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise ValueError("backend='vllm' needs vLLM: `pip install vllm` (a CUDA machine).") from None
+    llm = LLM(**request["llm"])
+    lora = LoRARequest(*request["lora"]) if request["lora"] else None
+    outputs = llm.generate(prompts, SamplingParams(**request["sampling"]), lora_request=lora)
+    return [
+        (out.outputs[0].text.strip(), len(out.outputs[0].token_ids), _finish(out.outputs[0].finish_reason))
+        for out in outputs
+    ]
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
 def evaluate_model(
     model: str,
     data,
@@ -191,6 +248,7 @@ def evaluate_model(
     system_prompt: str | None = None,
     strict: bool = False,
     device: str | None = None,
+    backend: str = "transformers",
 ) -> tuple[Any, dict[str, Any]]:
     """Generate an answer to every problem and score it; return ``(predictions, results)``.
 
@@ -207,7 +265,9 @@ def evaluate_model(
         system_prompt: an optional system turn before the user turn (``PROMPTS[kind]`` filled with the question).
         strict: GSM8K only: take an answer only from ``#### N``; by default a completion without it falls back to
             "the answer is N", then to its last number. MATH answers always come from the last ``\\boxed{}``.
-        device: torch device; default CUDA when available, else CPU.
+        device: torch device; default CUDA when available, else CPU (``backend="transformers"``).
+        backend: ``"transformers"`` (batched ``generate``, CPU or GPU) or ``"vllm"`` (vLLM's offline ``LLM``, GPU;
+            the adapter as a ``LoRARequest``): the same prompts, greedy decoding, scoring and results format.
 
     Returns:
         ``predictions``: a ``Dataset`` in the order of ``data`` with columns question, reference, completion,
@@ -242,11 +302,25 @@ def evaluate_model(
     questions = [str(q) for q in data[question_column]]
     references = _reference_answers(data[answer_column], kind, answer_column)
 
-    if device is None:
-        from ..common.models import fork_safe_torch
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
+    if backend == "vllm":
+        import importlib.util
 
-        device = "cuda" if fork_safe_torch().cuda.is_available() else "cpu"
-    student, tokenizer = _load_model(model, adapter, device)
+        from ..common.models import load_tokenizer
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("backend='vllm' needs vLLM: `pip install vllm` (a CUDA machine).")
+        if device is not None:
+            logger.warning("device=%r is ignored with backend='vllm' (vLLM places the model itself).", device)
+        request = vllm_request(model, adapter, max_new_tokens)
+        student, tokenizer, device = None, load_tokenizer(model), "vllm"
+    else:
+        if device is None:
+            from ..common.models import fork_safe_torch
+
+            device = "cuda" if fork_safe_torch().cuda.is_available() else "cpu"
+        student, tokenizer = _load_model(model, adapter, device)
     if not tokenizer.chat_template:
         raise ValueError(f"The tokenizer of {model!r} has no chat template; evaluation prompts through it.")
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -260,18 +334,17 @@ def evaluate_model(
     ]
     completions: list[tuple[str, int, str]] = []
     generation_started = time.perf_counter()
-    with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
-        for start in range(0, len(prompts), batch_size):
-            completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
-            bar.update(len(prompts[start : start + batch_size]))
+    if backend == "vllm":
+        completions = _generate_vllm(request, prompts)
+    else:
+        with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
+            for start in range(0, len(prompts), batch_size):
+                completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
+                bar.update(len(prompts[start : start + batch_size]))
     generation_seconds = time.perf_counter() - generation_started
 
     texts = [text for text, _, _ in completions]
-    if kind == "gsm8k":
-        predicted = [extract_gsm8k_answer(text, strict=strict) for text in texts]
-    else:
-        predicted = [extract_boxed(text) for text in texts]
-    correct = [answers_equal(p, r, kind=kind) for p, r in zip(predicted, references)]
+    predicted, correct = _score(texts, references, kind, strict=strict)
     features = Features(
         {
             "question": Value("string"),
@@ -321,8 +394,9 @@ def evaluate_model(
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
         "decoding": "greedy",
+        "backend": backend,
         "device": device,
-        "dtype": str(student.dtype).removeprefix("torch."),
+        "dtype": "auto" if student is None else str(student.dtype).removeprefix("torch."),
         "generated_tokens": total_tokens,
         "tokens_per_second": total_tokens / generation_seconds if generation_seconds > 0 else None,
         "generation_seconds": generation_seconds,
@@ -387,6 +461,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--answer-column", default=None, help="Default: answer (MATH: else solution).")
     parser.add_argument("--device", default=None, help="Torch device (default: cuda if available, else cpu).")
     parser.add_argument(
+        "--backend", choices=BACKENDS, default="transformers", help="transformers (CPU/GPU) or vllm (GPU, batched)."
+    )
+    parser.add_argument(
         "--output-dir", default=None, help="Where to write results (default: outputs/eval/<model-name>-<data>)."
     )
     return parser
@@ -425,6 +502,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             system_prompt=args.system_prompt,
             strict=args.strict,
             device=args.device,
+            backend=getattr(args, "backend", "transformers"),
         )
     except (ValueError, FileNotFoundError) as err:
         if getattr(args, "verbose", False):

@@ -50,6 +50,7 @@ __all__ = [
     "build_train_parser",
     "build_trainer",
     "load_training_data",
+    "name_base_model",
     "resolve_accelerate_config",
     "run_train",
 ]
@@ -247,6 +248,8 @@ def run_train(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     elapsed = time.perf_counter() - start
     output_dir = Path(training_args.output_dir)
     trainer.save_model(str(output_dir))  # the adapter (or full model) and the tokenizer
+    if trainer.is_world_process_zero():
+        name_base_model(output_dir, script_args.model)
     steps = trainer.state.global_step
     metrics: dict[str, Any] = {
         **result.metrics,
@@ -372,6 +375,28 @@ def _load_tokenizer(path: str, model_args: ModelConfig, *, trust_remote_code: bo
         logger.info("%s has no pad token: using the EOS token %r", path, tokenizer.eos_token)
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def name_base_model(output_dir: str | os.PathLike, model: str) -> str | None:
+    """Make the model card in ``output_dir`` name its base model by Hub id (PEFT writes the local folder it loaded,
+    e.g. the built-in student's cache path). Returns the id written, or None when there is no card or no Hub id
+    (a local folder): then the card is left as it is.
+
+    Example:
+        >>> name_base_model("outputs/gsm8k-cpu/sft-lora", "smollm2-135m-instruct")  # doctest: +SKIP
+        'HuggingFaceTB/SmolLM2-135M-Instruct'
+    """
+    from huggingface_hub import ModelCard
+
+    from ..common.models import hub_id
+
+    readme, repo = Path(output_dir) / "README.md", hub_id(model)
+    if repo is None or not readme.is_file():
+        return None
+    card = ModelCard.load(readme)
+    card.data.base_model = repo
+    card.save(readme)
+    return repo
 
 
 def _maybe_merge(

@@ -232,7 +232,12 @@ class OpenAITeacher:
         max_retries: retries after the first attempt for 408/429/5xx-gateway statuses, timeouts, dropped or refused
             connections and malformed bodies; waits grow exponentially (``backoff_base * 2**n``, jittered) up to
             ``backoff_max``, or follow the server's ``Retry-After`` (capped by ``backoff_max``).
-        extra_body: extra JSON keys sent with every request (e.g. ``{"top_k": 20}``); part of :meth:`identity`.
+        extra_body: extra JSON keys sent with every request (e.g. ``{"top_k": 20}``, or vLLM's
+            ``{"guided_json": schema}``); part of :meth:`identity`.
+        response_format: the OpenAI ``response_format`` sent with every request (structured output; vLLM turns a
+            JSON schema into guided decoding), e.g.
+            :func:`~embedsdg_hf.generation.parse.json_response_format` for the JSON form of an example, which
+            :func:`~embedsdg_hf.generation.parse.parse_generation` reads. Part of :meth:`identity`.
         assistant_prefill: send :attr:`TeacherRequest.prefill` as a final assistant message to continue
             (``continue_final_message``, a vLLM extension); off by default as other servers reject it.
 
@@ -254,6 +259,7 @@ class OpenAITeacher:
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         extra_body: Mapping[str, Any] | None = None,
+        response_format: Mapping[str, Any] | None = None,
         assistant_prefill: bool = False,
     ):
         if not isinstance(model, str) or not model.strip():
@@ -278,6 +284,21 @@ class OpenAITeacher:
         clashes = sorted(RESERVED_KEYS & extra_body.keys())
         if clashes:
             raise ValueError(f"extra_body may not set {clashes}: they come from TeacherRequest / the model argument.")
+        if response_format is not None:
+            response_format = dict(response_format)
+            if not isinstance(response_format.get("type"), str):
+                raise ValueError(
+                    f"response_format must be an OpenAI response_format object with a 'type' ('json_schema', "
+                    f"'json_object' or 'text'), got {response_format!r}."
+                )
+            if "response_format" in extra_body:
+                raise ValueError("response_format is given twice: as an argument and in extra_body; keep one.")
+            if assistant_prefill:
+                raise ValueError(
+                    "assistant_prefill cannot be used with response_format: a prefilled '### Question' would start "
+                    "the structured (JSON) answer."
+                )
+            extra_body["response_format"] = response_format
         self.model = model
         self.base_urls = [url.rstrip("/") for url in urls]
         self.api_key_env = api_key_env
