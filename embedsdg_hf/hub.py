@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from .common.rundir import load_saved_dataset
+
 logger = logging.getLogger(__name__)
 
 PAPER = "https://arxiv.org/abs/2603.22294"
@@ -278,17 +280,6 @@ def make_dataset_card(
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
-def _load_saved(path: Path):
-    """``load_from_disk``, also for an empty dataset: ``save_to_disk`` writes no shard for 0 rows (datasets 5), and
-    ``load_from_disk`` then fails; its features are read from ``dataset_info.json`` instead."""
-    from datasets import Dataset, DatasetInfo, load_from_disk
-
-    if json.loads((path / "state.json").read_text()).get("_data_files"):
-        return load_from_disk(str(path))
-    features = DatasetInfo.from_directory(str(path)).features
-    return Dataset.from_dict({name: [] for name in features}, features=features)
-
-
 def _training_rows(out: Path):
     """The rows the run trains on: those that passed every quality gate (``quality/``), without embedding columns.
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
@@ -297,11 +288,11 @@ def _training_rows(out: Path):
     if (out / "quality").exists():
         from .quality.gates import filter_passed
 
-        rows = _load_saved(out / "quality").filter(filter_passed)
+        rows = load_saved_dataset(out / "quality").filter(filter_passed)
     else:
         from .generation.generate import filter_accepted
 
-        rows = _load_saved(out / "synthetic").filter(filter_accepted)
+        rows = load_saved_dataset(out / "synthetic").filter(filter_accepted)
     return without_embeddings(rows)
 
 
@@ -311,11 +302,11 @@ def _config_rows(out: Path) -> dict:
     from .common.mapping import without_embeddings
 
     configs = {"default": _training_rows(out)}
-    configs["all"] = without_embeddings(_load_saved(out / "synthetic"))
+    configs["all"] = without_embeddings(load_saved_dataset(out / "synthetic"))
     if (out / "quality").exists():
         from .quality.gates import filter_passed
 
-        quality = _load_saved(out / "quality")
+        quality = load_saved_dataset(out / "quality")
         configs["dropped"] = without_embeddings(quality.filter(lambda row: not filter_passed(row)))
     return configs
 

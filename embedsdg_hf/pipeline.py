@@ -21,6 +21,7 @@ from .common.rundir import (
     PID_FILE,
     RunLock,
     is_run_dir,
+    load_saved_dataset,
     read_json,
     replace_dir,
     save_dataset_atomic,
@@ -233,12 +234,10 @@ def _run(config: PipelineConfig, out: Path) -> dict:
 def _checkpoint(path: Path, compute, timer: _Timer, name: str, rows_in: int | None = None):
     """The dataset saved at ``path`` by an earlier run of the same config, or ``compute()`` saved there atomically.
     Either way it is read back from ``path``, so a first run and a resumed one continue from the same data."""
-    from datasets import load_from_disk
-
     with timer.step(name if not path.exists() else f"{name} (reused from {path.name}/)", rows_in) as rec:
         if not path.exists():
             save_dataset_atomic(compute(), path)
-        ds = load_from_disk(str(path))
+        ds = load_saved_dataset(path)
         rec["rows_out"] = len(ds)
     return ds
 
@@ -250,8 +249,6 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         "weights": config.weights,
         "max_length": config.max_length,
     }
-    from datasets import load_from_disk
-
     reducer_dir = out / "reducer"
     if reducer_dir.exists() and (out / "pool").exists():
         with timer.step("embed + reduce (reused from pool/, reducer/)", len(pool)):
@@ -270,7 +267,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         replace_dir(tmp, reducer_dir)
         save_dataset_atomic(pool, out / "pool")
     reducer = Reducer.load(reducer_dir)
-    pool = load_from_disk(str(out / "pool"))
+    pool = load_saved_dataset(out / "pool")
     reused = (out / "grid.json").exists()
     with timer.step("fit grid" + (" (reused from grid.json)" if reused else ""), len(pool)) as rec:
         if reused:
@@ -306,7 +303,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
     pairs = _checkpoint(
         out / "pairs", regions_and_pairs, timer, "sparse regions + seed pairs + interpolate", windows["regions"]
     )
-    regions = load_from_disk(str(out / "regions"))
+    regions = load_saved_dataset(out / "regions")
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
             pairs, rec["rows_reused"] = _decode_in_parts(config, pairs, pool, out)
@@ -346,7 +343,7 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
     """Decode the pairs one batch at a time, each finished batch saved as ``decoded/part-<start>-<stop>/``; parts an
     earlier run finished are loaded, not decoded again. The decoded pairs replace ``pairs/`` and the parts go.
     Returns the decoded pairs and how many of them were reused."""
-    from datasets import concatenate_datasets, load_from_disk
+    from datasets import concatenate_datasets
 
     parts_dir = out / "decoded"
     parts_dir.mkdir(exist_ok=True)
@@ -370,12 +367,12 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
                 batch_size=config.decode_batch_size,
             )
             save_dataset_atomic(decoded, path)
-        parts.append(load_from_disk(str(path)))
+        parts.append(load_saved_dataset(path))
     save_dataset_atomic(concatenate_datasets(parts), out / "pairs")
     shutil.rmtree(parts_dir)
     if reused:
         logger.info("Decoding: %d of %d pairs reused from %s", reused, len(pairs), parts_dir)
-    return load_from_disk(str(out / "pairs")), reused
+    return load_saved_dataset(out / "pairs"), reused
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:

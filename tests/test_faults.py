@@ -473,3 +473,19 @@ def test_a_failing_teacher_after_decoding_keeps_the_analysis_and_a_fixed_teacher
     assert code == 0, text
     assert {name: (out / name).stat().st_mtime_ns for name in kept} == kept
     assert json.loads((out / "manifest.json").read_text())["counts"]["train"] == 2
+
+
+def test_an_empty_stage_output_loads_back(tmp_path):
+    """datasets 5 writes no shard for a 0-row save_to_disk and load_from_disk then fails: the run dir reader copes."""
+    import datasets
+
+    from embedsdg_hf.common.rundir import load_saved_dataset, save_dataset_atomic
+
+    features = datasets.Features({"question": datasets.Value("string"), "score": datasets.Value("float32")})
+    save_dataset_atomic(datasets.Dataset.from_dict({"question": [], "score": []}, features=features), tmp_path / "q")
+    empty = load_saved_dataset(tmp_path / "q")
+    assert len(empty) == 0 and empty.features == features
+    save_dataset_atomic(
+        datasets.Dataset.from_dict({"question": ["a"], "score": [1.0]}, features=features), tmp_path / "q"
+    )
+    assert load_saved_dataset(tmp_path / "q")["question"] == ["a"]

@@ -155,3 +155,15 @@ class RunLock:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+def load_saved_dataset(path: str | os.PathLike):
+    """``load_from_disk``, also for an empty dataset: ``save_to_disk`` writes no shard for 0 rows (datasets 5), and
+    ``load_from_disk`` then fails with an ``IndexError``; the features are read from ``dataset_info.json`` instead."""
+    from datasets import Dataset, DatasetInfo, load_from_disk
+
+    path = Path(path)
+    if json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files"):
+        return load_from_disk(str(path))
+    features = DatasetInfo.from_directory(str(path)).features
+    return Dataset.from_dict({name: [] for name in features}, features=features)

@@ -277,7 +277,9 @@ def run_train(argv: list[str] | None = None, *, prog: str | None = None) -> int:
 
 def _load_any(spec: str, *, split: str) -> Dataset:
     """A ``Dataset`` from any of the accepted forms (see :func:`load_training_data`)."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+    from datasets import DatasetDict, load_dataset
+
+    from ..common.rundir import load_saved_dataset
 
     path = Path(spec).expanduser()
     if path.is_dir() and (path / _RUN_TRAIN_FILE).is_file():
@@ -301,7 +303,7 @@ def _load_any(spec: str, *, split: str) -> Dataset:
                 f"{str(path)!r} is a folder but neither a save_to_disk dataset nor a run output dir "
                 f"(no {_RUN_TRAIN_FILE}, no {_RUN_SYNTHETIC_DIR}/)."
             )
-        ds = load_from_disk(str(path))
+        ds = load_saved_dataset(path)
         if isinstance(ds, DatasetDict):
             if split not in ds:
                 raise ValueError(f"{str(path)!r} has no split {split!r}; splits: {list(ds)}.")
