@@ -82,6 +82,7 @@ _EXPORTS = {
     "load_tokenizer": "common.models",
     "resolve_model": "common.models",
     "make_word_problems": "data.word_problems",
+    "make_word_problem": "data.word_problems",
     "load_seed_pool": "data.seed_pools",
     "plot_density_histogram": "plots",
     "plot_embedding_map": "plots",
