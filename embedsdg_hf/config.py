@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 RECIPE_VERSION = 1
+SELECTORS = ("knn", "grid")
 # Settings that say where results go or how fast they come, not what they are: a run dir may be resumed with
 # different values of these.
 _NOT_RESULTS = (
@@ -63,6 +64,20 @@ class PipelineConfig:
     min_populated_neighbors: float = field(
         default=0.5, metadata={"help": "Share of surrounding windows that must be non-empty (0 disables)."}
     )
+    # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
+    selector: str = field(
+        default="knn",
+        metadata={"help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds') or grid (paper)"},
+    )
+    knn_k: int = field(default=10, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
+    knn_dims: int | None = field(
+        default=None, metadata={"help": "knn: PCA dims of the density space; null: all dims, cosine geometry."}
+    )
+    knn_suppress: int = field(
+        default=0, metadata={"help": "knn: neighbours of a chosen centre that cannot be centres (0: none)."}
+    )
+    knn_hood_k: int = field(default=5, metadata={"help": "knn: neighbours of a centre the seed pair comes from."})
+    knn_pairing: str = field(default="near", metadata={"help": "knn: near (nearest on each side) or extreme."})
     # Pairs
     n_pairs: int = field(default=24, metadata={"help": "Seed pairs to make, sparsest regions first."})
     max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
@@ -139,6 +154,15 @@ class PipelineConfig:
                 self.threshold = str(int(self.threshold))
             except ValueError:
                 raise ValueError(f"threshold must be 'auto' or an integer >= 2, got {self.threshold!r}.") from None
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {list(SELECTORS)}, got {self.selector!r}.")
+        if self.knn_pairing not in ("near", "extreme"):
+            raise ValueError(f"knn_pairing must be 'near' or 'extreme', got {self.knn_pairing!r}.")
+        for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
+        if self.knn_dims is not None and self.knn_dims < 1:
+            raise ValueError(f"knn_dims must be >= 1 or null (all dims), got {self.knn_dims}.")
         if self.n_pairs < 1:
             raise ValueError(f"n_pairs must be >= 1, got {self.n_pairs}.")
         if self.stage not in ("all", "analysis"):
@@ -154,6 +178,16 @@ class PipelineConfig:
             raise ValueError(f"decontam_ngram must be >= 1, got {self.decontam_ngram}.")
         if self.self_consistency < 0:
             raise ValueError(f"self_consistency must be >= 0 (0 disables it), got {self.self_consistency}.")
+
+    def knn_settings(self) -> dict:
+        """The keyword arguments of ``knn_seed_pairs`` this config sets."""
+        return {
+            "k": self.knn_k,
+            "density_dims": self.knn_dims,
+            "suppress": self.knn_suppress,
+            "hood_k": self.knn_hood_k,
+            "pairing": self.knn_pairing,
+        }
 
     @property
     def threshold_value(self) -> int | str:
