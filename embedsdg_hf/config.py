@@ -69,7 +69,7 @@ class PipelineConfig:
         default="knn",
         metadata={"help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds') or grid (paper)"},
     )
-    knn_k: int = field(default=10, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
+    knn_k: int = field(default=20, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
     knn_dims: int | None = field(
         default=None, metadata={"help": "knn: PCA dims of the density space; null: all dims, cosine geometry."}
     )
@@ -78,6 +78,13 @@ class PipelineConfig:
     )
     knn_hood_k: int = field(default=5, metadata={"help": "knn: neighbours of a centre the seed pair comes from."})
     knn_pairing: str = field(default="near", metadata={"help": "knn: near (nearest on each side) or extreme."})
+    knn_text: str = field(
+        default="input",
+        metadata={
+            "help": "knn: what sparsity is measured on: input (the template's first column, e.g. the question; "
+            "an extra cheap embedding pass) or full (the training text, the same embedding as the map)."
+        },
+    )
     # Pairs
     n_pairs: int = field(default=24, metadata={"help": "Seed pairs to make, sparsest regions first."})
     max_pairs_per_region: int = field(default=4, metadata={"help": "Most pairs taken from one region."})
@@ -156,6 +163,8 @@ class PipelineConfig:
                 raise ValueError(f"threshold must be 'auto' or an integer >= 2, got {self.threshold!r}.") from None
         if self.selector not in SELECTORS:
             raise ValueError(f"selector must be one of {list(SELECTORS)}, got {self.selector!r}.")
+        if self.knn_text not in ("input", "full"):
+            raise ValueError(f"knn_text must be 'input' or 'full', got {self.knn_text!r}.")
         if self.knn_pairing not in ("near", "extreme"):
             raise ValueError(f"knn_pairing must be 'near' or 'extreme', got {self.knn_pairing!r}.")
         for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1)):

@@ -33,6 +33,7 @@ from .quality.gates import add_quality_reason, apply_gate, filter_passed, summar
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
+from .space.knn_regions import knn_seed_pairs
 from .space.pairs import make_seed_pairs
 from .space.reduce import add_coords, fit_reducer
 from .space.regions import count_windows, find_sparse_regions, fit_grid
@@ -127,13 +128,22 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             quantile=config.threshold_quantile,
             min_populated_neighbors=config.min_populated_neighbors,
         )
-        regions = find_sparse_regions(pool, grid)
-        rec["rows_out"] = len(regions)
-    with timer.step("seed pairs", len(regions)) as rec:
-        pairs = make_seed_pairs(
-            pool, regions, n_pairs=config.n_pairs, seed=config.seed, max_pairs_per_region=config.max_pairs_per_region
-        )
-        rec["rows_out"] = len(pairs)
+        regions = find_sparse_regions(pool, grid) if config.selector == "grid" else None
+        rec["rows_out"] = None if regions is None else len(regions)
+    if config.selector == "knn":  # the grid above still draws the density histogram
+        with timer.step(f"k-NN regions + seed pairs ({config.knn_text} text)", len(pool)) as rec:
+            pool, regions, pairs = _knn_selection(config, pool, embed_kwargs)
+            rec["rows_out"] = len(pairs)
+    else:
+        with timer.step("seed pairs", len(regions)) as rec:
+            pairs = make_seed_pairs(
+                pool,
+                regions,
+                n_pairs=config.n_pairs,
+                seed=config.seed,
+                max_pairs_per_region=config.max_pairs_per_region,
+            )
+            rec["rows_out"] = len(pairs)
     with timer.step("interpolate", len(pairs)) as rec:
         pairs = add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
         rec["rows_out"] = len(pairs)
@@ -171,6 +181,25 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
     return pool, pairs
 
 
+def _knn_selection(config: PipelineConfig, pool, embed_kwargs: dict):
+    """The ``knn`` selector (README "Choosing seeds"): on the input column's embedding (``knn_text="input"``, an
+    extra ``selection_embedding`` column) or on the training-text embedding (``"full"``)."""
+    column = "embedding"
+    if config.knn_text == "input":
+        column = "selection_embedding"
+        question, _ = _template_columns(config.text_template)
+        pool = add_embeddings(
+            pool,
+            **{**embed_kwargs, "text_template": f"{{{question}}}"},
+            column=column,
+            count_column="selection_num_tokens",
+        )
+    regions, pairs = knn_seed_pairs(
+        pool, n_pairs=config.n_pairs, seed=config.seed, column=column, **config.knn_settings()
+    )
+    return pool, regions, pairs
+
+
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
     question, answer = _template_columns(config.text_template)
     teacher = _make_teacher(config, config.teacher)
@@ -202,7 +231,11 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
     train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
     without_embeddings(train).to_json(str(out / "train.jsonl"))
     manifest["counts"]["train"] = len(train)
-    if config.coverage and config.method == "embedsdg":
+    if config.coverage and config.method == "embedsdg" and config.selector == "knn":
+        logger.warning(
+            "coverage measures the grid's windows; with selector=knn it is not computed (use selector=grid)."
+        )
+    elif config.coverage and config.method == "embedsdg":
         _coverage(out, timer, manifest)
 
 

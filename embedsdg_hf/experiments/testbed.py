@@ -139,9 +139,11 @@ def _grid_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
 def _knn_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
     from ..space.knn_regions import knn_seed_pairs
 
+    args = {key: value for key, value in settings.items() if key != "text"}
+    column = INPUT_EMBEDDING if settings.get("text") == "input" else "embedding"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        _, pairs = knn_seed_pairs(pool, n_pairs=n_pairs, seed=seed, **settings)
+        _, pairs = knn_seed_pairs(pool, n_pairs=n_pairs, seed=seed, column=column, **args)
     return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
 
 
@@ -175,14 +177,15 @@ def _default_settings() -> list[_Setting]:
         "quantile": c.threshold_quantile,
         "min_populated_neighbors": c.min_populated_neighbors,
     }
-    knn = c.knn_settings()
+    knn = {**c.knn_settings(), "text": c.knn_text}
     return [
         _Setting("grid", "grid (paper, defaults)", grid, True, True),
         _Setting("grid", "grid, no neighbour rule", {**grid, "min_populated_neighbors": 0.0}, True),
-        _Setting("knn", "knn in the map (density_dims = map dims)", {**knn, "density_dims": "map"}, True),
         _Setting("knn", f"knn (defaults: {_describe(knn)})", knn, False, True),
+        _Setting("knn", "knn on the training text (text=full)", {**knn, "text": "full"}, False),
+        _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {**knn, "density_dims": "map"}, True),
         _Setting("knn", "knn, 16-D PCA", {**knn, "density_dims": 16}, False),
-        _Setting("knn", "knn, suppress=3", {**knn, "suppress": 3}, False),
+        _Setting("knn", "knn with suppression (suppress=k)", {**knn, "suppress": knn["k"]}, False),
     ]
 
 
@@ -191,6 +194,8 @@ def _describe(settings: Mapping) -> str:
 
 
 SLOW_REDUCERS = ("tsne", "umap")
+#: The column of the input-only embedding (the question) that ``knn_text="input"`` measures sparsity on.
+INPUT_EMBEDDING = "input_embedding"
 
 
 def measure_targeting(
@@ -207,7 +212,8 @@ def measure_targeting(
     tag: str = "",
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Lift of every selection setting on one embedded pool (columns ``embedding`` and ``family_column``).
+    """Lift of every selection setting on one embedded pool (columns ``embedding``, ``input_embedding`` (the
+    question only, for the k-NN settings with ``text="input"``) and ``family_column``).
 
     One row per (reducer, dims, setting): the EmbedSDG lift, the RandomSDG lift (mean and sd over
     ``random_repeats`` draws), rare families hit, seeds, seconds; with ``figure_dir``, the grid's and the default
@@ -220,7 +226,7 @@ def measure_targeting(
     from ..common.validation import require_columns
     from ..space.reduce import add_coords, fit_reducer
 
-    require_columns(embedded, ["embedding", family_column])
+    require_columns(embedded, ["embedding", INPUT_EMBEDDING, family_column])
     labels = embedded[family_column]
     random_runs = _random_seeds(len(embedded), n_pairs, random_repeats)
     random_lift = [family_shares(labels, {"r": r}, rare_families=rare_families)["lift"]["r"] for r in random_runs]
@@ -292,8 +298,11 @@ def run_targeting(
         slow_reducer_weights: ... and with only these weights (``None``: all).
         progress: called with a line per finished (pattern, weights, reducer, dims), e.g. ``print``.
     """
+    from ..common.validation import template_fields
+    from ..config import PipelineConfig
     from ..space.embed import add_embeddings
 
+    input_column = template_fields(PipelineConfig().text_template)[0]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     chosen = [p for p in PATTERNS if patterns is None or p.name in patterns]
@@ -311,6 +320,10 @@ def run_targeting(
         pool = make_testbed_pool(n, rare_families=pattern.rare, rare_share=pattern.rare_share, seed=seed)
         for wi, w in enumerate(weights):
             embedded = add_embeddings(pool, model=model, weights=w)
+            embedded = add_embeddings(
+                embedded, model=model, weights=w, text_template=f"{{{input_column}}}", column=INPUT_EMBEDDING,
+                count_column="input_num_tokens",
+            )  # fmt: skip
             slow = pi < slow_reducer_patterns and (slow_reducer_weights is None or w in slow_reducer_weights)
             for row in measure_targeting(
                 embedded,
