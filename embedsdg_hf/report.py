@@ -16,8 +16,14 @@ def format_summary(manifest: dict) -> str:
     counts = manifest["counts"]
     lines.append("")
     if "regions" in counts:
+        config = manifest.get("config", {})
+        how = (
+            f"k-NN, k={config.get('knn_k')}, {config.get('knn_text')} text"
+            if config.get("selector") == "knn"
+            else f"T={manifest['grid']['threshold']}"
+        )
         lines.append(
-            f"{counts['regions']} sparse regions (T={manifest['grid']['threshold']}), {counts['pairs']} seed pairs, "
+            f"{counts['regions']} sparse regions ({how}), {counts['pairs']} seed pairs, "
             f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
         )
     gen = manifest.get("generation")
