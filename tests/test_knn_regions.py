@@ -90,3 +90,16 @@ def test_bad_pair_arguments_raise_clear_errors() -> None:
         make_knn_pairs(ds, regions.select([]), n_pairs=2)
     with pytest.raises(ValueError, match="centre"):
         make_knn_pairs(ds, regions.remove_columns("centre"), n_pairs=2)
+
+
+def test_config_selects_and_checks_the_selector() -> None:
+    from embedsdg_hf.config import PipelineConfig
+
+    config = PipelineConfig()
+    assert config.selector == "knn"  # the default the testbed's numbers favour (README "Choosing seeds")
+    assert config.knn_settings() == {"k": 20, "density_dims": None, "suppress": 0, "hood_k": 5, "pairing": "near"}
+    assert PipelineConfig(selector="grid").selector == "grid"  # the paper's rule, by name
+    bad_values = {"selector": "kde", "knn_text": "answer", "knn_k": 0, "knn_dims": 0, "knn_pairing": "far"}
+    for key, value in bad_values.items():
+        with pytest.raises(ValueError, match=key):
+            PipelineConfig(**{key: value})
