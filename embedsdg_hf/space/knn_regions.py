@@ -140,17 +140,19 @@ def _find_regions(
     dist, idx = _knn(x, max(k, suppress, hood_k))
     score = dist[:, k - 1]
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
-    blocked = np.zeros(n, dtype=bool)
-    is_centre = np.zeros(n, dtype=bool)
-    centres = []
-    for c in order:
-        if n_regions is not None and len(centres) >= n_regions:
-            break
-        if suppress and (blocked[c] or is_centre[idx[c, :suppress]].any()):
-            continue
-        centres.append(c)
-        is_centre[c] = True
-        if suppress:
+    if suppress == 0:  # every point is a centre in turn
+        centres = order[:n_regions]
+    else:
+        blocked = np.zeros(n, dtype=bool)
+        is_centre = np.zeros(n, dtype=bool)
+        centres = []
+        for c in order:
+            if n_regions is not None and len(centres) >= n_regions:
+                break
+            if blocked[c] or is_centre[idx[c, :suppress]].any():
+                continue
+            centres.append(c)
+            is_centre[c] = True
             blocked[idx[c, :suppress]] = True
     centres = np.asarray(centres, dtype=np.int64)
     members = np.concatenate([centres[:, None], idx[centres, :hood_k]], axis=1)
