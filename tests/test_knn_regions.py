@@ -103,3 +103,13 @@ def test_config_selects_and_checks_the_selector() -> None:
     for key, value in bad_values.items():
         with pytest.raises(ValueError, match=key):
             PipelineConfig(**{key: value})
+
+
+def test_function_defaults_are_the_config_defaults() -> None:
+    """Calling knn_seed_pairs without settings selects what `embedsdg run` selects."""
+    import inspect
+
+    from embedsdg_hf.config import PipelineConfig
+
+    params = inspect.signature(knn_seed_pairs).parameters
+    assert {name: params[name].default for name in PipelineConfig().knn_settings()} == PipelineConfig().knn_settings()

@@ -82,8 +82,8 @@ def find_knn_regions(
     ds: datasets.Dataset,
     *,
     n_regions: int | None = None,
-    k: int = 10,
-    density_dims: int | None = 32,
+    k: int = 20,
+    density_dims: int | None = None,
     suppress: int = 0,
     hood_k: int = 5,
     seed: int = 0,
@@ -105,7 +105,7 @@ def find_knn_regions(
     ``members`` (centre first, then its neighbours nearest first), ``centre``, ``knn_distance``.
 
     Example:
-        >>> regions = find_knn_regions(pool, n_regions=100, k=10, density_dims=32)  # doctest: +SKIP
+        >>> regions = find_knn_regions(pool, n_regions=100)  # doctest: +SKIP
         >>> pairs = make_knn_pairs(pool, regions, n_pairs=100)  # doctest: +SKIP
     """
     if n_regions is not None:
@@ -188,7 +188,7 @@ def make_knn_pairs(
     *,
     n_pairs: int,
     pairing: str = "near",
-    density_dims: int | None = 32,
+    density_dims: int | None = None,
     seed: int = 0,
     column: str = "embedding",
     coords_column: str = "coords",
@@ -284,8 +284,8 @@ def knn_seed_pairs(
     ds: datasets.Dataset,
     *,
     n_pairs: int,
-    k: int = 10,
-    density_dims: int | None = 32,
+    k: int = 20,
+    density_dims: int | None = None,
     suppress: int = 0,
     hood_k: int = 5,
     pairing: str = "near",
@@ -299,7 +299,7 @@ def knn_seed_pairs(
     regions walked as ``n_pairs`` needs.
 
     Example:
-        >>> regions, pairs = knn_seed_pairs(pool, n_pairs=60, k=10, density_dims=32)  # doctest: +SKIP
+        >>> regions, pairs = knn_seed_pairs(pool, n_pairs=60)  # doctest: +SKIP
     """
     n_pairs = _check_int(n_pairs, "n_pairs", 1)
     if pairing not in PAIRINGS:
