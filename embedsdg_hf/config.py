@@ -9,6 +9,7 @@ REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config import
 SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
 # Operational settings: where results go, how fast they come, how hard to try, not what they are. A run dir may be
 # resumed with other values of these. Every other key (a new one too) counts as changing the results.
+SELECTORS = ("knn", "grid")
 _NOT_RESULTS = (
     "output_dir",
     "overwrite",
@@ -102,6 +103,27 @@ class PipelineConfig:
     )
     min_populated_neighbors: float = field(
         default=0.5, metadata={"help": "Share of surrounding windows that must be non-empty (0 disables)."}
+    )
+    # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
+    selector: str = field(
+        default="knn",
+        metadata={"help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds') or grid (paper)"},
+    )
+    knn_k: int = field(default=20, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
+    knn_dims: int | None = field(
+        default=None, metadata={"help": "knn: PCA dims of the density space; null: all dims, cosine geometry."}
+    )
+    knn_suppress: int = field(
+        default=0, metadata={"help": "knn: neighbours of a chosen centre that cannot be centres (0: none)."}
+    )
+    knn_hood_k: int = field(default=5, metadata={"help": "knn: neighbours of a centre the seed pair comes from."})
+    knn_pairing: str = field(default="near", metadata={"help": "knn: near (nearest on each side) or extreme."})
+    knn_text: str = field(
+        default="input",
+        metadata={
+            "help": "knn: what sparsity is measured on: input (the template's first column, e.g. the question; "
+            "an extra cheap embedding pass) or full (the training text, the same embedding as the map)."
+        },
     )
     # Pairs
     n_pairs: int = field(
@@ -239,6 +261,17 @@ class PipelineConfig:
             raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
         if self.side_choice not in SIDE_CHOICES:
             raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}, got {self.side_choice!r}.")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {list(SELECTORS)}, got {self.selector!r}.")
+        if self.knn_text not in ("input", "full"):
+            raise ValueError(f"knn_text must be 'input' or 'full', got {self.knn_text!r}.")
+        if self.knn_pairing not in ("near", "extreme"):
+            raise ValueError(f"knn_pairing must be 'near' or 'extreme', got {self.knn_pairing!r}.")
+        for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
+        if self.knn_dims is not None and self.knn_dims < 1:
+            raise ValueError(f"knn_dims must be >= 1 or null (all dims), got {self.knn_dims}.")
         if self.n_pairs < 1:
             raise ValueError(f"n_pairs must be >= 1, got {self.n_pairs}.")
         if self.stage not in ("all", "analysis"):
@@ -285,6 +318,16 @@ class PipelineConfig:
             raise ValueError(
                 f"{' and '.join(set_options)} apply to 'openai:' teachers only; the teacher is {self.teacher!r}."
             )
+
+    def knn_settings(self) -> dict:
+        """The keyword arguments of ``knn_seed_pairs`` this config sets."""
+        return {
+            "k": self.knn_k,
+            "density_dims": self.knn_dims,
+            "suppress": self.knn_suppress,
+            "hood_k": self.knn_hood_k,
+            "pairing": self.knn_pairing,
+        }
 
     @property
     def threshold_value(self) -> int | str:

@@ -45,6 +45,7 @@ from .quality.gates import add_quality_reason, apply_gate, filter_passed, summar
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
+from .space.knn_regions import knn_seed_pairs
 from .space.pairs import make_budget_pairs
 from .space.reduce import Reducer, add_coords, fit_reducer
 from .space.regions import GridSpec, count_windows, fit_grid, summarize_windows
@@ -288,20 +289,23 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         rec["rows_out"] = windows["regions"]
 
     def regions_and_pairs():
-        # sparsest regions first; when they cannot give n_pairs, T is raised step by step (paper §4.3)
-        regions, pairs = make_budget_pairs(
-            pool,
-            grid,
-            n_pairs=config.n_pairs,
-            seed=config.seed,
-            max_pairs_per_region=config.max_pairs_per_region,
-            side_choice=config.side_choice,
-        )
+        if config.selector == "knn":  # the grid above still draws the density histogram
+            regions, pairs = _knn_selection(config, pool, embed_kwargs)
+        else:  # sparsest regions first; when they cannot give n_pairs, T is raised step by step (paper §4.3)
+            regions, pairs = make_budget_pairs(
+                pool,
+                grid,
+                n_pairs=config.n_pairs,
+                seed=config.seed,
+                max_pairs_per_region=config.max_pairs_per_region,
+                side_choice=config.side_choice,
+            )
         save_dataset_atomic(regions, out / "regions")  # before pairs/: a saved pairs/ always has its regions/
         return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
 
+    selection = f"k-NN regions ({config.knn_text} text)" if config.selector == "knn" else "sparse regions"
     pairs = _checkpoint(
-        out / "pairs", regions_and_pairs, timer, "sparse regions + seed pairs + interpolate", windows["regions"]
+        out / "pairs", regions_and_pairs, timer, f"{selection} + seed pairs + interpolate", windows["regions"]
     )
     regions = load_saved_dataset(out / "regions")
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
@@ -375,6 +379,22 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
     return load_saved_dataset(out / "pairs"), reused
 
 
+def _knn_selection(config: PipelineConfig, pool, embed_kwargs: dict):
+    """The ``knn`` selector (README "Choosing seeds"): ``(regions, pairs)`` on the input column's embedding
+    (``knn_text="input"``, an extra embedding of the questions alone) or on the training-text one (``"full"``)."""
+    column = "embedding"
+    if config.knn_text == "input":
+        column = "selection_embedding"
+        question, _ = _template_columns(config.text_template)
+        pool = add_embeddings(
+            pool,
+            **{**embed_kwargs, "text_template": f"{{{question}}}"},
+            column=column,
+            count_column="selection_num_tokens",
+        )
+    return knn_seed_pairs(pool, n_pairs=config.n_pairs, seed=config.seed, column=column, **config.knn_settings())
+
+
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
     question, answer = _template_columns(config.text_template)
     teacher = _make_teacher(config, config.teacher)
@@ -424,7 +444,11 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             + (f" First teacher error: {errors['first']}." if errors["first"] else "")
             + f" Every row and why it was dropped is in {out / 'synthetic.jsonl'} and {out / 'dropped.jsonl'}."
         )
-    if config.coverage and config.method == "embedsdg":
+    if config.coverage and config.method == "embedsdg" and config.selector == "knn":
+        logger.warning(
+            "coverage measures the grid's windows; with selector=knn it is not computed (use selector=grid)."
+        )
+    elif config.coverage and config.method == "embedsdg":
         _coverage(out, timer, manifest)
 
 

@@ -321,3 +321,40 @@ def plot_coverage(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_family_shares(
+    families: Sequence[str],
+    shares: Mapping[str, Mapping[str, float]],
+    path: str | Path,
+    *,
+    rare: Sequence[str] = (),
+    title: str | None = None,
+):
+    """Share per family, one bar per source (e.g. EmbedSDG seeds, RandomSDG seeds, the pool); rare families marked.
+
+    Example:
+        >>> plot_family_shares(["a", "b"], {"EmbedSDG": {"a": 0.2, "b": 0.8}, "pool": {"a": 0.9, "b": 0.1}},
+        ...                    "shares.png", rare=["b"])  # doctest: +SKIP
+    """
+    families = list(families)
+    plt, fig, ax = _figure(width=max(7.0, 0.55 * len(families) + 2), height=4.5)
+    colours = ("#DD8452", "#4C72B0", "#A0A0A0", "#55A868", "#8172B3")
+    width = 0.8 / max(1, len(shares))
+    x = np.arange(len(families))
+    for i, (name, values) in enumerate(shares.items()):
+        heights = [float(values.get(f, 0.0)) for f in families]
+        ax.bar(x + (i - (len(shares) - 1) / 2) * width, heights, width, label=name, color=colours[i % len(colours)])
+    ax.set_xticks(x)
+    ax.set_xticklabels([f + (" *" if f in set(rare) else "") for f in families], rotation=60, ha="right", fontsize=8)
+    for tick, family in zip(ax.get_xticklabels(), families):
+        if family in set(rare):
+            tick.set_color("#C44E52")
+            tick.set_fontweight("bold")
+    ax.set_ylabel("share")
+    ax.set_title(title or "Share per family (* rare)", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

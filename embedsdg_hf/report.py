@@ -16,11 +16,20 @@ def format_summary(manifest: dict) -> str:
     counts = manifest["counts"]
     lines.append("")
     if "regions" in counts:
-        below = counts.get("regions_below_T", counts["regions"])
-        raised = counts["regions"] - below
-        more = f" + {raised} next-sparsest windows (T raised, {counts.get('pairs_past_T', 0)} pairs)" if raised else ""
+        config = manifest.get("config", {})
+        if config.get("selector") == "knn":
+            what = f"{counts['regions']} sparse regions (k-NN, k={config.get('knn_k')}, {config.get('knn_text')} text)"
+        else:
+            below = counts.get("regions_below_T", counts["regions"])
+            raised = counts["regions"] - below
+            more = (
+                f" + {raised} next-sparsest windows (T raised, {counts.get('pairs_past_T', 0)} pairs)"
+                if raised
+                else ""
+            )
+            what = f"{below} sparse regions (T={manifest['grid']['threshold']}){more}"
         lines.append(
-            f"{below} sparse regions (T={manifest['grid']['threshold']}){more}, {counts['pairs']} seed pairs, "
+            f"{what}, {counts['pairs']} seed pairs, "
             f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
         )
     gen = manifest.get("generation")

@@ -103,7 +103,8 @@ def run(student, gsm8k_rows, tmp_path_factory):
     root = tmp_path_factory.mktemp("coverage")
     pool_file = root / "pool.jsonl"
     pool_file.write_text("".join(json.dumps(row) + "\n" for row in gsm8k_rows))
-    settings = {"seed_pool": str(pool_file), "student": student, "bins": 6, "threshold": "4", "n_pairs": 4}
+    settings = {"seed_pool": str(pool_file), "student": student, "selector": "grid", "bins": 6, "threshold": "4",
+                "n_pairs": 4}  # fmt: skip
     config = PipelineConfig(**settings, stage="analysis", output_dir=str(root / "embedsdg"))
     run_pipeline(config)
     run_dir = Path(config.output_dir)

@@ -14,6 +14,7 @@ from embedsdg_hf.data.word_problems import PROBLEM_TYPES, make_word_problems
 from embedsdg_hf.quality.verify import evaluate_arithmetic
 
 COLUMNS = ["question", "answer", "final_answer", "problem_type"]
+DEFAULT_DIGEST = "baa5be8ffe2b9b589bcf1e51e7726fbad3d527bc1a7fff620d2e3e30cdb16c78"  # main before family_weights
 ANNOTATION = re.compile(r"<<([^<>]*)=([^<>=]*)>>")
 
 
@@ -139,3 +140,50 @@ def test_n_must_be_positive(n: int) -> None:
 def test_argument_types(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(TypeError, match=message):
         make_word_problems(**kwargs)
+
+
+def test_family_weights_none_keeps_the_default_rows() -> None:
+    """family_weights=None is the original generator: same rows for the same (n, seed), pinned here by a digest."""
+    import hashlib
+    import json
+
+    ds = make_word_problems(60, seed=11, family_weights=None)
+    assert ds.to_dict() == make_word_problems(60, seed=11).to_dict()
+    counts = Counter(ds["problem_type"])
+    assert set(counts) == set(PROBLEM_TYPES) and max(counts.values()) - min(counts.values()) <= 1
+    digest = hashlib.sha256(json.dumps(make_word_problems(34, seed=0).to_dict(), sort_keys=True).encode()).hexdigest()
+    assert digest == DEFAULT_DIGEST
+
+
+def test_family_weights_plant_exact_counts() -> None:
+    rare = {"ages": 0.1, "inventory": 0.1, "test_average": 0}
+    ds = make_word_problems(1500, seed=3, family_weights=rare)
+    counts = Counter(ds["problem_type"])
+    assert sum(counts.values()) == 1500
+    assert "test_average" not in counts
+    assert counts["ages"] == counts["inventory"] == round(1500 * 0.1 / 15.2)
+    common = [counts[f] for f in PROBLEM_TYPES if f not in rare]
+    assert max(common) - min(common) <= 1
+    # every row is still a valid problem of its family, and the weights make a different but reproducible pool
+    assert ds.to_dict() == make_word_problems(1500, seed=3, family_weights=rare).to_dict()
+    assert all(row["answer"].endswith("#### " + row["final_answer"]) for row in ds)
+
+
+@pytest.mark.parametrize(
+    ("weights", "match"),
+    [({"no_such_family": 1}, "unknown problem_type"), ({"ages": -1}, "finite number >= 0"),
+     (dict.fromkeys(PROBLEM_TYPES, 0), "at least one family")],
+)  # fmt: skip
+def test_family_weights_bad_input(weights, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_word_problems(10, family_weights=weights)
+
+
+def test_make_word_problem_fresh_instance_of_a_family() -> None:
+    from embedsdg_hf.data.word_problems import make_word_problem
+
+    one, other = make_word_problem("recipe_scaling", seed=1), make_word_problem("recipe_scaling", seed=2)
+    assert one["problem_type"] == other["problem_type"] == "recipe_scaling"
+    assert one != other and one == make_word_problem("recipe_scaling", seed=1)
+    with pytest.raises(ValueError, match="Unknown problem_type"):
+        make_word_problem("nope", seed=0)

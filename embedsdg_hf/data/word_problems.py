@@ -21,13 +21,13 @@ import ast
 import math
 import numbers
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
 import datasets
 
-__all__ = ["PROBLEM_TYPES", "make_word_problems"]
+__all__ = ["PROBLEM_TYPES", "make_word_problem", "make_word_problems"]
 
 _SALT = "embedsdg-word-problems-v1"
 
@@ -1089,19 +1089,70 @@ def _check_int(name: str, value: object) -> int:
     return int(value)
 
 
-def make_word_problems(n: int = 1000, *, seed: int = 0) -> datasets.Dataset:
+def _family_counts(n: int, family_weights: Mapping[str, float]) -> dict[str, int]:
+    """Rows per family: ``n`` split in proportion to the weights by largest remainder (ties: PROBLEM_TYPES order)."""
+    if not isinstance(family_weights, Mapping):
+        kind = type(family_weights).__name__
+        raise TypeError(f"family_weights must be a mapping problem_type -> weight, got {kind}.")
+    unknown = sorted(set(family_weights) - set(PROBLEM_TYPES))
+    if unknown:
+        raise ValueError(
+            f"family_weights names unknown problem_type(s) {unknown}; the families are {list(PROBLEM_TYPES)}."
+        )
+    weights = {}
+    for family in PROBLEM_TYPES:
+        value = family_weights.get(family, 1.0)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"family_weights[{family!r}] must be a finite number >= 0, got {value!r}.")
+        weights[family] = float(value)
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("family_weights gives every problem_type weight 0: at least one family needs weight > 0.")
+    exact = {family: n * w / total for family, w in weights.items()}
+    counts = {family: math.floor(x) for family, x in exact.items()}
+    by_remainder = sorted(PROBLEM_TYPES, key=lambda f: (-(exact[f] - counts[f]), PROBLEM_TYPES.index(f)))
+    for family in by_remainder[: n - sum(counts.values())]:
+        counts[family] += 1
+    return counts
+
+
+def make_word_problem(problem_type: str, *, seed: int | str) -> dict[str, str]:
+    """One fresh problem of family ``problem_type``, drawn from its own ``random.Random(seed)``.
+
+    Example:
+        >>> row = make_word_problem("ages", seed=3)
+        >>> sorted(row)
+        ['answer', 'final_answer', 'problem_type', 'question']
+    """
+    if problem_type not in _GENERATORS:
+        raise ValueError(f"Unknown problem_type {problem_type!r}; the families are {list(PROBLEM_TYPES)}.")
+    question, solution = _GENERATORS[problem_type](random.Random(f"{_SALT}:one:{problem_type}:{seed}"))
+    answer, final = solution.render()
+    return {"question": question, "answer": answer, "final_answer": final, "problem_type": problem_type}
+
+
+def make_word_problems(
+    n: int = 1000, *, seed: int = 0, family_weights: Mapping[str, float] | None = None
+) -> datasets.Dataset:
     """Make ``n`` grade-school math word problems with GSM8K-style worked solutions.
 
     Problem types take turns (in an order shuffled by ``seed``), so each of the :data:`PROBLEM_TYPES` gets
     ``n / len(PROBLEM_TYPES)`` rows, give or take one. Row ``i`` depends only on ``(seed, i)``.
 
+    With ``family_weights`` (``problem_type -> weight >= 0``; a family not named weighs 1), family ``f`` gets
+    ``n * w_f / sum(w)`` rows (largest remainder, so the counts add up to ``n`` exactly) in an order shuffled by
+    ``seed``; row ``i`` is still drawn from the generator seeded by ``(seed, i)``. A family of weight 0 is left out.
+    This is how a pool with a planted imbalance is made: ``family_weights={"ages": 0.1}`` makes ``ages`` ten times
+    rarer than any other family.
+
     Args:
         n: Number of problems, at least 1.
-        seed: Any int; the same ``(n, seed)`` always gives the same dataset.
+        seed: Any int; the same ``(n, seed, family_weights)`` always gives the same dataset.
+        family_weights: Optional relative frequency per ``problem_type``; ``None`` (default) gives equal turns.
 
     Returns:
         A :class:`datasets.Dataset` with string columns ``question``, ``answer`` (the worked solution, whose last
-        line is ``#### N``), ``final_answer`` (``N``) and ``problem_type``.
+        line is ``#### N``), ``final_answer`` (``N``) and ``problem_type`` (the family label).
 
     Example:
         >>> ds = make_word_problems(3, seed=7)
@@ -1109,16 +1160,24 @@ def make_word_problems(n: int = 1000, *, seed: int = 0) -> datasets.Dataset:
         ['question', 'answer', 'final_answer', 'problem_type']
         >>> ds[0]["answer"].splitlines()[-1] == "#### " + ds[0]["final_answer"]
         True
+        >>> rare = make_word_problems(170, seed=0, family_weights={"ages": 0.1})
+        >>> rare["problem_type"].count("ages")
+        1
     """
     n = _check_int("n", n)
     seed = _check_int("seed", seed)
     if n < 1:
         raise ValueError(f"n must be >= 1 (the number of problems to make), got {n}.")
-    order = list(PROBLEM_TYPES)
-    random.Random(f"{_SALT}:{seed}:order").shuffle(order)
+    if family_weights is None:
+        order = list(PROBLEM_TYPES)
+        random.Random(f"{_SALT}:{seed}:order").shuffle(order)
+        families = [order[i % len(order)] for i in range(n)]
+    else:
+        counts = _family_counts(n, family_weights)
+        families = [family for family in PROBLEM_TYPES for _ in range(counts[family])]
+        random.Random(f"{_SALT}:{seed}:weighted-order").shuffle(families)
     rows: dict[str, list[str]] = {name: [] for name in _FEATURES}
-    for i in range(n):
-        problem_type = order[i % len(order)]
+    for i, problem_type in enumerate(families):
         question, solution = _GENERATORS[problem_type](random.Random(f"{_SALT}:{seed}:{i}"))
         answer, final = solution.render()
         rows["question"].append(question)

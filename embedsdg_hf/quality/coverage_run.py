@@ -90,6 +90,11 @@ def coverage_from_run(
             f"{str(run_dir)!r} is a {method!r} run: it has no sparse regions of its own. Give the EmbedSDG run dir "
             f"and compare this one with it (`embedsdg coverage EMBEDSDG_DIR --compare {method}={run_dir}`)."
         )
+    if config.get("selector", "grid") != "grid":
+        raise ValueError(
+            f"{str(run_dir)!r} chose its seeds with selector={config['selector']!r}; the coverage report measures the "
+            "paper grid's windows, so it needs a run with --selector grid."
+        )
     for name in ("pool", "regions", "grid.json", "reducer"):
         _need(run_dir, name, _ANALYSIS)
     synthetic = {"embedsdg": _read_train(run_dir)}

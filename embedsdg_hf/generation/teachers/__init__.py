@@ -11,14 +11,17 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from .base import SamplingParams, Teacher, TeacherError, TeacherRequest, TeacherResponse
+from .family_teacher import FamilyTeacher, load_family_teacher
 from .openai_teacher import OpenAITeacher
 from .transformers_teacher import TransformersTeacher
 
 __all__ = [
+    "FamilyTeacher",
     "OpenAITeacher",
     "SamplingParams",
     "Teacher",
@@ -29,10 +32,13 @@ __all__ = [
     "load_teacher",
 ]
 
+logger = logging.getLogger(__name__)
+
 SPEC_FORMS = (
     "'transformers:<model spec>' (e.g. 'transformers:smollm2-135m-instruct') or "
     "'openai:<model name>@<base_url>[,<base_url>...]' (e.g. 'openai:meta-llama/Llama-3.1-70B-Instruct@"
-    "http://gpu1:8000/v1,http://gpu2:8000/v1')"
+    "http://gpu1:8000/v1,http://gpu2:8000/v1'), or the testbed's control 'family:<pool file>' / "
+    "'family:word-problems'"
 )
 # The model name ends at the first '@' that starts an http(s) URL (model names may not contain '@http').
 _OPENAI_SPEC = re.compile(r"^(?P<model>[^\s].*?)@(?P<urls>https?://\S+)$")
@@ -41,8 +47,10 @@ _OPENAI_SPEC = re.compile(r"^(?P<model>[^\s].*?)@(?P<urls>https?://\S+)$")
 def load_teacher(spec: str, **kwargs: Any) -> Teacher:
     """Build a teacher from a spec string; ``kwargs`` go to the teacher's constructor.
 
-    Forms: ``"transformers:<model spec>"`` for :class:`TransformersTeacher`, and
-    ``"openai:<model name>@<base_url>[,<base_url>...]"`` for :class:`OpenAITeacher`.
+    Forms: ``"transformers:<model spec>"`` for :class:`TransformersTeacher`,
+    ``"openai:<model name>@<base_url>[,<base_url>...]"`` for :class:`OpenAITeacher`, and ``"family:<pool file>"``
+    for :class:`FamilyTeacher` (the targeting testbed's control: fresh problems of a seed's family; ``kwargs`` that
+    only apply to LLM backends, such as ``batch_size``, are ignored with a warning).
 
     Example:
         >>> load_teacher("openai:Qwen/Qwen2.5-7B-Instruct@http://127.0.0.1:8000/v1", max_concurrency=8).identity()
@@ -53,6 +61,11 @@ def load_teacher(spec: str, **kwargs: Any) -> Teacher:
     backend, sep, rest = spec.strip().partition(":")
     if sep and backend == "transformers" and rest.strip():
         return TransformersTeacher(rest.strip(), **kwargs)
+    if sep and backend == "family" and rest.strip():
+        ignored = sorted(set(kwargs) - {"question_column", "family_column"})
+        if ignored:
+            logger.warning("The family teacher ignores %s (they apply to LLM backends).", ignored)
+        return load_family_teacher(rest.strip(), **{k: v for k, v in kwargs.items() if k not in ignored})
     if sep and backend == "openai":
         match = _OPENAI_SPEC.match(rest.strip())
         if match is None:
