@@ -96,7 +96,8 @@ _STAGES = (
         ("grid.json",),
     ),
     (  # the budget decides how far past T the regions go (make_budget_pairs), so regions/ belongs here
-        ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
+        ("selector", "knn_k", "knn_dims", "knn_suppress", "knn_hood_k", "knn_pairing", "knn_text")
+        + ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
         + ("decode_max_new_tokens", "decode_rescale"),
         ("regions", "pairs", "decoded"),
     ),

@@ -118,7 +118,7 @@ def test_a_config_without_rows_is_left_out_and_a_run_without_training_rows_is_re
     from datasets import load_dataset
     from huggingface_hub import DatasetCard
 
-    from embedsdg_hf.hub import _load_saved
+    from embedsdg_hf.common.rundir import load_saved_dataset
 
     clean = write_run_dir(tmp_path / "clean", gsm8k_rows, n=3)  # every row passes: no dropped rows
     folder = stage_run_for_hub(clean, "me/clean", tmp_path / "repo")
@@ -134,5 +134,5 @@ def test_a_config_without_rows_is_left_out_and_a_run_without_training_rows_is_re
 
     empty = Dataset.from_list(gsm8k_rows[:2]).select([])  # save_to_disk writes no shard for 0 rows
     empty.save_to_disk(str(tmp_path / "empty"))
-    loaded = _load_saved(tmp_path / "empty")
+    loaded = load_saved_dataset(tmp_path / "empty")
     assert len(loaded) == 0 and loaded.features == empty.features
