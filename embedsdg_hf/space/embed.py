@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,15 +157,22 @@ def _attention_module(model, layer: int):
 def _rank_and_world() -> tuple[int, int]:
     """This process's rank and the number of processes (``accelerate launch`` / ``torchrun``; 0, 1 otherwise)."""
     torch = fork_safe_torch()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group the launcher set up (gloo on CPU, nccl on GPUs)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
 
 
-def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]], max_tokens: int = 8192) -> list[np.ndarray]:
+ATTENTION_BATCH_TOKENS = 8192  # padded tokens per forward pass of weights="attention"
+
+
+def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]]) -> list[np.ndarray]:
     """Mean attention each token receives (over heads and over the queries that can see it) in one layer.
 
-    One forward pass per batch of similar lengths (at most ``max_tokens`` padded tokens), stopped
+    One forward pass per batch of similar lengths (at most ``ATTENTION_BATCH_TOKENS`` padded tokens), stopped
     right after the chosen layer's attention (no later layers, no LM head, no other layer's attention map). Under
     ``accelerate launch`` / ``torchrun`` each process computes every world-th batch on its own device and the
     weights are gathered in order, so every process returns the same list.
@@ -189,7 +197,7 @@ def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]], max_tokens: in
     batches, start = [], 0
     while start < len(order):
         stop = start + 1
-        while stop < len(order) and (stop - start + 1) * len(ids[order[stop]]) <= max_tokens:
+        while stop < len(order) and (stop - start + 1) * len(ids[order[stop]]) <= ATTENTION_BATCH_TOKENS:
             stop += 1
         batches.append(order[start:stop])
         start = stop
