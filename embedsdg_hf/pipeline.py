@@ -149,6 +149,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
                 rescale=config.decode_rescale,
                 seed=config.seed,
                 batch_size=config.decode_batch_size,
+                engine=config.decode_engine,
             )
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures") as rec:
