@@ -14,7 +14,7 @@ Near-duplicate search: ``--search exact ivf`` runs each pool with the exact FAIS
 (``approximate=True``, what ``add_duplicate_flags`` uses from 100k indexed rows on), side by side on the same data:
 the ratio of the dedup times and the recall of the planted duplicates are what to read.
 
-    python benchmarks/bench_quality.py [--synthetic 100000] [--pools 40000 400000] [--search exact ivf]
+    python benchmarks/bench_quality.py [--synthetic 100000] [--pools 40000 400000] [--search exact ivf] [--out F]
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ def main() -> None:
     parser.add_argument("--synthetic", type=int, default=100_000)
     parser.add_argument("--pools", type=int, nargs="+", default=[40_000, 400_000])
     parser.add_argument("--search", nargs="+", choices=["exact", "ivf"], default=["exact", "ivf"])
+    parser.add_argument("--out", default="quality.json", help="File name under benchmarks/results/.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -176,7 +177,7 @@ def main() -> None:
             same = by["exact"]["flags"] == by["ivf"]["flags"]
             print(f"pool {n_pool:,}: dedup exact / ivf = {speedup:.1f}x; identical flag counts: {same}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": runs}, indent=2))
+    (RESULTS / args.out).write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":
