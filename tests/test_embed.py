@@ -95,8 +95,8 @@ def test_empty_dataset_and_bad_model_spec(student):
 
 @pytest.mark.slow
 def test_attention_weights_sharded_over_two_processes_equal_one_process(student, gsm8k_rows, tmp_path, monkeypatch):
-    """``accelerate launch --num_processes 2`` (CPU, gloo): each rank embeds half the batches, results gathered in
-    order, the same vectors as one process."""
+    """Two CPU processes (``torchrun``, which ``accelerate launch`` runs on GPUs; gloo here): each rank embeds half
+    the batches, results gathered in order, the same vectors as one process."""
     import json
     import os
     import subprocess
@@ -113,15 +113,13 @@ def test_attention_weights_sharded_over_two_processes_equal_one_process(student,
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tests = Path(__file__).resolve().parent
     env = {**os.environ, "PYTHONPATH": str(tests.parent), "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
-    launch += [
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
         str(free_port()),
     ]
     done = subprocess.run(
