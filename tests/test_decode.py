@@ -105,8 +105,8 @@ def test_add_decoded_text_on_real_pairs(student, pool, pairs):
     assert set(out["decoded_finish_reason"]) <= {"stop", "length"}
     literal = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, rescale=False)
     assert literal._fingerprint != out._fingerprint
-    full = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, shared_prefix=False)
-    assert full["decoded_text"] == out["decoded_text"]
+    shared = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, shared_prefix=True)
+    assert shared["decoded_text"] == out["decoded_text"]
 
 
 def test_bad_input(student, pool, pairs):
