@@ -10,7 +10,11 @@ buffers; not the memory-mapped dataset pages) every 20 ms. Memory is bounded by 
 and searched in batches, so the peak should be the same for a 40k and a 400k pool; the generated rows' vectors are
 held in memory (100k x 576 float32 = 230 MB).
 
-    python benchmarks/bench_quality.py [--synthetic 100000] [--pools 40000 400000]
+Near-duplicate search: ``--search exact ivf`` runs each pool with the exact FAISS flat search and with the IVF index
+(``approximate=True``, what ``add_duplicate_flags`` uses from 100k indexed rows on), side by side on the same data:
+the ratio of the dedup times and the recall of the planted duplicates are what to read.
+
+    python benchmarks/bench_quality.py [--synthetic 100000] [--pools 40000 400000] [--search exact ivf] [--out F]
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def _build(n_synthetic: int, n_pool: int, workdir: Path) -> None:
     ).save_to_disk(str(workdir / "synthetic"))
 
 
-def _child(workdir: str) -> None:
+def _child(workdir: str, search: str) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_CACHE"] = os.path.join(workdir, "cache")
     import datasets
@@ -89,7 +93,7 @@ def _child(workdir: str) -> None:
     synthetic = add_embeddings(synthetic, count_column="question_embedding_tokens", **embed)
     seconds["embed pool + generated"] = time.perf_counter() - start
     start = time.perf_counter()
-    flagged = add_duplicate_flags(synthetic, pool, model=model)
+    flagged = add_duplicate_flags(synthetic, pool, model=model, approximate=search == "ivf")
     seconds["dedup (exact + near, vs pool and within)"] = time.perf_counter() - start
     start = time.perf_counter()
     flagged = add_contamination_flags(flagged, eval_sets, model=model)
@@ -128,36 +132,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synthetic", type=int, default=100_000)
     parser.add_argument("--pools", type=int, nargs="+", default=[40_000, 400_000])
+    parser.add_argument("--search", nargs="+", choices=["exact", "ivf"], default=["exact", "ivf"])
+    parser.add_argument("--out", default="quality.json", help="File name under benchmarks/results/.")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        _child(args.child)
+        _child(args.child, args.search[0])
         return
     runs = []
     for n_pool in args.pools:
         with tempfile.TemporaryDirectory() as tmp:
             _build(args.synthetic, n_pool, Path(tmp))
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", tmp], check=True, capture_output=True, text=True
-            ).stdout
-            result = {"synthetic": args.synthetic, "pool": n_pool, **json.loads(out.strip().splitlines()[-1])}
-        runs.append(result)
-        print(json.dumps(result), flush=True)
+            for search in args.search:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", tmp, "--search", search],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                last = json.loads(out.strip().splitlines()[-1])
+                result = {"synthetic": args.synthetic, "pool": n_pool, "search": search, **last}
+                runs.append(result)
+                print(json.dumps(result), flush=True)
     print(
         f"\n{os.cpu_count()} CPU cores; planted: {PLANTED_EXACT} exact, {PLANTED_NEAR} one-word, {PLANTED_TEST} test"
     )
     steps = list(runs[0]["seconds"])
-    print("| generated | pool | " + " | ".join(steps) + " | total s | peak anon MB (before) |")
-    print("|---:|---:|" + "---:|" * (len(steps) + 2))
+    print("| generated | pool | search | " + " | ".join(steps) + " | total s | peak anon MB (before) |")
+    print("|---:|---:|---|" + "---:|" * (len(steps) + 2))
     for r in runs:
         total = sum(r["seconds"].values())
         cells = " | ".join(f"{r['seconds'][s]:.1f}" for s in steps)
         memory = f"{r['anon_mb_peak']} ({r['anon_mb_before']})"
-        print(f"| {r['synthetic']:,} | {r['pool']:,} | {cells} | {total:.1f} | {memory} |")
+        print(f"| {r['synthetic']:,} | {r['pool']:,} | {r['search']} | {cells} | {total:.1f} | {memory} |")
+    planted = {"exact": PLANTED_EXACT, "one-word": PLANTED_NEAR, "test": PLANTED_TEST}
     for r in runs:
-        print(f"pool {r['pool']:,}: flags {r['flags']}; planted caught {r['planted_caught']}")
+        r["planted_recall"] = {k: round(v / planted[k], 4) for k, v in r["planted_caught"].items()}
+        print(f"pool {r['pool']:,} {r['search']}: flags {r['flags']}; planted recall {r['planted_recall']}")
+    dedup = steps[1]
+    for n_pool in args.pools:
+        by = {r["search"]: r for r in runs if r["pool"] == n_pool}
+        if {"exact", "ivf"} <= set(by):
+            speedup = by["exact"]["seconds"][dedup] / by["ivf"]["seconds"][dedup]
+            same = by["exact"]["flags"] == by["ivf"]["flags"]
+            print(f"pool {n_pool:,}: dedup exact / ivf = {speedup:.1f}x; identical flag counts: {same}")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "quality.json").write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": runs}, indent=2))
+    (RESULTS / args.out).write_text(json.dumps({"cpu_count": os.cpu_count(), "runs": runs}, indent=2))
 
 
 if __name__ == "__main__":

@@ -150,6 +150,10 @@ class PipelineConfig:
         default=True, metadata={"help": "Feed the averaged sequence at token scale (False: eq. 4 literally)."}
     )
     decode_batch_size: int = field(default=32, metadata={"help": "Pairs decoded per generate() call."})
+    decode_engine: str = field(
+        default="transformers",
+        metadata={"help": "'transformers' (in-process), 'vllm' (offline) or vllm serve base URL(s), comma-separated."},
+    )
     # Teacher generation
     stage: str = field(default="all", metadata={"help": "'all', or 'analysis' to stop before decoding."})
     method: str = field(default="embedsdg", metadata={"help": "'embedsdg', or 'random' (RandomSDG, same budget)."})
@@ -232,6 +236,9 @@ class PipelineConfig:
     def __post_init__(self):
         if self.version != RECIPE_VERSION:
             raise ValueError(f"Recipe version {self.version} is not supported; this library reads {RECIPE_VERSION}.")
+        from .generation.decode_engines import parse_engine
+
+        parse_engine(self.decode_engine)  # names what is allowed
         if self.n_components not in (2, 3):
             raise ValueError(f"n_components must be 2 or 3 (the grid is 2-D or 3-D), got {self.n_components}.")
         if self.reducer not in REDUCERS:

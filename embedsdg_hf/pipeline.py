@@ -98,7 +98,7 @@ _STAGES = (
     (  # the budget decides how far past T the regions go (make_budget_pairs), so regions/ belongs here
         ("selector", "knn_k", "knn_dims", "knn_suppress", "knn_hood_k", "knn_pairing", "knn_text")
         + ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
-        + ("decode_max_new_tokens", "decode_rescale"),
+        + ("decode_max_new_tokens", "decode_rescale", "decode_engine"),
         ("regions", "pairs", "decoded"),
     ),
 )
@@ -370,6 +370,7 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
                 rescale=config.decode_rescale,
                 seed=config.seed,
                 batch_size=config.decode_batch_size,
+                engine=config.decode_engine,
             )
             save_dataset_atomic(decoded, path)
         parts.append(load_saved_dataset(path))

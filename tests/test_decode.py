@@ -50,6 +50,27 @@ def test_splicing_a_seeds_own_embeddings_matches_the_input_ids_path(student, poo
     assert all(text for text in spliced) and set(finish) <= {"stop", "length"}
 
 
+def test_shared_prefix_cache_gives_the_same_greedy_tokens(student, pool):
+    """Prefix KV cache + padding between prefix and suffix == today's left-padded full prompts, lengths mixed."""
+    tokenizer = load_tokenizer(student)
+    before, after = build_copy_prompt(student, [pool[i]["question"] for i in range(4)])
+    seeds = [pool[i]["question"] for i in (10, 11, 12, 13)]
+    suffixes = [tokenizer(s, add_special_tokens=False)["input_ids"] + after for s in seeds]
+    assert len({len(ids) for ids in suffixes}) == 4
+    matrix = load_input_embeddings(student)
+    full = generate_from_embeddings(
+        student, [matrix[torch.tensor(before + ids)] for ids in suffixes], max_new_tokens=24
+    )
+    shared = generate_from_embeddings(
+        student, [matrix[torch.tensor(ids)] for ids in suffixes], max_new_tokens=24, prefix_ids=before
+    )
+    assert shared == full
+    again = generate_from_embeddings(  # the cached prefix is copied, never consumed: a second batch is the same
+        student, [matrix[torch.tensor(ids)] for ids in suffixes[:2]], max_new_tokens=24, prefix_ids=before
+    )
+    assert again == (full[0][:2], full[1][:2])
+
+
 def test_copy_prompt_uses_the_chat_template_and_listing_1(student):
     tokenizer = load_tokenizer(student)
     before, after = build_copy_prompt(student, ["A", "B", "C", "D"])
@@ -84,6 +105,8 @@ def test_add_decoded_text_on_real_pairs(student, pool, pairs):
     assert set(out["decoded_finish_reason"]) <= {"stop", "length"}
     literal = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, rescale=False)
     assert literal._fingerprint != out._fingerprint
+    shared = add_decoded_text(pairs, pool, model=student, max_new_tokens=24, shared_prefix=True)
+    assert shared["decoded_text"] == out["decoded_text"]
 
 
 def test_bad_input(student, pool, pairs):

@@ -143,3 +143,25 @@ def test_empty_dataset_gets_the_columns(pool, student) -> None:
     )
     out = add_duplicate_flags(empty, pool, model=student)
     assert len(out) == 0 and {"duplicate_reason", "duplicate_row"} <= set(out.column_names)
+
+
+def test_ivf_search_finds_the_planted_duplicates_the_exact_search_finds() -> None:
+    """The approximate (IVF) path, forced on at a small size: same rows for planted near copies, scores ~fp16."""
+    rng = np.random.default_rng(2)
+    reference = rng.standard_normal((8000, 48)).astype(np.float32)
+    source = rng.choice(8000, 300, replace=False)
+    near = reference[source] + 0.2 * rng.standard_normal((300, 48))
+    queries = np.concatenate([near, rng.standard_normal((200, 48))])
+    ds = datasets.Dataset.from_dict({"v": reference})
+    q = unit_rows(queries.astype(np.float32))
+    exact = best_match(q, ds, column="v", batch_size=3000, approximate=False)
+    approx = best_match(q, ds, column="v", batch_size=3000, approximate=True)
+    np.testing.assert_array_equal(exact[1][:300], source)
+    assert (approx[1][:300] == source).mean() >= 0.99
+    np.testing.assert_allclose(approx[0][:300], exact[0][:300], atol=2e-3)
+
+    vectors = unit_rows(np.concatenate([reference, reference[source] + 0.05 * rng.standard_normal((300, 48))]))
+    flat = first_near_duplicates(vectors.astype(np.float32), threshold=0.95, block_size=1000, approximate=False)
+    ivf = first_near_duplicates(vectors.astype(np.float32), threshold=0.95, block_size=1000, approximate=True)
+    assert (flat[0][8000:] == source).all()
+    assert (ivf[0] == flat[0]).mean() >= 0.99

@@ -91,3 +91,46 @@ def test_empty_dataset_and_bad_model_spec(student):
         add_embeddings(empty, model=student)
     with pytest.raises(ValueError, match="does not exist"):
         add_embeddings(Dataset.from_dict({"question": ["q"], "answer": ["a"]}), model="./no/such/model")
+
+
+@pytest.mark.slow
+def test_attention_weights_sharded_over_two_processes_equal_one_process(student, gsm8k_rows, tmp_path, monkeypatch):
+    """Two CPU processes (``torchrun``, which ``accelerate launch`` runs on GPUs; gloo here): each rank embeds half
+    the batches, results gathered in order, the same vectors as one process."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _servers import free_port
+    from datasets import Dataset
+
+    from embedsdg_hf.space import embed
+
+    rows = [{"question": r["question"], "answer": r["answer"]} for r in gsm8k_rows[:10]]
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tests = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": str(tests.parent), "OMP_NUM_THREADS": "1"}
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
+    done = subprocess.run(
+        [*launch, str(tests / "_embed_worker.py"), str(data), str(tmp_path / "two.npy")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "world=2" in done.stdout
+    monkeypatch.setattr(embed, "ATTENTION_BATCH_TOKENS", 600)  # the worker's batches
+    one = add_embeddings(Dataset.from_list(rows), model=student, weights="attention")
+    np.testing.assert_allclose(np.load(tmp_path / "two.npy"), np.asarray(one["embedding"]), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,15 @@ token-embedding sequence of the pair (rebuilt from the seeds' token ids and weig
 :func:`~embedsdg_hf.space.interpolate.interpolate_sequences`), the ``Output:`` cue follows, and the student continues
 with ``generate(inputs_embeds=...)``: batched, left-padded, greedy by default.
 
+Shared prefix (opt-in, ``shared_prefix=True``): every pair's prompt starts with the same tokens (the chat-template
+header and the four few-shot examples, drawn once with ``seed`` for all pairs), ~85% of the prompt. That part is run
+through the student once per process and its KV cache is copied to every batch; only the spliced sequence and the
+``Output:`` cue are prefilled per pair. Rows are padded *between* the prefix and their suffix (mask 0 there), so every
+real token keeps the position it has on the left-padded path. Greedy tokens match the full-prompt path on short
+budgets (``tests/test_decode.py``), but bf16 rounding differs, and over the default budget 14 of the default run's 24
+texts part ways somewhere; the wall-time gain was not shown on the shared 2-core machine
+(``benchmarks/bench_decode.py``, ``benchmarks/results/decode.json``), so the default stays the full prompt.
+
 Scale: with ``weights="mean"`` (or ``"attention"``) the weighted token embeddings are ~1/m of a token's size, which
 is right for pooling but reads as near-silence to the decoder. By default (``rescale=True``) each seed's weights
 are divided by their mean before averaging, i.e. the decoder sees the token-wise average of the two sequences at
@@ -15,14 +24,24 @@ the model's own scale (for ``"mask"`` weights this changes nothing). ``rescale=F
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 
 import numpy as np
 
-from ..common.models import cut_at_stop, fork_safe_torch, load_input_embeddings, load_student, stop_token_ids
+from ..common.models import (
+    cut_at_stop,
+    fork_safe_torch,
+    load_input_embeddings,
+    load_student,
+    resolve_model,
+    stop_token_ids,
+)
 from ..common.splits import splitwise
 from ..common.validation import require_columns, require_rows, require_template_columns
 from ..space.interpolate import interpolate_sequences
+from .decode_engines import generate_via_http, generate_via_vllm, parse_engine
 from .prompts import load_prompt
 
 logger = logging.getLogger(__name__)
@@ -64,12 +83,13 @@ def _seed_weights(weights, rescale: bool) -> np.ndarray:
 class _Decode:
     """The ``Dataset.map`` function of :func:`add_decoded_text` (state: model spec, prompt ids, settings)."""
 
-    def __init__(self, model, before, after, max_new_tokens, rescale, do_sample, temperature, seed):
+    def __init__(self, model, before, after, max_new_tokens, rescale, do_sample, temperature, seed, **options):
         self.model, self.before, self.after = model, before, after
         self.max_new_tokens, self.rescale = max_new_tokens, rescale
         self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
+        self.shared_prefix, self.engine = options["shared_prefix"], options["engine"]
 
-    def sequences(self, batch) -> list:
+    def sequences(self, batch, *, with_prefix: bool = True) -> list:
         torch = fork_safe_torch()
         matrix = load_input_embeddings(self.model)
         before, after = matrix[torch.tensor(self.before)], matrix[torch.tensor(self.after)]
@@ -78,14 +98,33 @@ class _Decode:
             avg = interpolate_sequences(
                 self.model, ids_a, _seed_weights(w_a, self.rescale), ids_b, _seed_weights(w_b, self.rescale)
             )
-            out.append(torch.cat([before, avg, after]))
+            out.append(torch.cat([before, avg, after] if with_prefix else [avg, after]))
         return out
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        kind, urls = parse_engine(self.engine)
+        budget = self.max_new_tokens or _default_budget(batch)
+        if kind != "transformers":
+            temperature = self.temperature if self.do_sample else 0.0
+            if kind == "http":
+                texts, finish = generate_via_http(
+                    urls,
+                    resolve_model(self.model),
+                    self.sequences(batch),
+                    max_new_tokens=budget,
+                    temperature=temperature,
+                    seed=self.seed,
+                )
+            else:
+                texts, finish = generate_via_vllm(
+                    self.model, self.sequences(batch), max_new_tokens=budget, temperature=temperature, seed=self.seed
+                )
+            return {"decoded_text": texts, "decoded_finish_reason": finish}
         texts, finish = generate_from_embeddings(
             self.model,
-            self.sequences(batch),
-            max_new_tokens=self.max_new_tokens or _default_budget(batch),
+            self.sequences(batch, with_prefix=not self.shared_prefix),
+            prefix_ids=self.before if self.shared_prefix else None,
+            max_new_tokens=budget,
             do_sample=self.do_sample,
             temperature=self.temperature,
             seed=self.seed,
@@ -98,24 +137,59 @@ def _default_budget(batch) -> int:
     return int(min(512, longest * 1.25 + 16))
 
 
+@functools.lru_cache(maxsize=4)
+def _prefix_cache(model: str, prefix_ids: tuple[int, ...]):
+    """The student's KV cache of ``prefix_ids`` (batch 1), computed once per process and prefix."""
+    torch = fork_safe_torch()
+    student, _ = load_student(model)
+    with torch.inference_mode():
+        out = student(input_ids=torch.tensor([prefix_ids]), use_cache=True)
+    return out.cache if _cache_kwarg() == "cache" else out.past_key_values
+
+
+@functools.cache
+def _cache_kwarg() -> str:
+    """``generate``'s name for a prefilled KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
 def generate_from_embeddings(
-    model: str, sequences: list, *, max_new_tokens: int, do_sample: bool = False, temperature: float = 1.0, seed=0
+    model: str,
+    sequences: list,
+    *,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    seed=0,
+    prefix_ids: list[int] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """Left-pad (L_i, N) embedding sequences into one batch and ``generate(inputs_embeds=...)``.
+    """Pad (L_i, N) embedding sequences into one batch and ``generate(inputs_embeds=...)``.
+
+    Without ``prefix_ids`` the batch is left-padded. With ``prefix_ids`` (token ids every sequence starts with,
+    not repeated in ``sequences``) the prefix's KV cache is computed once per process and copied to the batch, the
+    sequences follow it, and the padding sits between prefix and sequence (masked; positions as if left-padded).
 
     Returns the decoded new text of each sequence and its finish reason (``"stop"`` or ``"length"``).
     """
     torch = fork_safe_torch()
     student, tokenizer = load_student(model)
-    width = max(len(s) for s in sequences)
+    start = len(prefix_ids) if prefix_ids else 0
+    width = start + max(len(s) for s in sequences)
     dim = sequences[0].shape[1]
     dtype = student.get_input_embeddings().weight.dtype
     embeds = torch.zeros((len(sequences), width, dim), dtype=dtype)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    mask[:, :start] = 1
     for row, seq in enumerate(sequences):
         embeds[row, width - len(seq) :] = seq.to(dtype)
         mask[row, width - len(seq) :] = 1
     kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    if prefix_ids:
+        cache = copy.deepcopy(_prefix_cache(model, tuple(prefix_ids)))
+        cache.batch_repeat_interleave(len(sequences))
+        kwargs[_cache_kwarg()] = cache  # generate prefills only the positions after the cached prefix
     if do_sample:
         kwargs["temperature"] = temperature
         torch.manual_seed(seed)
@@ -147,6 +221,8 @@ def add_decoded_text(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 32,
+    shared_prefix: bool = False,
+    engine: str = "transformers",
     **map_kwargs,
 ):
     """Decode every pair's interpolation through the student into a ``decoded_text`` column (+ finish reason).
@@ -160,6 +236,11 @@ def add_decoded_text(
         max_new_tokens: default 1.25x the longest seed of the batch + 16 (at most 512).
         rescale: feed the average at token scale (see the module docstring); False is eq. 4 literally.
         do_sample / temperature / seed: greedy by default.
+        shared_prefix: prefill the few-shot part of P_d once and reuse its KV cache (opt-in: see the module
+            docstring for what was measured); False (default) prefills the whole prompt for every pair.
+        engine: ``"transformers"`` (in-process), ``"vllm"`` (offline vLLM, prompt embeds) or the base URL(s) of
+            ``vllm serve <model> --enable-prompt-embeds`` servers, comma-separated: see
+            :mod:`~embedsdg_hf.generation.decode_engines`. The served model name is ``resolve_model(model)``.
 
     Example:
         >>> pairs = add_decoded_text(pairs, pool, model="smollm2-135m-instruct")  # doctest: +SKIP
@@ -178,7 +259,19 @@ def add_decoded_text(
     shots = pool.select_columns(fields).select(rows).to_list()
     examples = [text_template.format_map(row) for row in shots]
     before, after = build_copy_prompt(model, examples, prompt)
-    fn = _Decode(model, before, after, max_new_tokens, rescale, do_sample, temperature, seed)
+    fn = _Decode(
+        model,
+        before,
+        after,
+        max_new_tokens,
+        rescale,
+        do_sample,
+        temperature,
+        seed,
+        shared_prefix=shared_prefix,
+        engine=engine,
+    )
+    parse_engine(engine)  # a clear error before mapping
     fn.version = (_VERSION, load_prompt(prompt).version)  # part of the fingerprint
     features = pairs.features.copy()
     features["decoded_text"] = Value("string")

@@ -99,6 +99,7 @@ def add_duplicate_flags(
     threshold: float | None = DEFAULT_THRESHOLD,
     embedding_column: str = "question_embedding",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    approximate: bool | None = None,
 ) -> datasets.Dataset:
     """Flag exact and near duplicates of earlier rows and of the seed pool (see the module docstring).
 
@@ -112,6 +113,8 @@ def add_duplicate_flags(
         embedding_column: where the embeddings are (or are put) in ``ds``; the pool's are computed on the fly
             unless it has that column too.
         batch_size: pool rows hashed / searched at a time.
+        approximate: near-duplicate search through a FAISS IVF index (None: from ``APPROX_MIN_ROWS`` indexed rows
+            on, exact below; see :mod:`~embedsdg_hf.space.neighbors`); True / False force it.
 
     Returns:
         ``ds`` with ``duplicate_reason``, ``duplicate_source``, ``duplicate_row``, ``duplicate_score`` (and
@@ -172,10 +175,13 @@ def add_duplicate_flags(
                 center=center,
                 batch_size=batch_size,
                 desc="Near duplicates vs the seed pool",
+                approximate=approximate,
             )
             flag(best >= threshold, NEAR, "pool", at, best)
         undecided = np.array([r is None for r in reason], dtype=bool)
-        duplicate_of, similar = first_near_duplicates(queries, threshold=threshold, candidates=undecided)
+        duplicate_of, similar = first_near_duplicates(
+            queries, threshold=threshold, candidates=undecided, approximate=approximate
+        )
         flag(duplicate_of >= 0, NEAR, "synthetic", duplicate_of, similar)
 
     counts = {why: reason.count(why) for why in DUPLICATE_REASONS}

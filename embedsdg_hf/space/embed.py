@@ -20,6 +20,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,30 +137,96 @@ def pool(spec: EmbeddingSpec, ids: list[list[int]], weights: list[np.ndarray] | 
     return out.numpy()
 
 
-def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]], batch_size: int = 16) -> list[np.ndarray]:
-    """Mean attention each token receives (over heads and over the queries that can see it) in one layer."""
+class _LayerDone(Exception):
+    """Raised by the capture hook: the layer whose attention is used has run, the rest of the model is not needed."""
+
+
+def _attention_module(model, layer: int):
+    """The self-attention module of decoder layer ``layer`` (llama, mistral, qwen, gemma, phi, gpt2, ... layouts)."""
     torch = fork_safe_torch()
-    model, tokenizer = load_student(spec.model, attn_implementation="eager")
-    weights: list[np.ndarray] = [np.zeros(0, np.float32)] * len(ids)
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together: less padding
-    for start in range(0, len(order), batch_size):
-        chunk = [i for i in order[start : start + batch_size] if ids[i]]
-        if not chunk:
-            continue
-        width = max(len(ids[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):  # right padding keeps positions 0..m-1 for every text
-            input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
-            mask[row, : len(ids[i])] = 1
-        with torch.inference_mode():
-            out = model(input_ids=input_ids, attention_mask=mask, output_attentions=True)
-        attention = out.attentions[spec.attention_layer].float().mean(dim=1)  # (B, S, S), averaged over heads
-        for row, i in enumerate(chunk):
-            m = len(ids[i])
-            received = attention[row, :m, :m].sum(dim=0) / torch.arange(m, 0, -1, dtype=torch.float32)
-            weights[i] = (received / received.sum()).numpy().astype(np.float32)
-    return weights
+    n_layers = model.config.num_hidden_layers
+    stacks = [m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+    if not stacks:
+        raise ValueError(f"Cannot find the {n_layers} decoder layers of {type(model).__name__} (weights='attention').")
+    block = stacks[0][layer]
+    for name in ("self_attn", "attn", "attention", "self_attention"):
+        if isinstance(getattr(block, name, None), torch.nn.Module):
+            return getattr(block, name)
+    raise ValueError(f"Cannot find the attention module of {type(block).__name__} (weights='attention').")
+
+
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (``accelerate launch`` / ``torchrun``; 0, 1 otherwise)."""
+    torch = fork_safe_torch()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
+        from accelerate import PartialState
+
+        PartialState()  # joins the process group the launcher set up (gloo on CPU, nccl on GPUs)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+ATTENTION_BATCH_TOKENS = 8192  # padded tokens per forward pass of weights="attention"
+
+
+def _attention_weights(spec: EmbeddingSpec, ids: list[list[int]]) -> list[np.ndarray]:
+    """Mean attention each token receives (over heads and over the queries that can see it) in one layer.
+
+    One forward pass per batch of similar lengths (at most ``ATTENTION_BATCH_TOKENS`` padded tokens), stopped
+    right after the chosen layer's attention (no later layers, no LM head, no other layer's attention map). Under
+    ``accelerate launch`` / ``torchrun`` each process computes every world-th batch on its own device and the
+    weights are gathered in order, so every process returns the same list.
+    """
+    torch = fork_safe_torch()
+    rank, world = _rank_and_world()
+    device = "cpu"
+    if world > 1:
+        from accelerate import PartialState
+
+        device = str(PartialState().device)
+    model, tokenizer = load_student(spec.model, attn_implementation="eager", device=device)
+    captured = {}
+
+    def capture(module, args, output):
+        captured["attention"] = output[1]
+        raise _LayerDone
+
+    handle = _attention_module(model, spec.attention_layer).register_forward_hook(capture)
+    weights: dict[int, np.ndarray] = {}
+    order = [i for i in sorted(range(len(ids)), key=lambda i: len(ids[i])) if ids[i]]  # similar lengths together
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * len(ids[order[stop]]) <= ATTENTION_BATCH_TOKENS:
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    try:
+        for chunk in batches[rank::world]:
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):  # right padding keeps positions 0..m-1 for every text
+                input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                mask[row, : len(ids[i])] = 1
+            with torch.inference_mode():
+                try:
+                    model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False)
+                except _LayerDone:
+                    pass
+            attention = captured.pop("attention").float().mean(dim=1).cpu()  # (B, S, S), averaged over heads
+            for row, i in enumerate(chunk):
+                m = len(ids[i])
+                received = attention[row, :m, :m].sum(dim=0) / torch.arange(m, 0, -1, dtype=torch.float32)
+                weights[i] = (received / received.sum()).numpy().astype(np.float32)
+    finally:
+        handle.remove()
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, weights)
+        weights = {i: w for part in gathered for i, w in part.items()}
+    return [weights.get(i, np.zeros(0, np.float32)) for i in range(len(ids))]
 
 
 class _Embed:

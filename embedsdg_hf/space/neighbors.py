@@ -7,7 +7,11 @@ nearest test question of a train question then has a median cosine of 0.54 (99.9
 with one word or the numbers changed stays above 0.95 in most cases. Thresholds in this library are for centred
 cosines.
 
-Two searches, both exact (``faiss.IndexFlatIP`` on unit vectors), both streaming:
+Two searches, both streaming; exact (``faiss.IndexFlatIP`` on unit vectors) below ``APPROX_MIN_ROWS`` indexed rows,
+approximate above it (``faiss.IndexIVFScalarQuantizer``: ``nlist`` k-means cells trained on a sample, fp16 vectors,
+``nprobe`` cells searched per query). Near duplicates sit very close to their source, so they are in the cell of
+the query or a neighbouring one: measured recall on planted duplicates in ``benchmarks/bench_quality.py``. Pass
+``approximate=False`` to force the exact search at any size:
 
 - :func:`best_match`: for every query, its most similar reference row. The reference is read in batches from Arrow
   (a 400k-row pool is never held in memory at once); each batch is indexed, searched, and dropped.
@@ -41,6 +45,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZE = 65_536
+APPROX_MIN_ROWS = 100_000  # indexed rows from which the approximate (IVF) search is used by default
+_TRAIN_PER_CELL = 39  # k-means training rows per IVF cell (FAISS's minimum without a warning)
+DEFAULT_NPROBE = 16  # IVF cells searched per query (of 2 sqrt(n))
 
 
 def check_cosine(value: float | None, name: str, *, off: str) -> None:
@@ -89,6 +96,35 @@ def _flat_index(vectors: np.ndarray):
     return index
 
 
+def _use_ivf(n_indexed: int, approximate: bool | None) -> bool:
+    return n_indexed >= APPROX_MIN_ROWS if approximate is None else bool(approximate)
+
+
+def _ivf_cells(n_total: int) -> int:
+    return max(1, int(2 * np.sqrt(n_total)))
+
+
+def _ivf_index(sample: np.ndarray, n_total: int, nprobe: int | None):
+    """An IVF index (inner product, fp16 codes) for ``n_total`` unit rows, its cells trained on ``sample``."""
+    import faiss
+
+    nlist = max(1, min(_ivf_cells(n_total), len(sample) // _TRAIN_PER_CELL))
+    quantizer = faiss.IndexFlatIP(sample.shape[1])
+    index = faiss.IndexIVFScalarQuantizer(
+        quantizer, sample.shape[1], nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+    )
+    index.cp.seed, index.cp.niter = 0, 10  # same cells every run; 10 k-means rounds are plenty for routing
+    index.train(sample)
+    index.nprobe = min(nlist, nprobe or DEFAULT_NPROBE)
+    return index
+
+
+def _reference_sample(reference, column: str, center, size: int) -> np.ndarray:
+    rows = np.sort(np.random.default_rng(0).choice(len(reference), size=min(size, len(reference)), replace=False))
+    block = as_float_matrix(list_matrix(reference.select(rows), column), column=column)
+    return unit_rows(block, center)
+
+
 def best_match(
     queries: np.ndarray,
     reference,
@@ -97,6 +133,8 @@ def best_match(
     center: np.ndarray | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     desc: str = "Searching neighbours",
+    approximate: bool | None = None,
+    nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For every query row, the highest cosine over the ``reference`` Dataset's ``column`` and that row's index.
 
@@ -106,15 +144,24 @@ def best_match(
         column: the reference's vector column.
         center: subtracted from reference rows before normalising (use the one applied to ``queries``).
 
+        approximate: None (default) searches an IVF index when the reference has ``APPROX_MIN_ROWS`` rows or more
+            and exactly below; True / False force it. The IVF index holds the reference as fp16 (2 bytes/dim/row).
+        nprobe: IVF cells searched per query (default ``DEFAULT_NPROBE`` of 2 sqrt(rows) cells).
+
     Returns:
-        ``(scores, rows)``: float32 and int64 arrays of length n; score -inf and row -1 when the reference is empty.
+        ``(scores, rows)``: float32 and int64 arrays of length n; score -inf and row -1 when the reference is empty
+        (approximate search: -inf / -1 also when no reference row shares a probed cell).
     """
     from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
 
     best = np.full(len(queries), -np.inf, dtype=np.float32)
     rows = np.full(len(queries), -1, dtype=np.int64)
-    if len(queries) == 0:
+    if len(queries) == 0 or len(reference) == 0:
         return best, rows
+    ivf = None
+    if _use_ivf(len(reference), approximate):
+        sample = _reference_sample(reference, column, center, _ivf_cells(len(reference)) * _TRAIN_PER_CELL)
+        ivf = _ivf_index(sample, len(reference), nprobe)
     with tqdm(total=len(reference), desc=desc, unit="row") as bar:
         for start, block in iter_vectors(reference, column, batch_size=batch_size):
             if block.shape[1] != queries.shape[1]:
@@ -122,22 +169,37 @@ def best_match(
                     f"Column {column!r} of the reference has {block.shape[1]} dimensions but the queries have "
                     f"{queries.shape[1]}: they were embedded with different models."
                 )
-            scores, found = _flat_index(unit_rows(block, center)).search(queries, 1)
-            better = scores[:, 0] > best
-            best[better] = scores[better, 0]
-            rows[better] = found[better, 0] + start
+            if ivf is not None:  # rows are numbered in the order they are added: their reference positions
+                ivf.add(unit_rows(block, center))
+            else:
+                scores, found = _flat_index(unit_rows(block, center)).search(queries, 1)
+                better = scores[:, 0] > best
+                best[better] = scores[better, 0]
+                rows[better] = found[better, 0] + start
             bar.update(len(block))
+    if ivf is not None:
+        scores, found = ivf.search(queries, 1)
+        hit = found[:, 0] >= 0
+        best[hit], rows[hit] = scores[hit, 0], found[hit, 0]
     return best, rows
 
 
 def first_near_duplicates(
-    vectors: np.ndarray, *, threshold: float, candidates: np.ndarray | None = None, block_size: int = 4096
+    vectors: np.ndarray,
+    *,
+    threshold: float,
+    candidates: np.ndarray | None = None,
+    block_size: int = 4096,
+    approximate: bool | None = None,
+    nprobe: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Keep-first near-duplicate detection within one set of unit vectors.
 
     Row i is a duplicate when its cosine with an earlier *kept* row is ``>= threshold``; it then points at the most
     similar such row. Rows where ``candidates`` is False (already dropped by another check) are neither tested nor
-    kept. Exact: every pair that matters is compared, in blocks of ``block_size`` rows (memory O(block_size**2)).
+    kept. Exact below ``APPROX_MIN_ROWS`` rows (every pair that matters is compared, in blocks of ``block_size``
+    rows; memory O(block_size**2)); above it (or with ``approximate=True``) earlier blocks are searched through an
+    IVF index trained on a sample of ``vectors``, within a block it stays exact.
 
     Returns:
         ``(duplicate_of, score)``: int64 (-1 for kept or skipped rows) and float32 (NaN where -1).
@@ -153,7 +215,13 @@ def first_near_duplicates(
     active = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool).copy()
     if n == 0:
         return duplicate_of, score
-    kept_index, kept_rows = _flat_index(np.zeros((0, vectors.shape[1]), np.float32)), []
+    if _use_ivf(int(active.sum()), approximate):
+        size = min(n, _ivf_cells(int(active.sum())) * _TRAIN_PER_CELL)
+        sample = np.sort(np.random.default_rng(0).choice(n, size=size, replace=False))
+        kept_index = _ivf_index(np.ascontiguousarray(vectors[sample]), int(active.sum()), nprobe)
+    else:
+        kept_index = _flat_index(np.zeros((0, vectors.shape[1]), np.float32))
+    kept_rows = []
     for start in range(0, n, block_size):
         rows = np.flatnonzero(active[start : start + block_size]) + start
         if not len(rows):
@@ -161,7 +229,7 @@ def first_near_duplicates(
         block = vectors[rows]
         if kept_index.ntotal:
             found_scores, found = kept_index.search(block, 1)
-            hit = found_scores[:, 0] >= threshold
+            hit = (found[:, 0] >= 0) & (found_scores[:, 0] >= threshold)
             duplicate_of[rows[hit]] = np.asarray(kept_rows)[found[hit, 0]]
             score[rows[hit]] = found_scores[hit, 0]
         else:
