@@ -323,7 +323,16 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             threshold_rule=grid.threshold_rule,
         ).name
         manifest["figures"]["map"] = plot_embedding_map(
-            coords, out / "embedding_map.png", regions=regions, pairs=pairs, axis_labels=reducer.axis_labels()
+            coords,
+            out / "embedding_map.png",
+            regions=regions,
+            pairs=pairs,
+            axis_labels=reducer.axis_labels(),
+            region_label=(
+                "k-NN sparse neighbourhoods (bounding boxes)"
+                if config.selector == "knn"
+                else "sparse regions (count < T)"
+            ),
         ).name
         to_json_atomic(regions, out / "regions.jsonl")
         to_json_atomic(pairs, out / "pairs.jsonl")

@@ -80,6 +80,7 @@ def plot_embedding_map(
     max_regions: int = 400,
     axis_labels: Sequence[str] | None = None,
     title: str | None = None,
+    region_label: str = "sparse regions (count < T)",
 ):
     """2-D map of the pool (first two axes) with sparse regions boxed; seed pairs joined and interpolations marked.
 
@@ -93,6 +94,7 @@ def plot_embedding_map(
         pairs: the ``make_seed_pairs`` dataset (``coords_a``, ``coords_b``, ``region_id``), optionally with
             ``interp_coords`` and ``interp_in_region``.
         axis_labels: names of the axes (e.g. ``"PCA 1 (12.3% of variance)"``); default "axis 1", "axis 2".
+        region_label: what a box is, for the legend (the k-NN selector's boxes bound sparse neighbourhoods).
     """
     coords = np.asarray(coords, dtype=np.float32)
     plt, fig, ax = _figure(7.5, 6.5)
@@ -111,7 +113,7 @@ def plot_embedding_map(
         for lower, upper, kind in zip(shown["lower"], shown["upper"], kinds):
             ax.add_patch(_box(lower, upper, **styles[kind]))
         labels = {
-            "below": "sparse regions (count < T) with pairs" if pairs is not None else "sparse regions (count < T)",
+            "below": f"{region_label} with pairs" if pairs is not None else region_label,
             "raised": "next-sparsest windows (T raised) with pairs",
             "unused": "regions that got no pair",
         }
