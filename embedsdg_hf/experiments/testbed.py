@@ -395,12 +395,17 @@ def _summary(rows: list[dict]) -> list[dict]:
     return summary
 
 
+def _lift(value: float) -> str:
+    """A lift for the tables; NaN (a selector that made no pair on some pattern) is said in words."""
+    return "no pairs" if value != value else f"{value:.2f}"
+
+
 def _cell(entry: dict | None) -> str:
     if entry is None:
         return "-"
     if entry["lift_held_out"] is None:
-        return f"{entry['lift_all']:.2f} (tuned only)"
-    return f"{entry['lift_held_out']:.2f} ({entry['lift_min_held_out']:.2f})"
+        return f"{_lift(entry['lift_all'])} (tuned only)"
+    return f"{_lift(entry['lift_held_out'])} ({_lift(entry['lift_min_held_out'])})"
 
 
 def _headline(summary: list[dict]) -> list[str]:
@@ -445,9 +450,9 @@ def render_targeting(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in report["summary"]:
-        held = "-" if s["lift_held_out"] is None else f"{s['lift_held_out']:.2f} ({s['lift_min_held_out']:.2f})"
+        held = "-" if s["lift_held_out"] is None else f"{_lift(s['lift_held_out'])} ({_lift(s['lift_min_held_out'])})"
         lines.append(
-            f"| {s['setting']} | {s['weights']} | {s['reducer']} | {s['dims']}-D | {held} | {s['lift_all']:.2f} "
+            f"| {s['setting']} | {s['weights']} | {s['reducer']} | {s['dims']}-D | {held} | {_lift(s['lift_all'])} "
             f"| {s['random_lift']:.2f} | {s['patterns']} |"
         )
     lines += ["", "## Every run", "", "| pattern | weights | reducer | dims | setting | lift | rare hit | seeds | s |"]
@@ -456,7 +461,7 @@ def render_targeting(report: dict) -> str:
         tag = " (tuned)" if r["tuned_on"] else ""
         lines.append(
             f"| {r['pattern']}{tag} | {r['weights']} | {r['reducer']} | {r['dims']}-D | {r['setting']} | "
-            f"{r['lift']:.2f} | {r['rare_hit']}/{r['n_rare']} | {r['n_seeds']} | {r['seconds']} |"
+            f"{_lift(r['lift'])} | {r['rare_hit']}/{r['n_rare']} | {r['n_seeds']} | {r['seconds']} |"
         )
     if report["figures"]:
         lines += ["", "## Figures", ""] + [f"- `{name}`" for name in report["figures"].values()]
