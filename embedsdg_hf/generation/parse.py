@@ -122,10 +122,15 @@ def parse_generation(text: str | None, *, finish_reason: str | None = None) -> P
     answer, closed = _close_at_gsm8k_line(sections.get("answer", ""))
     answer = _cut_prompt_echo(answer)
     final_answer = _final_answer(sections.get("final", ""), answer)
-    reason = None
     if finish_reason == "length" and not (complete or closed):
-        reason = TRUNCATED
-    elif not question:
+        return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=TRUNCATED)
+    return _example(question, answer, final_answer)
+
+
+def _example(question: str, answer: str, final_answer: str) -> ParsedExample:
+    """The parsed example, rejected for the first of its three parts that is missing (text and JSON forms alike)."""
+    reason = None
+    if not question:
         reason = MISSING_QUESTION
     elif not answer:
         reason = MISSING_ANSWER
@@ -187,14 +192,7 @@ def _parse_json(body: str, finish_reason: str | None) -> ParsedExample:
         return ParsedExample(reject_reason=INVALID_JSON)
     question, answer = _json_text(value.get("question")), _json_text(value.get("answer"))
     final_answer = _json_text(value.get("final_answer")) or _final_answer("", answer)
-    reason = None
-    if not question:
-        reason = MISSING_QUESTION
-    elif not answer:
-        reason = MISSING_ANSWER
-    elif not final_answer:
-        reason = MISSING_FINAL_ANSWER
-    return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=reason)
+    return _example(question, answer, final_answer)
 
 
 def _json_text(value: Any) -> str:
