@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
+from _pairs import interpolated_pairs
 from datasets import Dataset
 
-from embedsdg_hf import add_coords, add_decoded_text, add_embeddings, add_interpolations, fit_reducer
+from embedsdg_hf import add_decoded_text
 from embedsdg_hf.common.models import load_input_embeddings, load_student, load_tokenizer
 from embedsdg_hf.generation.decode import build_copy_prompt, generate_from_embeddings
 
@@ -82,20 +82,7 @@ def test_copy_prompt_uses_the_chat_template_and_listing_1(student):
 
 @pytest.fixture(scope="module")
 def pairs(student, pool):
-    embedded = add_embeddings(pool, model=student)
-    reducer = fit_reducer(embedded, n_components=2, seed=0)
-    embedded = add_coords(embedded, reducer)
-    coords = np.asarray(embedded["coords"], dtype=np.float64)
-    seeds = [(0, 1), (2, 3), (4, 5)]
-    raw = Dataset.from_dict(
-        {
-            "seed_a": [a for a, _ in seeds],
-            "seed_b": [b for _, b in seeds],
-            "region_lower": [np.minimum(coords[a], coords[b]).tolist() for a, b in seeds],
-            "region_upper": [np.maximum(coords[a], coords[b]).tolist() for a, b in seeds],
-        }
-    )
-    return add_interpolations(raw, pool, model=student, reducer=reducer)
+    return interpolated_pairs(pool, student)
 
 
 def test_add_decoded_text_on_real_pairs(student, pool, pairs):

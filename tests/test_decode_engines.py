@@ -7,12 +7,12 @@ import http.server
 import json
 import threading
 
-import numpy as np
 import pytest
 import torch
+from _pairs import interpolated_pairs
 from datasets import Dataset
 
-from embedsdg_hf import add_coords, add_decoded_text, add_embeddings, add_interpolations, fit_reducer
+from embedsdg_hf import add_decoded_text
 from embedsdg_hf.common.models import resolve_model
 from embedsdg_hf.generation.decode import generate_from_embeddings
 from embedsdg_hf.generation.decode_engines import decode_prompt_embeds, encode_prompt_embeds, parse_engine
@@ -65,19 +65,7 @@ def pool(gsm8k_rows):
 
 @pytest.fixture(scope="module")
 def pairs(student, pool):
-    embedded = add_embeddings(pool, model=student)
-    reducer = fit_reducer(embedded, n_components=2, seed=0)
-    coords = np.asarray(add_coords(embedded, reducer)["coords"], dtype=np.float64)
-    seeds = [(0, 1), (2, 3), (4, 5)]
-    raw = Dataset.from_dict(
-        {
-            "seed_a": [a for a, _ in seeds],
-            "seed_b": [b for _, b in seeds],
-            "region_lower": [np.minimum(coords[a], coords[b]).tolist() for a, b in seeds],
-            "region_upper": [np.maximum(coords[a], coords[b]).tolist() for a, b in seeds],
-        }
-    )
-    return add_interpolations(raw, pool, model=student, reducer=reducer)
+    return interpolated_pairs(pool, student)
 
 
 def test_prompt_embeds_encoding_round_trips_exactly():
