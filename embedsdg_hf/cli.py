@@ -274,6 +274,23 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
 
 
 def _cmd_testbed(args: argparse.Namespace) -> int:
+    """Targeting (seconds per pattern) and, unless --quick or --part targeting, the training half (about an hour)."""
+    part = "targeting" if args.quick else args.part
+    try:
+        if part in ("targeting", "all"):
+            _testbed_targeting(args)
+        if part in ("training", "all"):
+            return _testbed_training(args)
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. Finished steps are kept in {args.output_dir}; the same command resumes there.",
+            file=sys.stderr,
+        )
+        return 130
+    return 0
+
+
+def _testbed_targeting(args: argparse.Namespace) -> None:
     from .experiments.testbed import PATTERNS, QUICK_PATTERNS, run_targeting
 
     patterns = args.patterns or (list(QUICK_PATTERNS) if args.quick else [p.name for p in PATTERNS])
@@ -291,12 +308,38 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
         progress=print,
     )
     print((Path(args.output_dir) / "testbed.md").read_text().split("## Lift by setting, every reducer")[0])
-    if not args.quick:
-        print(
-            "Note: the training half of the testbed (a student fine-tuned on the imbalanced pool, EmbedSDG vs "
-            "RandomSDG with the family teacher) is not part of this command yet; this run measured targeting only."
-        )
     print(f"Wrote {args.output_dir}/testbed.md, testbed.json and {len(report['figures'])} figures.")
+
+
+def _testbed_training(args: argparse.Namespace) -> int:
+    from .experiments.student_testbed import StudentPlan, run_student_testbed
+
+    try:
+        plan = StudentPlan(
+            pattern=args.train_pattern,
+            n=args.train_rows,
+            test_per_family=args.test_per_family,
+            accuracy_per_family=args.accuracy_per_family,
+            budgets=tuple(args.budgets),
+            seeds=tuple(args.seeds),
+            dtype=args.dtype,
+            llm_teacher=None if args.llm_teacher.lower() == "none" else args.llm_teacher,
+        )
+    except ValueError as err:
+        print(f"embedsdg testbed: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"Training half: pattern {plan.pattern} (rare: {', '.join(plan.rare)}), SM on {plan.n} rows, budgets "
+        f"{list(plan.budgets)} x seeds {list(plan.seeds)} x (EmbedSDG, RandomSDG) -> {args.output_dir}/training"
+    )
+    try:
+        run_student_testbed(args.output_dir, plan, progress=print)
+    except FileExistsError as err:
+        print(f"embedsdg testbed: error: {err}", file=sys.stderr)
+        return 2
+    text = (Path(args.output_dir) / "training" / "training.md").read_text()
+    print(text)
+    print(f"Wrote {args.output_dir}/training/training.md, training.json and the figures there.")
     return 0
 
 
@@ -410,6 +453,20 @@ def build_parser() -> argparse.ArgumentParser:
     testbed.add_argument("--n", type=int, default=2000, help="Pool size.")
     testbed.add_argument("--n-pairs", type=int, default=60, help="Seed pairs per selector.")
     testbed.add_argument("--output-dir", default="outputs/testbed")
+    testbed.add_argument(
+        "--part", choices=("all", "targeting", "training"), default="all", help="What to run (--quick: targeting)."
+    )
+    training = testbed.add_argument_group("training half (a student fine-tuned on a pool with rare families)")
+    training.add_argument("--train-pattern", default="r4s2", help="Pattern of D (default: a held-out one).")
+    training.add_argument("--train-rows", type=int, default=1000, help="Rows of D, the student's training data.")
+    training.add_argument("--test-per-family", type=int, default=10, help="Held-out problems per family.")
+    training.add_argument("--accuracy-per-family", type=int, default=4, help="Of those, scored by generation.")
+    training.add_argument("--budgets", type=int, nargs="+", default=[12, 24, 48], help="New examples per arm.")
+    training.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    training.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"), help="LoRA training dtype.")
+    training.add_argument(
+        "--llm-teacher", default="transformers:smollm2-135m-instruct", help="One row per method with it ('none')."
+    )
     pool = sub.add_parser("make-pool", help="Write the built-in word-problem seed pool as JSONL.")
     pool.add_argument("--n", type=int, default=1000, help="Number of problems.")
     pool.add_argument("--seed", type=int, default=0)

@@ -305,9 +305,8 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
 
     selection = f"k-NN regions ({config.knn_text} text)" if config.selector == "knn" else "sparse regions"
-    pairs = _checkpoint(
-        out / "pairs", regions_and_pairs, timer, f"{selection} + seed pairs + interpolate", windows["regions"]
-    )
+    rows_in = len(pool) if config.selector == "knn" else windows["regions"]  # k-NN reads every row, not windows
+    pairs = _checkpoint(out / "pairs", regions_and_pairs, timer, f"{selection} + seed pairs + interpolate", rows_in)
     regions = load_saved_dataset(out / "regions")
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
@@ -326,7 +325,13 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             coords,
             out / "embedding_map.png",
             regions=regions,
-            pairs=pairs,
+            # k-NN boxes are the bounding boxes of their neighbourhoods: a midpoint of two members is inside by
+            # construction, so "in their region" says nothing there and is not shown
+            pairs=(
+                pairs.remove_columns("interp_in_region")
+                if config.selector == "knn" and "interp_in_region" in pairs.column_names
+                else pairs
+            ),
             axis_labels=reducer.axis_labels(),
             region_label=(
                 "k-NN sparse neighbourhoods (bounding boxes)"

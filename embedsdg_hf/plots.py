@@ -166,20 +166,35 @@ def region_kinds(regions, pairs=None) -> list[str]:
     ]
 
 
-def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str | None = None):
+def plot_density_accuracy(
+    regions,
+    stats: dict,
+    path: str | Path,
+    *,
+    title: str | None = None,
+    points: str = "regions",
+    labels: Sequence[str] | None = None,
+):
     """Region pool count vs the student's accuracy there, with a least-squares fit (paper Fig. 7).
+
+    The y value is the regions' ``stats["measure"]`` column (``accuracy`` unless the stats come from
+    ``density_vs_measure``, e.g. ``mean_answer_loss``). ``points`` names what a point is (regions, families);
+    ``labels`` writes a name next to each point.
 
     Example:
         >>> regions, stats = density_vs_accuracy(pool, predictions, model=spec)  # doctest: +SKIP
         >>> plot_density_accuracy(regions, stats, "density_accuracy.png")  # doctest: +SKIP
     """
+    measure = stats.get("measure", "accuracy")
     x = np.asarray(regions["pool_count"], dtype=np.float64)
-    y = np.asarray(regions["accuracy"], dtype=np.float64)
+    y = np.asarray(regions[measure], dtype=np.float64)
     sizes = 10 + 4 * np.asarray(regions["n_scored"], dtype=np.float64)
     plt, fig, ax = _figure()
     ax.scatter(
-        x, y, s=sizes, c="#4C72B0", alpha=0.7, edgecolors="white", linewidths=0.5, label="regions (size: n scored)"
+        x, y, s=sizes, c="#4C72B0", alpha=0.7, edgecolors="white", linewidths=0.5, label=f"{points} (size: n scored)"
     )
+    for label, xi, yi in zip(labels or [], x, y):
+        ax.annotate(label, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points", color="#333333")
     if len(x) >= 2 and np.ptp(x) > 0:
         slope, intercept = np.polyfit(x, y, 1)
         grid = np.linspace(x.min(), x.max(), 50)
@@ -191,7 +206,7 @@ def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str 
         )
     else:
         text = "correlation undefined (too few regions)"
-    text += f"\n{stats['n_regions']} regions; {stats['excluded_regions']} excluded (< {stats['min_examples']} scored)"
+    text += f"\n{stats['n_regions']} {points}; {stats['excluded_regions']} excluded (< {stats['min_examples']} scored)"
     ax.text(
         0.02,
         0.98,
@@ -201,11 +216,13 @@ def plot_density_accuracy(regions, stats: dict, path: str | Path, *, title: str 
         fontsize=9,
         bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#CCCCCC"},
     )
-    ax.set_xlabel("pool examples in region (density)")
-    ax.set_ylabel("student accuracy in region")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title(title or "Density vs accuracy")
-    ax.legend(loc="lower right", fontsize=8)
+    what = points[:-1] if points.endswith("s") else points
+    ax.set_xlabel(f"pool examples in {what} (density)")
+    ax.set_ylabel(f"student {measure.replace('_', ' ')} in {what}")
+    if measure == "accuracy":
+        ax.set_ylim(-0.05, 1.05)
+    ax.set_title(title or f"Density vs {measure.replace('_', ' ')}")
+    ax.legend(loc="lower right" if measure == "accuracy" else "upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -356,6 +373,43 @@ def plot_family_shares(
     ax.set_ylabel("share")
     ax.set_title(title or "Share per family (* rare)", fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_lines_with_ci(
+    series: Mapping[str, Mapping],
+    path: str | Path,
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    reference: Mapping[str, float] | None = None,
+):
+    """Lines with 95% error bars: ``series[label] = {"x", "y", "low", "high", "colour", "style"}``; ``reference``
+    draws a grey horizontal line per label (e.g. the value before training).
+
+    Example:
+        >>> plot_lines_with_ci({"a": {"x": [1, 2], "y": [1.0, 0.8], "low": [0.9, 0.7], "high": [1.1, 0.9]}},
+        ...                    "lines.png", xlabel="budget", ylabel="loss", title="t")  # doctest: +SKIP
+    """
+    plt, fig, ax = _figure(8.0, 4.5)
+    for label, s in series.items():
+        y = np.asarray(s["y"], dtype=float)
+        low = np.where(np.isnan(np.asarray(s["low"], dtype=float)), y, np.asarray(s["low"], dtype=float))
+        high = np.where(np.isnan(np.asarray(s["high"], dtype=float)), y, np.asarray(s["high"], dtype=float))
+        ax.errorbar(
+            s["x"], y, yerr=[y - low, high - y], color=s.get("colour"), ls=s.get("style", "-"), marker="o", capsize=3,
+            label=label,
+        )  # fmt: skip
+    for i, (label, value) in enumerate((reference or {}).items()):
+        ax.axhline(value, color="#999999", ls=("-", ":", "--")[i % 3], lw=1, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -28,10 +28,12 @@ def format_summary(manifest: dict) -> str:
                 else ""
             )
             what = f"{below} sparse regions (T={manifest['grid']['threshold']}){more}"
-        lines.append(
-            f"{what}, {counts['pairs']} seed pairs, "
-            f"{counts['interp_in_region']}/{counts['pairs']} interpolations inside their region."
+        inside = (
+            ""  # true by construction for a k-NN neighbourhood's bounding box: not a measurement
+            if config.get("selector") == "knn"
+            else f", {counts['interp_in_region']}/{counts['pairs']} interpolations inside their region"
         )
+        lines.append(f"{what}, {counts['pairs']} seed pairs{inside}.")
     gen = manifest.get("generation")
     if gen:
         rejects = ", ".join(f"{k}: {v}" for k, v in sorted(gen["rejects_by_reason"].items())) or "none"

@@ -56,3 +56,31 @@ def test_bad_input(data):
         density_vs_accuracy(pool, scored.remove_columns("correct"), model="unused")
     with pytest.raises(ValueError, match="min_examples must be >= 1"):
         density_vs_accuracy(pool, scored, model="unused", min_examples=0)
+
+
+def test_continuous_measure_per_region_and_missing_values_are_counted(data, tmp_path):
+    from embedsdg_hf.training.analysis import density_vs_measure
+
+    pool, scored = data
+    # answer loss falls with density: 2.0, 1.5, 1.0, 0.5 per scored cluster; every other row of the second cluster
+    # has no score (None) and must be left out, not counted as 0
+    losses, unscored = [], 0
+    for i, n in enumerate([20, 20, 20, 20, 2]):
+        for j in range(n):
+            missing = i == 1 and j % 2 == 1
+            unscored += missing
+            losses.append(None if missing else [2.0, 1.5, 1.0, 0.5, 9.0][i])
+    losses.append(3.0)  # the row outside the pool's bounds
+    scored = scored.add_column("answer_loss", losses)
+    regions, stats = density_vs_measure(
+        pool, scored, model="unused", measure_column="answer_loss", bins=3, min_examples=5
+    )
+    order = np.argsort(regions["pool_count"])
+    np.testing.assert_allclose(np.asarray(regions["mean_answer_loss"])[order], [2.0, 1.5, 1.0, 0.5])
+    assert list(np.asarray(regions["n_scored"])[order]) == [20, 10, 20, 20]
+    assert stats["unscored"] == unscored == 10 and stats["measure"] == "mean_answer_loss"
+    assert stats["spearman_rho"] == pytest.approx(-1.0)
+    png = plot_density_accuracy(regions, stats, tmp_path / "density_loss.png", points="regions")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="has no value"):
+        density_vs_measure(pool, scored.map(lambda r: {"answer_loss": None}), model="u", measure_column="answer_loss")

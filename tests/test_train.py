@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from _runs import write_run_dir
@@ -366,3 +367,48 @@ def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_row
         assert not trained[: len(prompt_ids)].any(), "a prompt token (system/user turn, assistant header) has a label"
         assert tokenizer.decode(input_ids[trained]) == row["completion"][0]["content"] + END_OF_TURN
         assert row["completion"][0]["content"].endswith(f"#### {row['final_answer']}")
+
+
+@pytest.mark.slow
+def test_recipe_adapter_key_continues_training_that_adapter(student, sft_rows, tmp_path, one_torch_thread):
+    """`adapter:` trains an existing LoRA adapter further (its weights move from where they were, its LoRA settings
+    are kept), instead of starting a fresh one; a folder that is not an adapter is a clear error."""
+    from safetensors.torch import load_file
+
+    data = _write_jsonl(tmp_path / "train.jsonl", sft_rows[:8])
+    common = ["--config", str(CPU_RECIPE), "--dataset", str(data), "--max_steps", "1", "--merge", "false"]
+    common += ["--per_device_train_batch_size", "4", "--max_length", "128", "--learning_rate", "1e-2"]
+    common += ["--dtype", "float32", "--disable_tqdm", "true"]
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run_train([*common, "--output_dir", str(first), "--lora_r", "4"]) == 0
+    assert run_train([*common, "--output_dir", str(second), "--adapter", str(first), "--lora_r", "16"]) == 0
+    assert json.loads((second / "adapter_config.json").read_text())["r"] == 4  # the adapter's own settings
+    before, after = load_file(first / "adapter_model.safetensors"), load_file(second / "adapter_model.safetensors")
+    assert before.keys() == after.keys()
+    lora_b = [key for key in before if "lora_B" in key]
+    assert all(before[key].abs().max() > 0 for key in lora_b), "the first run trained lora_B away from zero"
+    moved = max(float((after[key] - before[key]).abs().max()) for key in lora_b)
+    assert moved > 0, "the second run did not train the adapter it was given"
+    assert run_train([*common, "--output_dir", str(tmp_path / "bad"), "--adapter", str(tmp_path)]) == 2
+
+
+def test_answer_loss_prefers_the_right_solution(student):
+    """The reference solution of a word problem costs the base student fewer nats per token than another problem's
+    solution; the loss covers the answer tokens only, and per-family means come with intervals."""
+    from embedsdg_hf.data.word_problems import make_word_problems
+    from embedsdg_hf.training.answer_loss import add_answer_loss, answer_loss_by_group
+
+    rows = make_word_problems(6, seed=3)
+    swapped = rows.map(lambda row, i: {"answer": rows[(i + 3) % 6]["answer"]}, with_indices=True)
+    right = add_answer_loss(rows, model=student, batch_size=4)
+    wrong = add_answer_loss(swapped, model=student, batch_size=4)
+    assert right.column_names == [*rows.column_names, "answer_loss", "answer_tokens"]
+    assert np.all(np.asarray(right["answer_loss"]) < np.asarray(wrong["answer_loss"]))
+    assert all(0 < n < 200 for n in right["answer_tokens"])
+    one = add_answer_loss(rows.select([0]), model=student)
+    assert one["answer_loss"][0] == pytest.approx(right["answer_loss"][0], rel=1e-4)  # padding does not leak in
+    groups = answer_loss_by_group(["a", "a", "b"], [1.0, 3.0, float("nan")])
+    assert groups["a"]["mean"] == 2.0 and groups["a"]["ci_low"] < 2.0 < groups["a"]["ci_high"]
+    assert groups["b"]["n"] == 0
+    with pytest.raises(ValueError, match="no column 'answer'"):
+        add_answer_loss(rows.remove_columns("answer"), model=student)

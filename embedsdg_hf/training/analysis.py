@@ -1,5 +1,9 @@
 """Density vs accuracy (paper §4.4, Fig. 7): is the student weaker where its training pool is sparse?
 
+:func:`density_vs_accuracy` is the paper's measure; :func:`density_vs_measure` takes any per-example score (e.g. the
+answer loss of :mod:`embedsdg_hf.training.answer_loss`, a continuous measure of weakness where accuracy is on the
+floor) and averages it per region the same way.
+
 The pool is embedded with the student, reduced (3-D PCA by default, or a run's own fitted reducer, so density is
 measured in the space the sparse regions were found in) and gridded; every non-empty window of the grid is a region
 whose *density* is its pool count. Scored examples (e.g. the test set with a ``correct`` column
@@ -15,34 +19,47 @@ import logging
 
 import numpy as np
 
-from ..common.mapping import column_array, vector_matrix
+from ..common.mapping import vector_matrix
 from ..common.validation import require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
 
-def density_vs_accuracy(
+def density_vs_accuracy(pool, scored, *, correct_column: str = "correct", **kwargs):
+    """Per-region pool density and student accuracy (the mean of the boolean ``correct_column``), and their
+    correlation: :func:`density_vs_measure` with the paper's measure (the regions' column is ``accuracy``).
+
+    Example:
+        >>> regions, stats = density_vs_accuracy(pool, predictions, model="smollm2-135m-instruct")  # doctest: +SKIP
+    """
+    return density_vs_measure(pool, scored, measure_column=correct_column, name="accuracy", **kwargs)
+
+
+def density_vs_measure(
     pool,
     scored,
     *,
     model: str,
+    measure_column: str,
+    name: str | None = None,
     text_template: str = "{question}\n{answer}",
     scored_template: str | None = None,
     n_components: int = 3,
     bins: int = 6,
     min_examples: int = 5,
-    correct_column: str = "correct",
     seed: int = 0,
     weights: str = "mean",
     max_length: int | None = None,
     reducer=None,
 ):
-    """Per-region pool density and student accuracy, and their correlation.
+    """Per-region pool density and the mean of a per-example measure there, and their correlation.
 
     Args:
         pool: the training pool (embedded here with ``model`` / ``text_template`` unless it has ``embedding``).
-        scored: examples with a boolean ``correct_column`` (e.g. ``evaluate_model``'s predictions with the test
-            questions and reference answers), embedded with ``scored_template`` (default: ``text_template``).
+        scored: examples with a numeric or boolean ``measure_column`` (e.g. ``correct`` from ``evaluate_model``'s
+            predictions, or ``answer_loss``), embedded with ``scored_template`` (default: ``text_template``).
+            Rows whose measure is missing (None / NaN) are left out and counted (``unscored``).
+        name: the regions' column of the per-region mean (default: ``mean_<measure_column>``).
         n_components / bins: PCA dimensions and windows per axis of the grid.
         min_examples: scored examples a region needs to be scored.
         weights / max_length: token weights and truncation of the embedding (as the run used).
@@ -51,12 +68,13 @@ def density_vs_accuracy(
             ``transform``. ``n_components`` is then the reducer's.
 
     Returns:
-        ``(regions, stats)``: a Dataset (region, pool_count, n_scored, accuracy) of the scored regions, and a dict
+        ``(regions, stats)``: a Dataset (region, pool_count, n_scored, ``name``) of the scored regions, and a dict
         with pearson_r, pearson_p, spearman_rho, spearman_p, n_regions, excluded_regions, excluded_examples,
-        outside_bounds.
+        outside_bounds, unscored, measure (``name``).
 
     Example:
-        >>> regions, stats = density_vs_accuracy(pool, predictions, model="smollm2-135m-instruct")  # doctest: +SKIP
+        >>> regions, stats = density_vs_measure(pool, scored, model="smollm2-135m-instruct",
+        ...                                     measure_column="answer_loss")  # doctest: +SKIP
     """
     from datasets import Dataset
     from scipy import stats as sps
@@ -65,11 +83,19 @@ def density_vs_accuracy(
     from ..space.reduce import add_coords, fit_reducer
     from ..space.regions import fit_grid
 
-    require_rows(pool, what="pool", step="density_vs_accuracy")
-    require_rows(scored, what="scored dataset", step="density_vs_accuracy")
-    require_columns(scored, [correct_column], what="scored dataset")
+    require_rows(pool, what="pool", step="density_vs_measure")
+    require_rows(scored, what="scored dataset", step="density_vs_measure")
+    require_columns(scored, [measure_column], what="scored dataset")
     if min_examples < 1:
         raise ValueError(f"min_examples must be >= 1, got {min_examples}.")
+    name = name or f"mean_{measure_column}"
+    values = np.array([np.nan if v is None else float(v) for v in scored[measure_column]], dtype=np.float64)
+    unscored = int(np.isnan(values).sum())
+    if unscored == len(values):
+        raise ValueError(f"Column {measure_column!r} of the scored dataset has no value (all None / NaN).")
+    if unscored:
+        scored = scored.select(np.flatnonzero(~np.isnan(values)))
+        values = values[~np.isnan(values)]
 
     def embedded(ds, template):
         if "embedding" in ds.column_names:
@@ -85,23 +111,22 @@ def density_vs_accuracy(
     grid = fit_grid(pool, bins=bins, threshold=2, min_populated_neighbors=0)
     pool_cells = grid.cell_index(vector_matrix(pool, "coords"))
     scored_cells = grid.cell_index(reducer.transform(vector_matrix(scored, "embedding")))
-    correct = column_array(scored, correct_column).astype(bool)
 
     size = int(np.prod(grid.shape))
     pool_count = np.bincount(pool_cells[pool_cells >= 0], minlength=size)
     inside = scored_cells >= 0
     n_scored = np.bincount(scored_cells[inside], minlength=size)
-    n_correct = np.bincount(scored_cells[inside], weights=correct[inside].astype(float), minlength=size)
+    total = np.bincount(scored_cells[inside], weights=values[inside], minlength=size)
     populated = (pool_count > 0) & (n_scored > 0)
     kept = populated & (n_scored >= min_examples)
     cells = np.flatnonzero(kept)
-    accuracy = n_correct[cells] / n_scored[cells]
+    measure = total[cells] / n_scored[cells]
     regions = Dataset.from_dict(
         {
             "region": cells.astype(np.int64),
             "pool_count": pool_count[cells].astype(np.int64),
             "n_scored": n_scored[cells].astype(np.int64),
-            "accuracy": accuracy.astype(np.float64),
+            name: measure.astype(np.float64),
         }
     )
     result = {
@@ -109,14 +134,16 @@ def density_vs_accuracy(
         "excluded_regions": int((populated & ~kept).sum()),
         "excluded_examples": int(n_scored[populated & ~kept].sum()),
         "outside_bounds": int((~inside).sum()),
+        "unscored": unscored,
+        "measure": name,
         "min_examples": min_examples,
         "bins": bins,
         "n_components": n_components,
         "reducer": reducer.method,
     }
-    if len(cells) >= 3 and np.ptp(accuracy) > 0 and np.ptp(pool_count[cells]) > 0:
-        pearson = sps.pearsonr(pool_count[cells], accuracy)
-        spearman = sps.spearmanr(pool_count[cells], accuracy)
+    if len(cells) >= 3 and np.ptp(measure) > 0 and np.ptp(pool_count[cells]) > 0:
+        pearson = sps.pearsonr(pool_count[cells], measure)
+        spearman = sps.spearmanr(pool_count[cells], measure)
         result.update(
             pearson_r=float(pearson.statistic),
             pearson_p=float(pearson.pvalue),
@@ -125,7 +152,7 @@ def density_vs_accuracy(
         )
     else:
         logger.warning(
-            "Correlation undefined: %d scored regions (need >= 3 with varying density and accuracy).", len(cells)
+            "Correlation undefined: %d scored regions (need >= 3 with varying density and %s).", len(cells), name
         )
         result.update(pearson_r=None, pearson_p=None, spearman_rho=None, spearman_p=None)
     return regions, result

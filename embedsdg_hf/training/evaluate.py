@@ -124,11 +124,10 @@ def _load_model(model: str, adapter: str | Path | None, device: str):
     return _attach_adapter(base, model, Path(adapter)), tokenizer
 
 
-def _attach_adapter(base, model: str, adapter: Path):
-    """``PeftModel.from_pretrained`` after checking that the adapter was made for this base model."""
-    from peft import PeftModel
-    from peft.utils import get_peft_model_state_dict, load_peft_weights
+def check_adapter(adapter: Path, model: str) -> str | None:
+    """Raise ``ValueError`` unless ``adapter`` is a PEFT adapter folder; warn when it names another base model.
 
+    Returns the base model the adapter says it was trained on."""
     from ..common.models import resolve_model
 
     config_file = adapter / "adapter_config.json"
@@ -147,6 +146,15 @@ def _attach_adapter(base, model: str, adapter: Path):
             trained_on,
             model,
         )
+    return trained_on
+
+
+def _attach_adapter(base, model: str, adapter: Path):
+    """``PeftModel.from_pretrained`` after checking that the adapter was made for this base model."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    trained_on = check_adapter(adapter, model)
     mismatch = f"Adapter {str(adapter)!r} (trained on {trained_on!r}) does not fit the model {model!r}"
     try:
         peft_model = PeftModel.from_pretrained(base, str(adapter))

@@ -78,6 +78,13 @@ class TrainArguments:
         }
     )
     dataset_split: str = field(default="train", metadata={"help": "Split of a Hub dataset or a DatasetDict folder."})
+    adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue fine-tuning this LoRA adapter folder (e.g. a student already fine-tuned on its data) "
+            "instead of starting a fresh one; its LoRA settings win over lora_* keys."
+        },
+    )
     eval_fraction: float = field(
         default=0.0, metadata={"help": "Share of rows held out for evaluation (0: none), split with `seed`."}
     )
@@ -165,11 +172,13 @@ def build_trainer(
     training_args: SFTConfig,
     model_args: ModelConfig,
     eval_dataset: Dataset | None = None,
+    adapter: str | os.PathLike | None = None,
 ) -> SFTTrainer:
     """An ``SFTTrainer`` for a student spec and ``messages`` rows, with the loss on the final assistant turn only.
 
     ``training_args`` is completed in place as TRL's own ``sft`` script does (``model_init_kwargs`` from
-    ``model_args``; ``completion_only_loss`` set to True unless given).
+    ``model_args``; ``completion_only_loss`` set to True unless given). With ``adapter`` (a PEFT folder made for
+    ``model``), that adapter is loaded trainable and trained further; ``model_args``' LoRA settings are then unused.
 
     Example:
         >>> from trl import ModelConfig, SFTConfig
@@ -199,21 +208,37 @@ def build_trainer(
         training_args.completion_only_loss = True
     elif not training_args.completion_only_loss:
         logger.warning("completion_only_loss=False: the loss covers the prompt (user turn) tokens too.")
-    if not model_args.use_peft:
+    if not model_args.use_peft and adapter is None:
         logger.warning("use_peft is false: this is a full fine-tune of %s, not LoRA.", model)
     splits = {"train": train_dataset, "eval": eval_dataset}
     prepared = {
         name: _to_prompt_completion(ds, source=f"{name} dataset") for name, ds in splits.items() if ds is not None
     }
+    student, peft_config = path, get_peft_config(model_args)
+    if adapter is not None:
+        student, peft_config = _trainable_adapter(path, model, Path(adapter), training_args.model_init_kwargs), None
     return SFTTrainer(
-        model=path,
+        model=student,
         args=training_args,
         train_dataset=prepared["train"],
         eval_dataset=prepared.get("eval"),
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config,
         quantization_config=get_quantization_config(model_args),
     )
+
+
+def _trainable_adapter(path: str, model: str, adapter: Path, init_kwargs: dict[str, Any]):
+    """The base model at ``path`` with the LoRA ``adapter`` on top, its LoRA weights trainable."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .evaluate import check_adapter
+
+    check_adapter(adapter, model)
+    kwargs = {key: value for key, value in init_kwargs.items() if value is not None}
+    base = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    return PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
 
 
 def run_train(argv: list[str] | None = None, *, prog: str | None = None) -> int:
@@ -239,9 +264,18 @@ def run_train(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     if script_args.eval_fraction > 0:
         parts = data.train_test_split(test_size=script_args.eval_fraction, seed=training_args.seed)
         train_data, eval_data = parts["train"], parts["test"]
-    trainer = build_trainer(
-        train_data, model=script_args.model, training_args=training_args, model_args=model_args, eval_dataset=eval_data
-    )
+    try:
+        trainer = build_trainer(
+            train_data,
+            model=script_args.model,
+            training_args=training_args,
+            model_args=model_args,
+            eval_dataset=eval_data,
+            adapter=script_args.adapter,
+        )
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
     model_path = resolve_model(script_args.model)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
