@@ -206,24 +206,16 @@ def plot_density_accuracy(
         )
     else:
         text = "correlation undefined (too few regions)"
-    text += f"\n{stats['n_regions']} {points}; {stats['excluded_regions']} excluded (< {stats['min_examples']} scored)"
-    ax.text(
-        0.02,
-        0.98,
-        text,
-        transform=ax.transAxes,
-        va="top",
-        fontsize=9,
-        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "#CCCCCC"},
-    )
-    what = points[:-1] if points.endswith("s") else points
+    text += f"; {stats['n_regions']} {points}, {stats['excluded_regions']} excluded (< {stats['min_examples']} scored)"
+    fig.text(0.5, 0.01, text.replace("\n", "; "), ha="center", va="bottom", fontsize=9)  # a caption: never on a point
+    what = {"families": "family", "regions": "region"}.get(points, points)
     ax.set_xlabel(f"pool examples in {what} (density)")
     ax.set_ylabel(f"student {measure.replace('_', ' ')} in {what}")
     if measure == "accuracy":
         ax.set_ylim(-0.05, 1.05)
     ax.set_title(title or f"Density vs {measure.replace('_', ' ')}")
-    ax.legend(loc="lower right" if measure == "accuracy" else "upper right", fontsize=8)
-    fig.tight_layout()
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
