@@ -88,6 +88,16 @@ def _spread(entry: dict | None) -> str:
     return f"{entry['min']:.3f}..{entry['max']:.3f}"
 
 
+def _share(entry: dict | None, pool_share: float) -> str:
+    """A rare-family share of seeds (interval clipped to [0, 1]) and its lift over the pool's share."""
+    if not entry:
+        return "-"
+    low, high = max(entry["ci_low"], 0.0), min(entry["ci_high"], 1.0)
+    interval = "" if low != low else f" [{low:.2f}, {high:.2f}]"
+    lift = f" (lift {entry['mean'] / pool_share:.1f})" if pool_share else ""
+    return f"{entry['mean']:.2f}{interval}{lift}"
+
+
 def _corr(stats: dict | None) -> str:
     if not stats or stats.get("pearson_r") is None:
         return "undefined (too few points)"
@@ -180,13 +190,17 @@ def _arms_section(report: dict) -> list[str]:
         "Means over seeds with 95% t intervals (3 seeds: t = 4.30, wide) and the spread; "
         "'embedsdg - random' is the paired difference per seed (negative loss = EmbedSDG better).",
         "",
-        "| budget | method | rows | rare share of seeds | loss (all) | loss (rare) | loss (common) | "
+        "| budget | method | rows | rare share of seeds (lift) | loss (all) | loss (rare) | loss (common) | "
         "rare loss spread | accuracy (all) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    data = report.get("data", {})
+    pool_rare = sum(data.get("pool_counts", {}).get(f, 0) for f in data.get("rare", [])) / max(
+        data.get("pool_rows") or 1, 1
+    )
     for s in summary:
         rows = "/".join(str(n) for n in s.get("rows", [])) or "-"
-        share = _fmt(s.get("rare_seed_share"), 2) if s.get("rare_seed_share") else "-"
+        share = _share(s.get("rare_seed_share"), pool_rare)
         lines.append(
             f"| {s['budget']} | {s['method']} | {rows} | {share} | {_fmt(s['loss'])} | {_fmt(s['loss_rare'])} | "
             f"{_fmt(s['loss_common'])} | {_spread(s['loss_rare'])} | {_fmt(s.get('accuracy'), 1, True)} |"
