@@ -209,6 +209,20 @@ def _arms_section(report: dict) -> list[str]:
     if sm:
         lines.append(f"| - | SM (before) | - | - | {_fmt(sm['loss'])} | {_fmt(sm['loss_rare'])} | "
                      f"{_fmt(sm['loss_common'])} | - | {_fmt(sm.get('accuracy'), 1, True)} |")  # fmt: skip
+    paired = report.get("paired_by_problem") or []
+    if paired:
+        lines += [
+            "",
+            "Paired per test problem (EmbedSDG - RandomSDG answer loss of the same problem, averaged over the seeds; "
+            "95% t interval over the problems: it speaks for this SM and these test problems):",
+            "",
+            "| budget | seeds | all families | rare families | common families |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {p['budget']} | {p['seeds']} | {_fmt(p['all'])} | {_fmt(p['rare'])} | {_fmt(p['common'])} |"
+            for p in paired
+        ]
     lines += [
         "",
         "Quality-gate drops per arm (mean rows dropped per run, and rows left of the requests):",
