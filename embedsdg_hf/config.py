@@ -25,6 +25,8 @@ _NOT_RESULTS = (
     "teacher_batch_size",
     "stage",
     "coverage",
+    "report_to",
+    "tracking_project",
 )
 # Teacher specs whose server URLs are operational: the same model behind another URL gives the same results.
 _TEACHER_KEYS = ("teacher", "consistency_teacher")
@@ -232,6 +234,14 @@ class PipelineConfig:
     )
     push_to_hub: str | None = field(default=None, metadata={"help": "Push the dataset + card to this Hub repo id."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    report_to: str = field(
+        default="none",
+        metadata={
+            "help": "Track the run: 'none' or 'trackio' (counts, rejects, timings and figures, logged locally under "
+            "$TRACKIO_DIR when the run ends; pip install 'embedsdg-hf[trackio]')."
+        },
+    )
+    tracking_project: str = field(default="embedsdg", metadata={"help": "The tracker's project (with report_to)."})
 
     def __post_init__(self):
         if self.version != RECIPE_VERSION:
@@ -301,6 +311,9 @@ class PipelineConfig:
         if self.self_consistency < 0:
             raise ValueError(f"self_consistency must be >= 0 (0 disables it), got {self.self_consistency}.")
         self._check_teacher_request_options()
+        from .common.tracking import check_tracker
+
+        check_tracker(self.report_to)
 
     def _check_teacher_request_options(self) -> None:
         """``teacher_response_format`` / ``teacher_extra_body``: valid, and only for an HTTP (``openai:``) teacher.

@@ -28,6 +28,7 @@ from .common.rundir import (
     to_json_atomic,
     write_json_atomic,
 )
+from .common.tracking import log_run
 from .common.validation import template_fields
 from .common.versions import library_versions
 from .config import PipelineConfig, results_diff
@@ -227,10 +228,21 @@ def _run(config: PipelineConfig, out: Path) -> dict:
         manifest["wall_seconds"] = round(time.perf_counter() - started, 3)
         write_json_atomic(out / "manifest.json", manifest)
         err.manifest = manifest
+        try:
+            _track(config, manifest, out)
+        except Exception:  # the run's own failure is what the caller must see; this one is logged with it
+            logger.exception("Could not log the failed run to %s", config.report_to)
         raise
     manifest.update({"status": "ok", "steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
     write_json_atomic(out / "manifest.json", manifest)
+    _track(config, manifest, out)
     return manifest
+
+
+def _track(config: PipelineConfig, manifest: dict, out: Path) -> None:
+    """``report_to``: the manifest's counts, rejects, timings and figures to the tracker (common/tracking.py)."""
+    if config.report_to != "none":
+        log_run(manifest, out, report_to=config.report_to, project=config.tracking_project, name=out.resolve().name)
 
 
 def _checkpoint(path: Path, compute, timer: _Timer, name: str, rows_in: int | None = None):

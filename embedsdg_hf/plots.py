@@ -141,7 +141,7 @@ def plot_embedding_map(
         )
     else:
         ax.set_title(title or "Embedding map")
-    x_label, y_label = (list(axis_labels) + ["axis 1", "axis 2"])[:2] if axis_labels else ("axis 1", "axis 2")
+    x_label, y_label = _axis_names(axis_labels)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.legend(loc="best", fontsize=8)
@@ -149,6 +149,12 @@ def plot_embedding_map(
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def _axis_names(axis_labels: Sequence[str] | None) -> tuple[str, str]:
+    """The x and y labels of a map: the first two of ``axis_labels`` (e.g. ``Reducer.axis_labels()``), else
+    "axis 1", "axis 2"."""
+    return tuple((list(axis_labels or []) + ["axis 1", "axis 2"])[:2])
 
 
 def region_kinds(regions, pairs=None) -> list[str]:
@@ -249,6 +255,7 @@ def plot_coverage(
     reached: Mapping[str, Sequence[bool]] | None = None,
     threshold: int | None = None,
     bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    axis_labels: Sequence[str] | None = None,
     title: str | None = None,
 ):
     """The map before and after the synthetic rows: one panel for the pool alone, then one per method.
@@ -266,6 +273,8 @@ def plot_coverage(
         reached: per method, a boolean per box: the region's count after is at least ``T``.
         threshold: ``T``, for the legend.
         bounds: ``(lower, upper)`` of the grid, drawn dashed (points outside it are not counted in any region).
+        axis_labels: names of the axes, as on the embedding map (``Reducer.axis_labels()``, e.g.
+            ``"PCA 1 (12.3% of variance)"``); default "axis 1", "axis 2".
 
     Example:
         >>> report = coverage_report(pool, grid, regions, reducer, {"embedsdg": ours, "random": baseline},
@@ -322,10 +331,11 @@ def plot_coverage(
         ax.legend(handles=handles, loc="best", fontsize=8)
     for ax in flat[n_panels:]:
         ax.set_visible(False)
+    x_label, y_label = _axis_names(axis_labels)
     for ax in flat[:n_panels]:
         ax.xaxis.set_tick_params(labelbottom=True)
-        ax.set_xlabel("axis 1")
-        ax.set_ylabel("axis 2")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
     suffix = f" (axes 1-2 of {k}; regions are {k}-D boxes seen from above)" if k > 2 else ""
     fig.suptitle((title or "Coverage of the targeted sparse regions") + suffix)
     fig.tight_layout()

@@ -184,6 +184,10 @@ def test_planted_copies_land_in_their_region_and_dense_copies_do_not(run):
     assert hit["entropy_after_bits"] > report.before["entropy_bits"] > miss["entropy_after_bits"]
     table = report.to_markdown()
     assert "| | hit | miss | random |" in table and f"{n}/{n} (100%)" in table
+    # The coverage map names its axes like the embedding map: the reducer and the variance each axis explains.
+    assert report.settings["axis_labels"] == run["reducer"].axis_labels()
+    first = report.settings["axis_labels"][0]
+    assert first.startswith("PCA 1 (") and first.endswith("% of variance)")
 
 
 def test_default_and_explicit_targets(run):
@@ -214,7 +218,8 @@ def test_coverage_report_bad_input(run):
         _report(run | {"grid": flat}, rows)
 
 
-def test_coverage_from_run_compares_embedsdg_with_random(run, tmp_path):
+def test_coverage_from_run_compares_embedsdg_with_random(run, tmp_path, monkeypatch):
+    drawn = _drawn_axis_labels(monkeypatch)
     out = tmp_path / "report"
     report = coverage_from_run(run["dir"], compare={"random": run["random_dir"]}, output_dir=out)
     n_members = len(run["members"])
@@ -232,6 +237,8 @@ def test_coverage_from_run_compares_embedsdg_with_random(run, tmp_path):
     markdown = (out / "coverage.md").read_text()
     assert "| | embedsdg | random |" in markdown and "### Per targeted region" in markdown
     assert (out / "coverage.png").read_bytes()[:4] == b"\x89PNG"
+    assert drawn[-1] == [tuple(run["reducer"].axis_labels()[:2])] * 3  # before, embedsdg, random
+    assert saved["settings"]["axis_labels"] == run["reducer"].axis_labels()
     assert not (run["dir"] / "coverage.json").exists()  # output_dir given: the run dir is left alone
 
 
@@ -271,12 +278,31 @@ def test_cli_prints_the_table_and_refuses_bad_paths(run, tmp_path, capsys):
     assert "--compare takes NAME=RUN_DIR" in capsys.readouterr().err
 
 
-def test_plot_coverage_3d(tmp_path):
+def _drawn_axis_labels(monkeypatch) -> list:
+    """Record the (x, y) labels of every visible panel of each figure saved (the real ``savefig`` still runs)."""
+    from matplotlib.figure import Figure
+
+    drawn, savefig = [], Figure.savefig
+
+    def recording_savefig(fig, *args, **kwargs):
+        drawn.append([(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes if ax.get_visible()])
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", recording_savefig)
+    return drawn
+
+
+def test_plot_coverage_3d(tmp_path, monkeypatch):
+    drawn = _drawn_axis_labels(monkeypatch)
     rng = np.random.default_rng(0)
     pool = rng.normal(size=(300, 3))
+    labels = ["PCA 1 (20.1% of variance)", "PCA 2 (11.0% of variance)", "PCA 3 (7.5% of variance)"]
     path = plot_coverage(
         pool, {"embedsdg": pool[:5] + 0.01, "random": rng.normal(size=(5, 3))}, tmp_path / "cov3d.png",
         boxes=[([0, 0, 0], [0.5, 0.5, 0.5])], landed={"embedsdg": [True] * 5, "random": [False] * 5},
-        reached={"embedsdg": [True], "random": [False]}, threshold=3,
+        reached={"embedsdg": [True], "random": [False]}, threshold=3, axis_labels=labels,
     )  # fmt: skip
     assert path.read_bytes()[:4] == b"\x89PNG"
+    assert drawn[-1] == [(labels[0], labels[1])] * 3  # every panel: the first two axes' names
+    plot_coverage(pool, {}, tmp_path / "bare.png")
+    assert drawn[-1] == [("axis 1", "axis 2")]  # no labels given: the old neutral names

@@ -309,7 +309,7 @@ def test_backend_is_checked_and_vllm_absence_is_a_clear_error(student):
     from datasets import Dataset
 
     data = Dataset.from_dict({"question": ["What is 2 + 3?"], "answer": ["2 + 3 = 5\n#### 5"]})
-    with pytest.raises(ValueError, match=r"backend must be one of \['transformers', 'vllm'\]"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['transformers', 'vllm', 'lm-eval'\]"):
         evaluate_model(student, data, kind="gsm8k", backend="sglang")
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(ValueError, match=r"needs vLLM: `pip install vllm`"):

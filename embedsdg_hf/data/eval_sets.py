@@ -15,19 +15,20 @@ from ..common.answers import KINDS
 from ..common.validation import require_rows
 from .seed_pools import load_seed_pool
 
-__all__ = ["BUILTIN_EVAL_DATA", "load_eval_data"]
+__all__ = ["BUILTIN_EVAL_DATA", "load_eval_data", "local_gsm8k_file"]
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_EVAL_DATA = {"gsm8k-test": "gsm8k", "math-test": "math"}
-_GSM8K_TEST = Path("shared") / "data" / "gsm8k" / "test.jsonl"
+_GSM8K_DIR = Path("shared") / "data" / "gsm8k"
 
 
-def _local_gsm8k_test() -> Path | None:
-    """``../shared/data/gsm8k/test.jsonl`` relative to the working directory, else relative to this repository."""
+def local_gsm8k_file(split: str = "test") -> Path | None:
+    """``../shared/data/gsm8k/<split>.jsonl`` relative to the working directory, else relative to this repository;
+    None when neither exists."""
     for root in (Path.cwd().parent, Path(__file__).resolve().parents[2].parent):
-        if (root / _GSM8K_TEST).is_file():
-            return root / _GSM8K_TEST
+        if (root / _GSM8K_DIR / f"{split}.jsonl").is_file():
+            return root / _GSM8K_DIR / f"{split}.jsonl"
     return None
 
 
@@ -62,7 +63,7 @@ def load_eval_data(
         if kind is not None and kind != BUILTIN_EVAL_DATA[spec]:
             raise ValueError(f"{spec!r} is a {BUILTIN_EVAL_DATA[spec]} benchmark, but kind={kind!r} was given.")
         kind = BUILTIN_EVAL_DATA[spec]
-        local = _local_gsm8k_test() if spec == "gsm8k-test" else None
+        local = local_gsm8k_file("test") if spec == "gsm8k-test" else None
         if local is not None:
             ds = load_seed_pool(str(local))
         elif spec == "gsm8k-test":

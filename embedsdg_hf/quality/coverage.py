@@ -66,7 +66,8 @@ class CoverageReport:
         regions: one dict per targeted region: ``region_id``, ``lower``, ``upper``, ``before`` (its pool count,
             checked against the regions dataset's ``count``), and per method ``after``, ``added``, ``aimed`` (rows
             with this ``region_id``) and ``landed`` (of those, inside the region).
-        settings: how the synthetic rows were embedded and projected (model, template, weights, reducer ...).
+        settings: how the synthetic rows were embedded and projected (model, template, weights, reducer and its
+            ``axis_labels`` ...).
         pool_coords, synthetic_coords, in_targeted: the points behind the numbers (for :meth:`plot`; not in
             ``to_dict``).
 
@@ -216,6 +217,7 @@ class CoverageReport:
             reached={n: [r["after"][n] >= self.threshold for r in self.regions] for n in self.methods},
             threshold=self.threshold,
             bounds=(self.grid.lower, self.grid.upper),
+            axis_labels=self.settings.get("axis_labels"),
             title=title,
         )
 
@@ -562,6 +564,7 @@ def coverage_report(
         "weights": weights,
         "max_length": max_length,
         "reducer": f"{reducer.method} ({reducer.n_components}-D)",
+        "axis_labels": reducer.axis_labels(),
     }
     return measure_coverage(
         pool_coords,

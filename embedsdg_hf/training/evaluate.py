@@ -2,7 +2,9 @@
 
 Greedy, batched generation with the model's chat template; the final answer is extracted from each completion
 (:mod:`embedsdg_hf.common.answers`) and compared with the reference. A completion without an extractable answer counts
-as wrong and is reported (``n_no_answer``). Accuracy comes with a 95% Wilson confidence interval.
+as wrong and is reported (``n_no_answer``). Accuracy comes with a 95% Wilson confidence interval. The ``lm-eval``
+backend runs lm-evaluation-harness' stock task instead (its prompt and scoring) and reports in the same format
+(:mod:`embedsdg_hf.training.lm_eval_backend`).
 
 Generation is deliberately not cached through ``Dataset.map``: a fingerprint keyed on a model path would silently
 return the accuracy of old weights after a model or adapter is retrained into the same folder.
@@ -46,7 +48,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PROMPT_VERSION = "eval_v1"
-BACKENDS = ("transformers", "vllm")
+BACKENDS = ("transformers", "vllm", "lm-eval")
 # The user turn: the problem, then how to state the final answer (what the extractors look for).
 PROMPTS = {
     "gsm8k": (
@@ -243,6 +245,64 @@ def _finish(reason: str | None) -> str:
     return "length" if reason == "length" else "stop"
 
 
+def _default_device() -> str:
+    from ..common.models import fork_safe_torch
+
+    return "cuda" if fork_safe_torch().cuda.is_available() else "cpu"
+
+
+def _complete(
+    backend: str,
+    model: str,
+    adapter: str | Path | None,
+    kind: str,
+    questions: list[str],
+    *,
+    device: str | None,
+    batch_size: int,
+    max_new_tokens: int,
+    system_prompt: str | None,
+) -> tuple[list[tuple[str, int, str]], Any, str]:
+    """Greedy completions of our prompt (``PROMPTS[kind]`` through the chat template) with ``transformers`` or vLLM:
+    ``(completions, the loaded model or None, device)``."""
+    from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
+
+    if backend == "vllm":
+        import importlib.util
+
+        from ..common.models import load_tokenizer
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("backend='vllm' needs vLLM: `pip install vllm` (a CUDA machine).")
+        if device is not None:
+            logger.warning("device=%r is ignored with backend='vllm' (vLLM places the model itself).", device)
+        request = vllm_request(model, adapter, max_new_tokens)
+        student, tokenizer, device = None, load_tokenizer(model), "vllm"
+    else:
+        device = device or _default_device()
+        student, tokenizer = _load_model(model, adapter, device)
+    if not tokenizer.chat_template:
+        raise ValueError(f"The tokenizer of {model!r} has no chat template; evaluation prompts through it.")
+    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    prompts = [
+        tokenizer.apply_chat_template(
+            [*system, {"role": "user", "content": PROMPTS[kind].format(question=question)}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for question in questions
+    ]
+    completions: list[tuple[str, int, str]] = []
+    if backend == "vllm":
+        completions = _generate_vllm(request, prompts)
+    else:
+        with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
+            for start in range(0, len(prompts), batch_size):
+                completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
+                bar.update(len(prompts[start : start + batch_size]))
+    return completions, student, device
+
+
 def evaluate_model(
     model: str,
     data,
@@ -273,15 +333,20 @@ def evaluate_model(
         system_prompt: an optional system turn before the user turn (``PROMPTS[kind]`` filled with the question).
         strict: GSM8K only: take an answer only from ``#### N``; by default a completion without it falls back to
             "the answer is N", then to its last number. MATH answers always come from the last ``\\boxed{}``.
-        device: torch device; default CUDA when available, else CPU (``backend="transformers"``).
+        device: torch device; default CUDA when available, else CPU (``backend="transformers"`` or ``"lm-eval"``).
         backend: ``"transformers"`` (batched ``generate``, CPU or GPU) or ``"vllm"`` (vLLM's offline ``LLM``, GPU;
             the adapter as a ``LoRARequest``): the same prompts, greedy decoding, scoring and results format.
+            ``"lm-eval"``: lm-evaluation-harness' stock ``gsm8k`` (5-shot) or ``hendrycks_math500`` task on these
+            rows, with its prompt, answer filters and exact match, so the accuracy compares with published lm-eval
+            numbers (:mod:`embedsdg_hf.training.lm_eval_backend`); the same predictions and results format, with
+            lm-eval's metrics and task config under ``results["lm_eval"]``. Needs ``pip install
+            'embedsdg-hf[lm-eval]'``.
 
     Returns:
         ``predictions``: a ``Dataset`` in the order of ``data`` with columns question, reference, completion,
         predicted_answer (None when none was extracted), correct, extracted, num_tokens, finish_reason.
         ``results``: a JSON-serialisable dict (model, adapter, data, kind, n, correct, accuracy, ci_low, ci_high,
-        n_no_answer, n_truncated, prompt, settings, timings, versions).
+        n_no_answer, n_truncated, prompt, settings, timings, versions, lm_eval: None except with that backend).
 
     Example:
         >>> from datasets import Dataset
@@ -292,7 +357,6 @@ def evaluate_model(
     """
     started = time.perf_counter()
     from datasets import Dataset, Features, Value
-    from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
 
     from ..common.validation import require_columns, require_rows
     from ..common.versions import library_versions
@@ -312,47 +376,26 @@ def evaluate_model(
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
-    if backend == "vllm":
-        import importlib.util
-
-        from ..common.models import load_tokenizer
-
-        if importlib.util.find_spec("vllm") is None:
-            raise ValueError("backend='vllm' needs vLLM: `pip install vllm` (a CUDA machine).")
-        if device is not None:
-            logger.warning("device=%r is ignored with backend='vllm' (vLLM places the model itself).", device)
-        request = vllm_request(model, adapter, max_new_tokens)
-        student, tokenizer, device = None, load_tokenizer(model), "vllm"
-    else:
-        if device is None:
-            from ..common.models import fork_safe_torch
-
-            device = "cuda" if fork_safe_torch().cuda.is_available() else "cpu"
-        student, tokenizer = _load_model(model, adapter, device)
-    if not tokenizer.chat_template:
-        raise ValueError(f"The tokenizer of {model!r} has no chat template; evaluation prompts through it.")
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    prompts = [
-        tokenizer.apply_chat_template(
-            [*system, {"role": "user", "content": PROMPTS[kind].format(question=question)}],
-            tokenize=False,
-            add_generation_prompt=True,
-        )
-        for question in questions
-    ]
-    completions: list[tuple[str, int, str]] = []
+    run = None
     generation_started = time.perf_counter()
-    if backend == "vllm":
-        completions = _generate_vllm(request, prompts)
-    else:
-        with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
-            for start in range(0, len(prompts), batch_size):
-                completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
-                bar.update(len(prompts[start : start + batch_size]))
-    generation_seconds = time.perf_counter() - generation_started
+    if backend == "lm-eval":
+        from .lm_eval_backend import run_lm_eval
 
+        device = device or _default_device()
+        answers = [None if a is None else str(a) for a in data[answer_column]]
+        run = run_lm_eval(
+            model, questions, answers, references, kind=kind, adapter=adapter, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, system_prompt=system_prompt, strict=strict, device=device,
+        )  # fmt: skip
+        completions, predicted, correct, student = run.completions, run.predicted, run.correct, None
+    else:
+        completions, student, device = _complete(
+            backend, model, adapter, kind, questions, device=device, batch_size=batch_size,
+            max_new_tokens=max_new_tokens, system_prompt=system_prompt,
+        )  # fmt: skip
+        predicted, correct = _score([text for text, _, _ in completions], references, kind, strict=strict)
+    generation_seconds = time.perf_counter() - generation_started
     texts = [text for text, _, _ in completions]
-    predicted, correct = _score(texts, references, kind, strict=strict)
     features = Features(
         {
             "question": Value("string"),
@@ -395,9 +438,9 @@ def evaluate_model(
         "ci_level": 0.95,
         "n_no_answer": sum(p is None for p in predicted),
         "n_truncated": sum(finish == "length" for _, _, finish in completions),
-        "answer_extraction": "boxed" if kind == "math" else ("strict" if strict else "flexible"),
-        "prompt": PROMPTS[kind],
-        "prompt_version": PROMPT_VERSION,
+        "answer_extraction": _extraction(kind, strict, run),
+        "prompt": PROMPTS[kind] if run is None else run.prompt,
+        "prompt_version": PROMPT_VERSION if run is None else f"lm-eval {run.info['task']} v{run.info['task_version']}",
         "system_prompt": system_prompt,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
@@ -410,9 +453,17 @@ def evaluate_model(
         "generation_seconds": generation_seconds,
         "wall_seconds": time.perf_counter() - started,
         "versions": library_versions(),
+        "lm_eval": None if run is None else run.info,
     }
     logger.info("Accuracy %.4f (%d/%d) on %s", results["accuracy"], n_correct, n, kind)
     return predictions, results
+
+
+def _extraction(kind: str, strict: bool, run) -> str:
+    """How answers were taken: ours (boxed / strict / flexible) or lm-eval's filter."""
+    if run is not None:
+        return f"lm-eval {run.info['filter']}"
+    return "boxed" if kind == "math" else ("strict" if strict else "flexible")
 
 
 def format_results(results: dict[str, Any]) -> str:
@@ -469,7 +520,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--answer-column", default=None, help="Default: answer (MATH: else solution).")
     parser.add_argument("--device", default=None, help="Torch device (default: cuda if available, else cpu).")
     parser.add_argument(
-        "--backend", choices=BACKENDS, default="transformers", help="transformers (CPU/GPU) or vllm (GPU, batched)."
+        "--backend",
+        choices=BACKENDS,
+        default="transformers",
+        help="transformers (CPU/GPU), vllm (GPU, batched) or lm-eval (lm-evaluation-harness' stock gsm8k 5-shot / "
+        "hendrycks_math500 task on the same rows; pip install 'embedsdg-hf[lm-eval]').",
     )
     parser.add_argument(
         "--output-dir", default=None, help="Where to write results (default: outputs/eval/<model-name>-<data>)."
