@@ -79,6 +79,8 @@ def _fmt(entry: dict | None, digits: int = 3, pct: bool = False) -> str:
     low, high = entry.get("ci_low"), entry.get("ci_high")
     if low is None or high is None or low != low:
         return mean
+    if pct and entry.get("correct") is None:  # a t interval over seeds of a share: clip it to [0, 1]
+        low, high = max(low, 0.0), min(high, 1.0)
     return f"{mean} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
