@@ -71,7 +71,7 @@ def summarize_arms(arms: list[dict], sm: dict | None = None) -> list[dict]:
     return summary
 
 
-def _fmt(entry: dict | None, digits: int = 3, pct: bool = False) -> str:
+def _fmt(entry: dict | None, digits: int = 3, pct: bool = False, clip: bool = False) -> str:
     if not entry or entry.get("mean") is None:
         return "-"
     scale, unit = (100, "%") if pct else (1, "")
@@ -79,7 +79,7 @@ def _fmt(entry: dict | None, digits: int = 3, pct: bool = False) -> str:
     low, high = entry.get("ci_low"), entry.get("ci_high")
     if low is None or high is None or low != low:
         return mean
-    if pct and entry.get("correct") is None:  # a t interval over seeds of a share: clip it to [0, 1]
+    if clip:  # a t interval over seeds of a share (not of a difference): clip it to [0, 1]
         low, high = max(low, 0.0), min(high, 1.0)
     return f"{mean} [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
@@ -205,7 +205,8 @@ def _arms_section(report: dict) -> list[str]:
         share = _share(s.get("rare_seed_share"), pool_rare)
         lines.append(
             f"| {s['budget']} | {s['method']} | {rows} | {share} | {_fmt(s['loss'])} | {_fmt(s['loss_rare'])} | "
-            f"{_fmt(s['loss_common'])} | {_spread(s['loss_rare'])} | {_fmt(s.get('accuracy'), 1, True)} |"
+            f"{_fmt(s['loss_common'])} | {_spread(s['loss_rare'])} | "
+            f"{_fmt(s.get('accuracy'), 1, True, clip=s['method'] != 'embedsdg - random')} |"
         )
     sm = report.get("sm")
     if sm:
