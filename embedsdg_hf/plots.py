@@ -397,7 +397,7 @@ def plot_lines_with_ci(
         >>> plot_lines_with_ci({"a": {"x": [1, 2], "y": [1.0, 0.8], "low": [0.9, 0.7], "high": [1.1, 0.9]}},
         ...                    "lines.png", xlabel="budget", ylabel="loss", title="t")  # doctest: +SKIP
     """
-    plt, fig, ax = _figure(8.0, 4.5)
+    plt, fig, ax = _figure(10.0, 4.5)
     for label, s in series.items():
         y = np.asarray(s["y"], dtype=float)
         low = np.where(np.isnan(np.asarray(s["low"], dtype=float)), y, np.asarray(s["low"], dtype=float))
@@ -411,7 +411,7 @@ def plot_lines_with_ci(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes: never over a point
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -273,8 +273,11 @@ def render_training(report: dict) -> str:
     lines += _student_section(report) + _density_section(report) + _arms_section(report) + _llm_section(report)
     if report.get("figures", {}).get("arms"):
         lines += [f"Figure: `{report['figures']['arms']}` (answer loss by budget, both arms).", ""]
-    if report.get("wall_seconds"):
-        lines.append(f"Wall time: {report['wall_seconds'] / 60:.1f} min (steps reused from an earlier run count 0).")
+    if report.get("step_seconds"):
+        lines.append(
+            f"Time: {report['step_seconds'] / 60:.1f} min of measured step time in all (every step, also those reused "
+            f"by a resumed run); this invocation {report.get('wall_seconds', 0) / 60:.1f} min."
+        )
     return "\n".join(lines) + "\n"
 
 

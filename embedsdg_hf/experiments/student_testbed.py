@@ -499,6 +499,8 @@ def _write_report(root: Path, report: dict, *, final: bool = False) -> None:
 
         report["figures"] = {**report.get("density", {}).get("figures", {}), "arms": plot_arms(report, root)}
     report["complete"] = final
+    steps = [read_json(f, what="testbed step result", fix="") for f in (root / "steps").glob("*.json")]
+    report["step_seconds"] = round(sum(step.get("seconds", 0) for step in steps), 1)
     write_json_atomic(root / "training.json", report)
     write_text_atomic(root / "training.md", render_training(report))
 
