@@ -46,7 +46,7 @@ from .quality.gates import add_quality_reason, apply_gate, filter_passed, summar
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
-from .space.knn_regions import knn_seed_pairs
+from .space.knn_regions import knn_seed_pairs, selection_template
 from .space.pairs import make_budget_pairs
 from .space.reduce import Reducer, add_coords, fit_reducer
 from .space.regions import GridSpec, count_windows, fit_grid, summarize_windows
@@ -413,10 +413,9 @@ def _knn_selection(config: PipelineConfig, pool, embed_kwargs: dict):
     column = "embedding"
     if config.knn_text == "input":
         column = "selection_embedding"
-        question, _ = _template_columns(config.text_template)
         pool = add_embeddings(
             pool,
-            **{**embed_kwargs, "text_template": f"{{{question}}}"},
+            **{**embed_kwargs, "text_template": selection_template(config.text_template, config.knn_text)},
             column=column,
             count_column="selection_num_tokens",
         )

@@ -113,3 +113,38 @@ def test_function_defaults_are_the_config_defaults() -> None:
 
     params = inspect.signature(knn_seed_pairs).parameters
     assert {name: params[name].default for name in PipelineConfig().knn_settings()} == PipelineConfig().knn_settings()
+
+
+@pytest.mark.parametrize("density_dims", [None, 8])
+def test_density_space_places_new_points_in_the_pools_space_and_regions_record_it(density_dims) -> None:
+    """New points go through the pool's own centring / PCA (coverage relies on it), and the regions dataset names the
+    space its knn_distance was measured in."""
+    from sklearn.decomposition import PCA
+
+    from embedsdg_hf.space.knn_regions import density_space, fit_density_space
+
+    ds = _clusters([60, 60, 9])
+    vectors = np.asarray(ds["embedding"], dtype=np.float32)
+    space = fit_density_space(vectors, density_dims, seed=1)
+    assert np.array_equal(space.transform(vectors), density_space(vectors, density_dims, seed=1))
+    new = vectors[:3] * 2.0
+    if density_dims is None:  # centred on the pool's mean (not the new points'), unit length
+        centred = new - vectors.mean(axis=0)
+        expected = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    else:
+        expected = PCA(n_components=density_dims, random_state=1).fit(vectors).transform(new)
+    np.testing.assert_allclose(space.transform(new), expected, atol=1e-5)
+    assert space.dims == (24 if density_dims is None else density_dims)
+    with pytest.raises(ValueError, match="fitted on 24-D vectors"):
+        space.transform(vectors[:, :5])
+    regions = find_knn_regions(ds, n_regions=4, k=7, density_dims=density_dims, seed=1)
+    assert regions["k"] == [7] * 4 and regions["density_dims"] == [density_dims] * 4 and regions["seed"] == [1] * 4
+
+
+def test_selection_template() -> None:
+    from embedsdg_hf.space.knn_regions import selection_template
+
+    assert selection_template("{question}\n{answer}", "input") == "{question}"
+    assert selection_template("{query}\n{response}", "full") == "{query}\n{response}"
+    with pytest.raises(ValueError, match="knn_text='answer'"):
+        selection_template("{question}\n{answer}", "answer")

@@ -28,19 +28,28 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
 import pyarrow as pa
 
 from ..common.mapping import fixed_size_list, vector_matrix
-from ..common.validation import is_int, require_columns, require_rows
+from ..common.validation import is_int, require_columns, require_rows, template_fields
 from .neighbors import unit_rows
 from .pairs import _pair_features
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PAIRINGS", "find_knn_regions", "knn_seed_pairs", "make_knn_pairs"]
+__all__ = [
+    "PAIRINGS",
+    "DensitySpace",
+    "find_knn_regions",
+    "fit_density_space",
+    "knn_seed_pairs",
+    "make_knn_pairs",
+    "selection_template",
+]
 
 PAIRINGS = ("near", "extreme")
 
@@ -51,15 +60,76 @@ def _check_int(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
-def density_space(vectors: np.ndarray, density_dims: int | None, *, seed: int = 0) -> np.ndarray:
-    """The space sparsity is measured in: PCA to ``density_dims`` dims, or (``None``) centred unit vectors."""
+@dataclass(frozen=True)
+class DensitySpace:
+    """The selector's density space, fitted on the pool: :meth:`transform` places any vectors there.
+
+    ``components`` is ``None`` for the full space (rows minus the pool mean ``center``, scaled to unit length: cosine
+    geometry), else the PCA fitted on the pool (``center`` its mean). New points are centred on the *pool's* mean and
+    projected with the *pool's* PCA, so coverage (``quality/knn_coverage.py``) measures synthetic rows in exactly the
+    space the regions were found in. Refitting on the same pool gives the same space (PCA with ``seed``).
+
+    Example:
+        >>> space = fit_density_space(pool_vectors, None)  # doctest: +SKIP
+        >>> space.transform(new_vectors).shape  # doctest: +SKIP
+        (12, 576)
+    """
+
+    center: np.ndarray
+    components: np.ndarray | None = None
+
+    @property
+    def dims(self) -> int:
+        """Dimensions of the density space."""
+        return len(self.center) if self.components is None else len(self.components)
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """``vectors`` (n, d) in the density space: float32, C-contiguous (as FAISS wants)."""
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != len(self.center):
+            raise ValueError(
+                f"The density space was fitted on {len(self.center)}-D vectors; got shape {x.shape}: not the same "
+                "embedding (student, weights) as the pool's."
+            )
+        if self.components is None:
+            return unit_rows(x, self.center)
+        return np.ascontiguousarray((x - self.center) @ self.components.T, dtype=np.float32)
+
+
+def fit_density_space(vectors: np.ndarray, density_dims: int | None, *, seed: int = 0) -> DensitySpace:
+    """Fit the space sparsity is measured in on the pool's ``vectors``: PCA to ``density_dims`` dims, or (``None``)
+    the pool mean, for centred unit vectors."""
     x = np.asarray(vectors, dtype=np.float32)
     if density_dims is None:
-        return unit_rows(x, x.mean(axis=0))
+        return DensitySpace(center=x.mean(axis=0))
     from sklearn.decomposition import PCA
 
     dims = min(int(density_dims), x.shape[1], x.shape[0] - 1)
-    return np.ascontiguousarray(PCA(n_components=dims, random_state=seed).fit_transform(x), dtype=np.float32)
+    pca = PCA(n_components=dims, random_state=seed).fit(x)
+    return DensitySpace(center=pca.mean_.astype(np.float32), components=pca.components_.astype(np.float32))
+
+
+def density_space(vectors: np.ndarray, density_dims: int | None, *, seed: int = 0) -> np.ndarray:
+    """The pool's own points in its density space (:func:`fit_density_space` then :meth:`DensitySpace.transform`)."""
+    return fit_density_space(vectors, density_dims, seed=seed).transform(vectors)
+
+
+def selection_template(text_template: str, knn_text: str) -> str:
+    """The text the selector embeds for ``knn_text``: ``"input"``, the template's first column alone (the question);
+    ``"full"``, the template itself (the training text).
+
+    Example:
+        >>> selection_template("{question}\\n{answer}", "input")
+        '{question}'
+    """
+    if knn_text == "full":
+        return text_template
+    if knn_text != "input":
+        raise ValueError(f"knn_text={knn_text!r} is not supported; choose 'input' or 'full'.")
+    fields = template_fields(text_template)
+    if not fields:
+        raise ValueError(f"text_template {text_template!r} names no column, so knn_text='input' has no question.")
+    return f"{{{fields[0]}}}"
 
 
 def _knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +172,9 @@ def find_knn_regions(
         column / coords_column: the pooled embeddings and the map coordinates (for the boxes).
 
     Columns: ``region_id`` (rank), ``lower`` / ``upper`` (box of the members in map coords), ``count`` (members),
-    ``members`` (centre first, then its neighbours nearest first), ``centre``, ``knn_distance``.
+    ``members`` (centre first, then its neighbours nearest first), ``centre`` (its pool row), ``knn_distance`` (the
+    centre's distance to its ``k``-th nearest neighbour: its sparsity, and the region's radius for coverage), and the
+    density space that distance was measured in: ``k``, ``density_dims`` (null: the full space) and ``seed``.
 
     Example:
         >>> regions = find_knn_regions(pool, n_regions=100)  # doctest: +SKIP
@@ -122,19 +194,27 @@ def _prepare(ds, k, density_dims, suppress, hood_k, seed, column, coords_column)
         "hood_k": _check_int(hood_k, "hood_k", 1),
         "seed": _check_int(seed, "seed", 0),
     }
-    if density_dims is not None:
-        density_dims = _check_int(density_dims, "density_dims", 1)
+    args["density_dims"] = None if density_dims is None else _check_int(density_dims, "density_dims", 1)
     require_columns(ds, [column, coords_column])
     require_rows(ds, step="the knn selector")
     reach = max(args["k"], args["suppress"], args["hood_k"])
     if len(ds) <= reach:
         raise ValueError(f"The knn selector needs more rows than max(k, suppress, hood_k)={reach}; ds has {len(ds)}.")
     coords = vector_matrix(ds, coords_column)
-    return density_space(vector_matrix(ds, column), density_dims, seed=args["seed"]), coords, args
+    x = density_space(vector_matrix(ds, column), args["density_dims"], seed=args["seed"])
+    return x, coords, args
 
 
 def _find_regions(
-    x: np.ndarray, coords: np.ndarray, *, n_regions: int | None, k: int, suppress: int, hood_k: int, seed: int
+    x: np.ndarray,
+    coords: np.ndarray,
+    *,
+    n_regions: int | None,
+    k: int,
+    suppress: int,
+    hood_k: int,
+    seed: int,
+    density_dims: int | None,
 ) -> datasets.Dataset:
     n = len(x)
     dist, idx = _knn(x, max(k, suppress, hood_k))
@@ -165,6 +245,9 @@ def _find_regions(
         "members": pa.array(members.tolist(), pa.list_(pa.int64())),
         "centre": pa.array(centres),
         "knn_distance": pa.array(score[centres]),
+        "k": pa.array(np.full(len(centres), k, dtype=np.int64)),
+        "density_dims": pa.array([density_dims] * len(centres), pa.int64()),
+        "seed": pa.array(np.full(len(centres), seed, dtype=np.int64)),
     }
     dims = coords.shape[1]
     features = datasets.Features(
@@ -176,6 +259,9 @@ def _find_regions(
             "members": datasets.List(datasets.Value("int64")),
             "centre": datasets.Value("int64"),
             "knn_distance": datasets.Value("float64"),
+            "k": datasets.Value("int64"),
+            "density_dims": datasets.Value("int64"),
+            "seed": datasets.Value("int64"),
         }
     )
     logger.info("k-NN regions: %d centres (k=%d, %d-D density space).", len(centres), k, x.shape[1])
