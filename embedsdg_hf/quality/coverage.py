@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,30 +160,24 @@ class CoverageReport:
         ]
         if not names:
             return "\n".join([*lines, "No synthetic set given."])
-        lines += ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-
-        def row(label: str, cell) -> None:
-            lines.append(f"| {label} | " + " | ".join(cell(self.methods[n]) for n in names) + " |")
-
         n_targets = len(self.target_regions)
-        row("synthetic points", lambda m: f"{m['synthetic_points']:,}")
-        row("rows aimed at a region", lambda m: f"{m['aimed_rows']:,}")
-        row("landed in their own target region", lambda m: _ratio(m["landed_in_target"], m["aimed_rows"]))
-        row(
-            "landed in any targeted region",
-            lambda m: _ratio(m["landed_in_targeted_regions"], m["synthetic_points"]),
-        )
-        row("inside the grid's bounds", lambda m: _ratio(m["inside_grid"], m["synthetic_points"]))
-        row("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}")
-        row(
-            f"targeted regions at >= T after (before: {before['regions_at_threshold']})",
-            lambda m: f"{m['regions_reaching_threshold']}/{n_targets}",
-        )
         entropy = f"{before['entropy_bits']:.3f} bits ({_fmt(before['entropy_normalised'])})"
-        row("occupancy entropy before", lambda m: entropy)
-        row(
-            "occupancy entropy after",
-            lambda m: f"{m['entropy_after_bits']:.3f} bits ({_fmt(m['entropy_after_normalised'])})",
+        lines += method_table(
+            self.methods,
+            [
+                *landing_rows(),
+                ("inside the grid's bounds", lambda m: _ratio(m["inside_grid"], m["synthetic_points"])),
+                ("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}"),
+                (
+                    f"targeted regions at >= T after (before: {before['regions_at_threshold']})",
+                    lambda m: f"{m['regions_reaching_threshold']}/{n_targets}",
+                ),
+                ("occupancy entropy before", lambda m: entropy),
+                (
+                    "occupancy entropy after",
+                    lambda m: f"{m['entropy_after_bits']:.3f} bits ({_fmt(m['entropy_after_normalised'])})",
+                ),
+            ],
         )
         lines += ["", "Entropy in bits over the grid's cells; in brackets, divided by log2(cells)."]
         if not self.regions:
@@ -222,6 +216,25 @@ class CoverageReport:
         )
 
 
+def method_table(methods: Mapping[str, Mapping[str, Any]], rows: Sequence[tuple[str, Callable]]) -> list[str]:
+    """Markdown lines of a table with one column per method and one row per ``(label, cell(numbers))``."""
+    names = list(methods)
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for label, cell in rows:
+        lines.append(f"| {label} | " + " | ".join(cell(methods[n]) for n in names) + " |")
+    return lines
+
+
+def landing_rows() -> list[tuple[str, Callable]]:
+    """The :func:`method_table` rows every coverage report shows: points, aimed rows, where they landed."""
+    return [
+        ("synthetic points", lambda m: f"{m['synthetic_points']:,}"),
+        ("rows aimed at a region", lambda m: f"{m['aimed_rows']:,}"),
+        ("landed in their own target region", lambda m: _ratio(m["landed_in_target"], m["aimed_rows"])),
+        ("landed in any targeted region", lambda m: _ratio(m["landed_in_targeted_regions"], m["synthetic_points"])),
+    ]
+
+
 def _ratio(count: int, total: int) -> str:
     return "-" if total == 0 else f"{count:,}/{total:,} ({100 * count / total:.0f}%)"
 
@@ -230,7 +243,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _share(count: int, total: int) -> float | None:
+def share_of(count: int, total: int) -> float | None:
     return None if total == 0 else count / total
 
 
@@ -338,33 +351,10 @@ def measure_coverage(
         name: as_float_matrix(np.reshape(c, (-1, k)), column=f"coords of {name!r}", expected_dim=k)
         for name, c in synthetic_coords.items()
     }
-    aims: dict[str, np.ndarray] = {}
-    for name, points in coords.items():
-        ids = (synthetic_region_ids or {}).get(name)
-        ids = np.full(len(points), -1, np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
-        if len(ids) != len(points):
-            raise ValueError(f"{name!r} has {len(points)} points but {len(ids)} region ids; give one per point.")
-        unknown = sorted(set(ids[ids >= 0].tolist()) - set(position))
-        if unknown:
-            raise ValueError(
-                f"Rows of {name!r} aim at region id(s) {unknown[:5]} that the regions dataset does not have (ids "
-                f"there: {_id_range(table['region_id'])}): the synthetic rows come from another run."
-            )
-        aims[name] = ids
-
-    if target_regions is None:
-        aimed = set().union(*(set(ids[ids >= 0].tolist()) for ids in aims.values())) if aims else set()
-        chosen = [int(r) for r in table["region_id"] if int(r) in aimed] if aimed else table["region_id"].tolist()
-    else:
-        chosen = [int(r) for r in target_regions]
-        unknown = sorted(set(chosen) - set(position))
-        if unknown:
-            raise ValueError(
-                f"target_regions {unknown[:5]} are not in the regions dataset (ids there: "
-                f"{_id_range(table['region_id'])})."
-            )
-        if len(set(chosen)) != len(chosen):
-            raise ValueError(f"target_regions repeats region ids: {chosen}.")
+    aims = resolve_aims(
+        {name: len(points) for name, points in coords.items()}, synthetic_region_ids, table["region_id"]
+    )
+    chosen = choose_targets(table["region_id"], aims, target_regions)
     rows = np.asarray([position[r] for r in chosen], dtype=np.int64)
     starts = table["window_index"][rows]
     index = tuple(starts.T)
@@ -424,11 +414,11 @@ def measure_coverage(
             "synthetic_points": len(points),
             "aimed_rows": len(aimed_rows),
             "landed_in_target": int(landed_own.sum()),
-            "landed_in_target_share": _share(int(landed_own.sum()), len(aimed_rows)),
+            "landed_in_target_share": share_of(int(landed_own.sum()), len(aimed_rows)),
             "landed_in_targeted_regions": int(in_any.sum()),
-            "landed_in_targeted_regions_share": _share(int(in_any.sum()), len(points)),
+            "landed_in_targeted_regions_share": share_of(int(in_any.sum()), len(points)),
             "inside_grid": int(inside.sum()),
-            "inside_grid_share": _share(int(inside.sum()), len(points)),
+            "inside_grid_share": share_of(int(inside.sum()), len(points)),
             "outside_grid": int((~inside).sum()),
             "regions_gaining": int((added > 0).sum()),
             "regions_reaching_threshold": int((after >= grid.threshold).sum()),
@@ -455,6 +445,46 @@ def measure_coverage(
         synthetic_coords=coords,
         in_targeted=in_targeted,
     )
+
+
+def resolve_aims(
+    n_points: Mapping[str, int], region_ids: Mapping[str, Sequence[int]] | None, known: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per set, the region each of its ``n_points[name]`` points was made for (-1: none; a set missing from
+    ``region_ids`` aims nowhere), checked against the ``known`` region ids of the regions dataset."""
+    aims: dict[str, np.ndarray] = {}
+    for name, n in n_points.items():
+        ids = (region_ids or {}).get(name)
+        ids = np.full(n, -1, np.int64) if ids is None else np.asarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) != n:
+            raise ValueError(f"{name!r} has {n} points but {len(ids)} region ids; give one per point.")
+        unknown = sorted(set(ids[ids >= 0].tolist()) - set(known.tolist()))
+        if unknown:
+            raise ValueError(
+                f"Rows of {name!r} aim at region id(s) {unknown[:5]} that the regions dataset does not have (ids "
+                f"there: {_id_range(known)}): the synthetic rows come from another run."
+            )
+        aims[name] = ids
+    return aims
+
+
+def choose_targets(
+    known: np.ndarray, aims: Mapping[str, np.ndarray], target_regions: Sequence[int] | None
+) -> list[int]:
+    """The region ids to report on: ``target_regions`` (checked), else every region some row aims at (in the
+    regions dataset's order), else every region."""
+    if target_regions is None:
+        aimed = set().union(*(set(ids[ids >= 0].tolist()) for ids in aims.values())) if aims else set()
+        return [int(r) for r in known if int(r) in aimed] if aimed else [int(r) for r in known]
+    chosen = [int(r) for r in target_regions]
+    unknown = sorted(set(chosen) - set(known.tolist()))
+    if unknown:
+        raise ValueError(
+            f"target_regions {unknown[:5]} are not in the regions dataset (ids there: {_id_range(known)})."
+        )
+    if len(set(chosen)) != len(chosen):
+        raise ValueError(f"target_regions repeats region ids: {chosen}.")
+    return chosen
 
 
 def _id_range(ids: np.ndarray) -> str:
@@ -506,10 +536,6 @@ def coverage_report(
         ...                          text_template="{question}\\n{answer}")  # doctest: +SKIP
         >>> print(report.to_markdown())  # doctest: +SKIP
     """
-    from datasets import Dataset
-
-    from ..space.embed import add_embeddings
-
     require_rows(pool, what="pool", step="coverage_report")
     if reducer.n_components != grid.n_components:
         raise ValueError(
@@ -525,39 +551,13 @@ def coverage_report(
             f"The pool has neither a {grid.column!r} column (coords) nor a {reducer.column!r} column to project. "
             f"Columns present: {pool.column_names}. Pass the pool the run saved (its pool/ folder)."
         )
-    if isinstance(synthetic, Dataset):
-        synthetic = {_set_name(synthetic): synthetic}
-    if not isinstance(synthetic, Mapping) or not synthetic:
-        raise ValueError(
-            "synthetic must be a Dataset or a non-empty dict {method name: Dataset}; got "
-            f"{type(synthetic).__name__}."
-        )
-    coords: dict[str, np.ndarray] = {}
-    region_ids: dict[str, np.ndarray] = {}
-    for name, rows in synthetic.items():
-        if not isinstance(rows, Dataset):
-            raise ValueError(f"synthetic[{name!r}] must be a datasets.Dataset; got {type(rows).__name__}.")
-        if len(rows) == 0:
-            logger.warning("The synthetic set %r is empty: it is reported as zero points.", name)
-            coords[name] = np.zeros((0, grid.n_components), np.float32)
-            region_ids[name] = np.zeros(0, np.int64)
-            continue
-        fields = require_template_columns(rows, text_template)
-        if region_column in rows.column_names:
-            region_ids[name] = column_array(rows, region_column).astype(np.int64)
-        else:
-            logger.warning(
-                "The synthetic set %r has no %r column: its rows count as aiming at no region.", name, region_column
-            )
-            region_ids[name] = np.full(len(rows), -1, np.int64)
-        embedded = add_embeddings(
-            rows.select_columns(fields),
-            model=model,
-            text_template=text_template,
-            weights=weights,
-            max_length=max_length,
-        )
-        coords[name] = reducer.transform(vector_matrix(embedded, "embedding"))
+    sets = synthetic_sets(synthetic)
+    region_ids = aimed_regions(sets, region_column)
+    embed = {"model": model, "weights": weights, "max_length": max_length}
+    coords = {
+        name: np.zeros((0, grid.n_components), np.float32) if vectors is None else reducer.transform(vectors)
+        for name, vectors in embed_sets(sets, text_template=text_template, **embed).items()
+    }
     settings = {
         "model": model,
         "text_template": text_template,
@@ -575,6 +575,66 @@ def coverage_report(
         target_regions=target_regions,
         settings=settings,
     )
+
+
+def synthetic_sets(synthetic) -> dict[str, Any]:
+    """``synthetic`` as ``{method name: Dataset}``: a lone ``Dataset`` is named after its ``method`` column when that
+    holds one value, else ``"synthetic"``; anything else is a clear error."""
+    from datasets import Dataset
+
+    if isinstance(synthetic, Dataset):
+        synthetic = {_set_name(synthetic): synthetic}
+    if not isinstance(synthetic, Mapping) or not synthetic:
+        raise ValueError(
+            "synthetic must be a Dataset or a non-empty dict {method name: Dataset}; got "
+            f"{type(synthetic).__name__}."
+        )
+    for name, rows in synthetic.items():
+        if not isinstance(rows, Dataset):
+            raise ValueError(f"synthetic[{name!r}] must be a datasets.Dataset; got {type(rows).__name__}.")
+        if len(rows) == 0:
+            logger.warning("The synthetic set %r is empty: it is reported as zero points.", name)
+    return dict(synthetic)
+
+
+def aimed_regions(sets: Mapping[str, Any], region_column: str) -> dict[str, np.ndarray]:
+    """Per set, its rows' ``region_column`` (the region each was made for; -1: none). A set without the column
+    aims nowhere (with a warning)."""
+    region_ids = {}
+    for name, rows in sets.items():
+        if len(rows) and region_column not in rows.column_names:
+            logger.warning(
+                "The synthetic set %r has no %r column: its rows count as aiming at no region.", name, region_column
+            )
+        if len(rows) and region_column in rows.column_names:
+            region_ids[name] = column_array(rows, region_column).astype(np.int64)
+        else:
+            region_ids[name] = np.full(len(rows), -1, np.int64)
+    return region_ids
+
+
+def embed_sets(
+    sets: Mapping[str, Any], *, model: str, text_template: str, weights: str, max_length: int | None
+) -> dict[str, np.ndarray | None]:
+    """Per set, its rows' ``text_template`` embedded as the pool was (:func:`~embedsdg_hf.space.embed.add_embeddings`
+    with the run's student and settings): an (m, D) matrix, or None for an empty set."""
+    from ..space.embed import add_embeddings
+
+    vectors: dict[str, np.ndarray | None] = {}
+    for name, rows in sets.items():
+        if len(rows) == 0:
+            vectors[name] = None
+            continue
+        fields = require_template_columns(rows, text_template)
+        embedded = add_embeddings(
+            rows.select_columns(fields),
+            model=model,
+            text_template=text_template,
+            weights=weights,
+            max_length=max_length,
+        )
+        vectors[name] = vector_matrix(embedded, "embedding")
+    return vectors
 
 
 def _set_name(ds) -> str:
