@@ -1,6 +1,6 @@
 """The run's figures (PNG): window-density histogram with T (paper Fig. 2), the embedding map with sparse regions,
-seed pairs and interpolations (Figs. 3 and 5), density vs accuracy (Fig. 7) and the coverage map before / after the
-synthetic rows."""
+seed pairs and interpolations (Figs. 3 and 5), density vs accuracy (Fig. 7) and the coverage maps before / after the
+synthetic rows (grid windows, or k-NN region centres)."""
 
 from __future__ import annotations
 
@@ -282,22 +282,12 @@ def plot_coverage(
         >>> plot_coverage(report.pool_coords, report.synthetic_coords, "coverage.png",
         ...               boxes=[(r["lower"], r["upper"]) for r in report.regions])  # doctest: +SKIP
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     pool_coords = np.asarray(pool_coords, dtype=np.float32)
     k = pool_coords.shape[1]
     names = list(synthetic_coords)
-    n_panels = 1 + len(names)
-    ncols = min(n_panels, 3)
-    nrows = -(-n_panels // ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.4 * ncols, 5.0 * nrows), dpi=120, sharex=True, sharey=True, squeeze=False
-    )
-    flat = axes.ravel()
+    plt, fig, flat = _panels(1 + len(names))
     t = f"T={threshold}" if threshold is not None else "T"
 
     def background(ax, colours: Sequence[str]) -> list:
@@ -329,6 +319,30 @@ def plot_coverage(
         ]
         ax.set_title(f"After: pool + {name} ({len(points):,} synthetic points)")
         ax.legend(handles=handles, loc="best", fontsize=8)
+    suffix = f" (axes 1-2 of {k}; regions are {k}-D boxes seen from above)" if k > 2 else ""
+    title = (title or "Coverage of the targeted sparse regions") + suffix
+    return _save_panels(plt, fig, flat, 1 + len(names), title, path, axis_labels)
+
+
+def _panels(n_panels: int):
+    """A grid of ``n_panels`` map panels (at most 3 a row) sharing their axes: ``plt, fig, flat axes``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    ncols = min(n_panels, 3)
+    nrows = -(-n_panels // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(5.4 * ncols, 5.0 * nrows), dpi=120, sharex=True, sharey=True, squeeze=False
+    )
+    return plt, fig, axes.ravel()
+
+
+def _save_panels(
+    plt, fig, flat, n_panels: int, title: str, path: str | Path, axis_labels: Sequence[str] | None = None
+) -> Path:
+    """Hide the unused panels, label the map axes (:func:`_axis_names`), title, save and close."""
     for ax in flat[n_panels:]:
         ax.set_visible(False)
     x_label, y_label = _axis_names(axis_labels)
@@ -336,12 +350,92 @@ def plot_coverage(
         ax.xaxis.set_tick_params(labelbottom=True)
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-    suffix = f" (axes 1-2 of {k}; regions are {k}-D boxes seen from above)" if k > 2 else ""
-    fig.suptitle((title or "Coverage of the targeted sparse regions") + suffix)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
     return Path(path)
+
+
+def plot_knn_coverage(
+    pool_coords: np.ndarray,
+    synthetic_coords: Mapping[str, np.ndarray],
+    path: str | Path,
+    *,
+    centres: np.ndarray,
+    before: Sequence[int],
+    after: Mapping[str, Sequence[int]],
+    no_longer_sparse: Mapping[str, Sequence[bool]],
+    landed: Mapping[str, np.ndarray] | None = None,
+    k: int | None = None,
+    axis_labels: Sequence[str] | None = None,
+    title: str | None = None,
+):
+    """The map before and after the synthetic rows, for k-NN regions: one panel for the pool, then one per method.
+
+    A k-NN region is a ball in the density space (many dimensions), so the map cannot draw its extent: each targeted
+    region is its centre (a diamond). The *before* panel labels every centre with its pool count within the radius;
+    an *after* panel adds that method's synthetic points (filled where they landed within a targeted region, hollow
+    elsewhere), labels each centre that gained points with ``+added``, and colours centres green when the region is
+    no longer sparse with them, red while it still is. Axes are shared; for 3-D coords the first two axes are drawn.
+
+    Args:
+        pool_coords: (n, K) pool map coordinates.
+        synthetic_coords: ``{method name: (m, K) map coordinates}``.
+        centres: (r, K) map coordinates of the targeted regions' centres.
+        before: per region, the pool points within its radius.
+        after: per method, per region, the points within its radius with the synthetic ones.
+        no_longer_sparse: per method, per region: its k-th-neighbour distance fell below the selection threshold.
+        landed: per method, a boolean per synthetic point: within some targeted region.
+        k: the selector's k, for the legend.
+        axis_labels: names of the map's axes (``Reducer.axis_labels()``); default "axis 1", "axis 2".
+
+    Example:
+        >>> report = knn_coverage_report(pool, regions, reducer, {"embedsdg": ours}, model=student,
+        ...                              text_template=template, density_template="{question}")  # doctest: +SKIP
+        >>> report.plot("coverage.png")  # doctest: +SKIP
+    """
+    pool_coords = np.asarray(pool_coords, dtype=np.float32)
+    dims = pool_coords.shape[1]
+    centres = np.asarray(centres, dtype=np.float32).reshape(-1, dims)
+    names = list(synthetic_coords)
+    plt, fig, flat = _panels(1 + len(names))
+    kth = f"{k}th" if k is not None else "k-th"
+    red, green = "#C44E52", "#55A868"
+
+    def background(ax, colours: Sequence[str], labels: Sequence[str]) -> list:
+        ax.scatter(pool_coords[:, 0], pool_coords[:, 1], s=3, c="#8C8C8C", alpha=0.4, linewidths=0)
+        ax.scatter(
+            centres[:, 0], centres[:, 1], s=60, marker="D", c=list(colours), edgecolors="black", lw=0.7, zorder=3
+        )
+        for (x, y), label in zip(centres[:, :2], labels):
+            if label:
+                ax.annotate(label, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, zorder=4)
+        return [_key("o", "#8C8C8C", f"seed pool ({len(pool_coords):,})", ms=3)]
+
+    handles = background(flat[0], [red] * len(centres), [str(b) for b in before])
+    handles.append(_key("D", red, f"targeted region centre ({len(centres)}): pool within radius", mec="black"))
+    flat[0].set_title(f"Before: seed pool ({len(pool_coords):,} points)")
+    flat[0].legend(handles=handles, loc="best", fontsize=8)
+    for ax, name, (colour, marker, size) in zip(flat[1:], names, itertools.cycle(_METHOD_STYLES)):
+        points = np.asarray(synthetic_coords[name], dtype=np.float32).reshape(-1, dims)
+        hit = np.zeros(len(points), bool) if landed is None else np.asarray(landed[name], dtype=bool)
+        done = [bool(d) for d in no_longer_sparse[name]]
+        added = [a - b for a, b in zip(after[name], before)]
+        handles = background(ax, [green if d else red for d in done], [f"+{a}" if a else "" for a in added])
+        ax.scatter(points[hit, 0], points[hit, 1], s=size, marker=marker, c=colour, edgecolors="black", lw=0.6)
+        ax.scatter(points[~hit, 0], points[~hit, 1], s=size, marker=marker, facecolors="none", edgecolors=colour, lw=1)
+        handles += [
+            _key(marker, colour, f"{name}: within a targeted region ({hit.sum()})", mec="black", mew=0.6),
+            _key(marker, colour, f"{name}: elsewhere ({(~hit).sum()})", mfc="none"),
+            _key("D", green, f"no longer sparse ({kth}-NN < tau) ({sum(done)})", mec="black"),
+            _key("D", red, f"still sparse ({len(done) - sum(done)}); +n: points added", mec="black"),
+        ]
+        ax.set_title(f"After: pool + {name} ({len(points):,} synthetic points)")
+        ax.legend(handles=handles, loc="best", fontsize=8)
+    suffix = f" (axes 1-2 of {dims})" if dims > 2 else ""
+    default = "Coverage of the targeted k-NN regions (balls in the density space; centres drawn on the map)"
+    return _save_panels(plt, fig, flat, 1 + len(names), (title or default) + suffix, path, axis_labels)
 
 
 def plot_family_shares(
