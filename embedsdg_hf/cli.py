@@ -422,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--min-examples", type=int, default=5)
     analyze.add_argument("--output-dir", default="outputs/analyze")
     coverage = sub.add_parser(
-        "coverage", help="Did the synthetic rows fill the sparse regions? Counts before/after, landing, entropy."
+        "coverage", help="Did the kept rows fill the sparse regions (grid windows or k-NN balls)? Before/after."
     )
     coverage.add_argument("run_dir", metavar="RUN_DIR", help="An `embedsdg run` output dir (EmbedSDG method).")
     coverage.add_argument(

@@ -471,12 +471,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             + (f" First teacher error: {errors['first']}." if errors["first"] else "")
             + f" Every row and why it was dropped is in {out / 'synthetic.jsonl'} and {out / 'dropped.jsonl'}."
         )
-    if config.coverage and config.method == "embedsdg" and config.selector == "knn":
-        logger.warning(
-            "coverage measures the grid's windows; with selector=knn it is not computed (use selector=grid)."
-        )
-    elif config.coverage and config.method == "embedsdg":
-        _coverage(out, timer, manifest)
+    if config.coverage and config.method == "embedsdg":
+        _coverage(config, out, timer, manifest)
 
 
 def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):
@@ -555,8 +551,10 @@ def _contaminated(checked) -> list[dict]:
     return [{"row": i, **row} for i, row in enumerate(table) if row["contamination_reason"] is not None]
 
 
-def _coverage(out: Path, timer: _Timer, manifest: dict) -> None:
-    with timer.step("coverage of the sparse regions", manifest["counts"].get("train")) as rec:
+def _coverage(config: PipelineConfig, out: Path, timer: _Timer, manifest: dict) -> None:
+    """Coverage of the kept rows (``quality/coverage_run.py``): grid windows, or k-NN balls in the selector's space."""
+    what = "k-NN regions" if config.selector == "knn" else "sparse regions"
+    with timer.step(f"coverage of the {what}", manifest["counts"].get("train")) as rec:
         report = coverage_from_run(out)
         rec["rows_out"] = manifest["counts"].get("train")
     manifest["coverage"] = report.to_dict().get("summary")

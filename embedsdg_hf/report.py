@@ -72,11 +72,22 @@ def format_quality(manifest: dict) -> list[str]:
         landed = (
             "" if share is None else f"{numbers['landed_in_target']}/{numbers['aimed_rows']} in their target region, "
         )
+        targeted = numbers["targeted_regions"]
+        if "regions_no_longer_sparse" in numbers:  # k-NN regions: balls in the selector's space (knn_coverage.py)
+            k = numbers["k"]
+            after = (
+                f"{numbers['regions_gaining']}/{targeted} targeted k-NN regions gained rows, "
+                f"{numbers['regions_no_longer_sparse']}/{targeted} are no longer sparse ({k}th-neighbour distance "
+                f"now below tau = {numbers['threshold']:.4f}, the selection's cut-off)."
+            )
+        else:
+            after = (
+                f"{numbers['regions_reaching_threshold']}/{targeted} targeted regions now reach T; "
+                f"normalised occupancy entropy {numbers['entropy_before_normalised']:.3f} -> "
+                f"{numbers['entropy_after_normalised']:.3f}."
+            )
         lines.append(
             f"coverage ({method}): {numbers['synthetic_points']} kept rows re-embedded; {landed}"
-            f"{numbers['landed_in_targeted_regions']} in a targeted region; "
-            f"{numbers['regions_reaching_threshold']}/{numbers['targeted_regions']} targeted regions now reach T; "
-            f"normalised occupancy entropy {numbers['entropy_before_normalised']:.3f} -> "
-            f"{numbers['entropy_after_normalised']:.3f}."
+            f"{numbers['landed_in_targeted_regions']} in a targeted region; {after}"
         )
     return lines

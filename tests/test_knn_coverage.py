@@ -1,5 +1,6 @@
 """Coverage of k-NN regions (quality/knn_coverage.py): constructed vectors with a known answer, membership in the
-selector's own space (a wrong space gives other answers), the threshold, errors, the figure."""
+selector's own space (a wrong space gives other answers), the threshold, errors, the figure; then a real small
+`embedsdg run` (SmolLM2-135M student, family teacher) with the RandomSDG comparison through the CLI."""
 
 from __future__ import annotations
 
@@ -142,3 +143,97 @@ def test_plot_shows_centres_before_and_after(tmp_path):
     no_map = measure_knn_coverage(vectors, regions, synthetic)
     with pytest.raises(ValueError, match="no map coordinates"):
         no_map.plot(tmp_path / "x.png")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A real small run: 200 built-in word problems, SmolLM2-135M student, family teacher, 4 pairs (k-NN, question text)
+
+
+@pytest.fixture(scope="module")
+def runs(student, tmp_path_factory):
+    """An EmbedSDG run (selector knn, the default; coverage on, the default) and a RandomSDG run of the same budget."""
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("knn-coverage")
+    settings = {
+        "seed_pool": "word-problems",
+        "pool_size": 200,
+        "student": student,
+        "teacher": "family:word-problems",
+        "n_pairs": 4,
+        "decode_examples": 1,  # a short copy prompt: decoding is the slow step and its text is not what is tested
+        "decode_max_new_tokens": 12,
+        "decontaminate": "none",
+    }
+    manifests = {}
+    for method in ("embedsdg", "random"):
+        config = PipelineConfig(**settings, method=method, output_dir=str(root / method))
+        manifests[method] = run_pipeline(config)
+    return {"root": root, "manifests": manifests, "settings": settings}
+
+
+def test_a_knn_run_reports_coverage_of_its_regions(runs):
+    manifest = runs["manifests"]["embedsdg"]
+    run_dir = runs["root"] / "embedsdg"
+    assert manifest["config"]["selector"] == "knn" and manifest["figures"]["coverage"] == "coverage.png"
+    summary = manifest["coverage"]["embedsdg"]
+    saved = json.loads((run_dir / "coverage.json").read_text())
+    assert saved["selector"] == "knn" and saved["summary"] == manifest["coverage"]
+    train = [json.loads(line) for line in (run_dir / "train.jsonl").read_text().splitlines()]
+    assert summary["synthetic_points"] == len(train) > 0
+    assert summary["aimed_rows"] == len(train) and summary["targeted_regions"] == len({r["region_id"] for r in train})
+    assert saved["settings"]["density_template"] == "{question}"  # knn_text: input, the default
+    for region in saved["regions"]:  # the centre and its k = 20 nearest pool rows, distances do not tie here
+        assert region["before"] == 21
+        assert region["after"]["embedsdg"] == 21 + region["added"]["embedsdg"]
+        assert region["knn_distance_after"]["embedsdg"] <= region["radius"]
+    assert saved["before"]["threshold"] == pytest.approx(min(r["radius"] for r in saved["regions"]))
+    assert (run_dir / "coverage.png").read_bytes()[:4] == b"\x89PNG"
+    from embedsdg_hf.hub import make_dataset_card
+    from embedsdg_hf.report import format_summary
+
+    line = f"{summary['regions_no_longer_sparse']}/{summary['targeted_regions']} are no longer sparse (20th-neighbour"
+    assert line in format_summary(manifest)
+    card = make_dataset_card(manifest, repo_id="me/knn-run")
+    assert "| method | kept rows | in their target region | in a targeted region | regions gaining rows |" in card
+    assert "occupancy entropy" not in card  # a grid notion: not in a k-NN run's card
+
+
+def test_rows_are_measured_in_the_question_space(runs, student):
+    """A row with a centre's question and an unrelated answer sits on the centre in the selector's (question) space,
+    though far from it in the training-text space: it must count as landed."""
+    from datasets import load_from_disk
+
+    from embedsdg_hf.quality.knn_coverage import knn_coverage_report
+    from embedsdg_hf.space.reduce import Reducer
+
+    run_dir = runs["root"] / "embedsdg"
+    pool, regions = load_from_disk(str(run_dir / "pool")), load_from_disk(str(run_dir / "regions"))
+    region_id, centre = regions["region_id"][0], regions["centre"][0]
+    question = pool[centre]["question"]
+    answer = "Unrelated. " + " ".join(pool[i]["answer"] for i in range(150, 156))  # a long answer from elsewhere
+    rows = datasets.Dataset.from_list([{"question": question, "answer": answer, "region_id": region_id}])
+    kwargs = {"model": student, "text_template": "{question}\n{answer}", "weights": "mean"}
+    reducer = Reducer.load(run_dir / "reducer")
+    report = knn_coverage_report(pool, regions, reducer, {"x": rows}, density_template="{question}", **kwargs)
+    assert report.methods["x"]["landed_in_target"] == 1
+    assert report.regions[0]["knn_distance_after"]["x"] < report.regions[0]["radius"]
+    # the training text (question + answer) puts the same row elsewhere: the question space is what decides
+    with pytest.raises(ValueError, match="pool vectors are not those the selector read"):
+        knn_coverage_report(pool, regions, reducer, {"x": rows}, density_template=kwargs["text_template"], **kwargs)
+
+
+def test_cli_compares_a_knn_run_with_random(runs, tmp_path, capsys):
+    from embedsdg_hf.cli import main
+
+    run_dir, random_dir = runs["root"] / "embedsdg", runs["root"] / "random"
+    assert main(["coverage", str(run_dir), "--compare", f"random={random_dir}", "--output-dir", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "| | embedsdg | random |" in printed and "no longer sparse" in printed
+    saved = json.loads((tmp_path / "coverage.json").read_text())
+    random = saved["summary"]["random"]
+    assert random["aimed_rows"] == 0 and random["landed_in_target_share"] is None
+    assert random["synthetic_points"] == len((random_dir / "train.jsonl").read_text().splitlines())
+    assert (tmp_path / "coverage.md").read_text().startswith("## Coverage of the targeted k-NN regions")
+    assert (tmp_path / "coverage.png").read_bytes()[:4] == b"\x89PNG"
