@@ -324,8 +324,9 @@ def plot_coverage(
     return _save_panels(plt, fig, flat, 1 + len(names), title, path, axis_labels)
 
 
-def _panels(n_panels: int):
-    """A grid of ``n_panels`` map panels (at most 3 a row) sharing their axes: ``plt, fig, flat axes``."""
+def _panels(n_panels: int, height: float = 5.0):
+    """A grid of ``n_panels`` map panels (at most 3 a row, ``height`` inches each) sharing their axes: ``plt, fig,
+    flat axes``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -334,7 +335,7 @@ def _panels(n_panels: int):
     ncols = min(n_panels, 3)
     nrows = -(-n_panels // ncols)
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(5.4 * ncols, 5.0 * nrows), dpi=120, sharex=True, sharey=True, squeeze=False
+        nrows, ncols, figsize=(5.4 * ncols, height * nrows), dpi=120, sharex=True, sharey=True, squeeze=False
     )
     return plt, fig, axes.ravel()
 
@@ -399,9 +400,10 @@ def plot_knn_coverage(
     dims = pool_coords.shape[1]
     centres = np.asarray(centres, dtype=np.float32).reshape(-1, dims)
     names = list(synthetic_coords)
-    plt, fig, flat = _panels(1 + len(names))
+    plt, fig, flat = _panels(1 + len(names), height=6.0)  # room for the legends below
     kth = f"{k}th" if k is not None else "k-th"
     red, green = "#C44E52", "#55A868"
+    below = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.13), "fontsize": 8, "ncol": 2}  # never over a point
 
     def background(ax, colours: Sequence[str], labels: Sequence[str]) -> list:
         ax.scatter(pool_coords[:, 0], pool_coords[:, 1], s=3, c="#8C8C8C", alpha=0.4, linewidths=0)
@@ -416,15 +418,27 @@ def plot_knn_coverage(
     handles = background(flat[0], [red] * len(centres), [str(b) for b in before])
     handles.append(_key("D", red, f"targeted region centre ({len(centres)}): pool within radius", mec="black"))
     flat[0].set_title(f"Before: seed pool ({len(pool_coords):,} points)")
-    flat[0].legend(handles=handles, loc="best", fontsize=8)
+    flat[0].legend(handles=handles, **below)
     for ax, name, (colour, marker, size) in zip(flat[1:], names, itertools.cycle(_METHOD_STYLES)):
         points = np.asarray(synthetic_coords[name], dtype=np.float32).reshape(-1, dims)
         hit = np.zeros(len(points), bool) if landed is None else np.asarray(landed[name], dtype=bool)
         done = [bool(d) for d in no_longer_sparse[name]]
         added = [a - b for a, b in zip(after[name], before)]
         handles = background(ax, [green if d else red for d in done], [f"+{a}" if a else "" for a in added])
-        ax.scatter(points[hit, 0], points[hit, 1], s=size, marker=marker, c=colour, edgecolors="black", lw=0.6)
-        ax.scatter(points[~hit, 0], points[~hit, 1], s=size, marker=marker, facecolors="none", edgecolors=colour, lw=1)
+        # drawn over the centres (zorder 5): no synthetic point hides under a diamond
+        ax.scatter(
+            points[hit, 0], points[hit, 1], s=size, marker=marker, c=colour, edgecolors="black", lw=0.6, zorder=5
+        )
+        ax.scatter(
+            points[~hit, 0],
+            points[~hit, 1],
+            s=size,
+            marker=marker,
+            facecolors="none",
+            edgecolors=colour,
+            lw=1,
+            zorder=5,
+        )
         handles += [
             _key(marker, colour, f"{name}: within a targeted region ({hit.sum()})", mec="black", mew=0.6),
             _key(marker, colour, f"{name}: elsewhere ({(~hit).sum()})", mfc="none"),
@@ -432,7 +446,7 @@ def plot_knn_coverage(
             _key("D", red, f"still sparse ({len(done) - sum(done)}); +n: points added", mec="black"),
         ]
         ax.set_title(f"After: pool + {name} ({len(points):,} synthetic points)")
-        ax.legend(handles=handles, loc="best", fontsize=8)
+        ax.legend(handles=handles, **below)
     suffix = f" (axes 1-2 of {dims})" if dims > 2 else ""
     default = "Coverage of the targeted k-NN regions (balls in the density space; centres drawn on the map)"
     return _save_panels(plt, fig, flat, 1 + len(names), (title or default) + suffix, path, axis_labels)
