@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _eval import PREDICTION_COLUMNS, one_torch_thread
 
 from embedsdg_hf.common.answers import answers_equal
 from embedsdg_hf.training.evaluate import (
@@ -23,28 +24,13 @@ from embedsdg_hf.training.evaluate import (
 
 GSM8K_TEST = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k/test.jsonl"
 N_ROWS, BATCH, MAX_NEW_TOKENS = 8, 4, 64
-PREDICTION_COLUMNS = [
-    "question",
-    "reference",
-    "completion",
-    "predicted_answer",
-    "correct",
-    "extracted",
-    "num_tokens",
-    "finish_reason",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
-    """Generate with one thread: on a 2-core machine where another process holds a core, two OpenMP threads make
-    generation ~15x slower (oversubscription); one keeps this module's time bounded either way."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread for this module's generation (tests/_eval.py says why)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

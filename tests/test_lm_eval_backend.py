@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _eval import PREDICTION_COLUMNS, one_torch_thread
 
 from embedsdg_hf.training.evaluate import add_evaluate_arguments, evaluate_model, load_eval_data, run_evaluate
 from embedsdg_hf.training.lm_eval_backend import (
@@ -21,27 +22,13 @@ from embedsdg_hf.training.lm_eval_backend import (
 )
 
 GSM8K_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k"
-PREDICTION_COLUMNS = [
-    "question",
-    "reference",
-    "completion",
-    "predicted_answer",
-    "correct",
-    "extracted",
-    "num_tokens",
-    "finish_reason",
-]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_torch_thread():
-    """One thread: on a 2-core machine another process may hold a core (see tests/test_evaluate.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    """One torch thread for this module's generation (tests/_eval.py says why)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
