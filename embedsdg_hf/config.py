@@ -22,6 +22,7 @@ _NOT_RESULTS = (
     "max_failed_fraction",
     "api_key_env",
     "decode_batch_size",
+    "decode_cache",
     "teacher_batch_size",
     "stage",
     "coverage",
@@ -146,12 +147,19 @@ class PipelineConfig:
     # Decoding through the student (eq. 6)
     decode_examples: int = field(default=4, metadata={"help": "Few-shot examples in the copy prompt P_d."})
     decode_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Decoding budget (default: 1.25x the longest seed of the batch + 16)."}
+        default=None, metadata={"help": "Decoding budget (default per pair: 1.25x its longer seed + 16, at most 512)."}
     )
     decode_rescale: bool = field(
         default=True, metadata={"help": "Feed the averaged sequence at token scale (False: eq. 4 literally)."}
     )
     decode_batch_size: int = field(default=32, metadata={"help": "Pairs decoded per generate() call."})
+    decode_cache: str | None = field(
+        default=None,
+        metadata={
+            "help": "A JSONL file of finished decodings shared across runs (a pair decoded before with the same "
+            "input, budget and settings is read, not decoded); runs sharing it must not run at the same time."
+        },
+    )
     decode_engine: str = field(
         default="transformers",
         metadata={"help": "'transformers' (in-process), 'vllm' (offline) or vllm serve base URL(s), comma-separated."},

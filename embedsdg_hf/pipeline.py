@@ -397,6 +397,7 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
                 seed=config.seed,
                 batch_size=config.decode_batch_size,
                 engine=config.decode_engine,
+                cache=config.decode_cache,
             )
             save_dataset_atomic(decoded, path)
         parts.append(load_saved_dataset(path))

@@ -103,3 +103,49 @@ def test_bad_input(student, pool, pairs):
         add_decoded_text(pairs, pool, model=student, n_examples=41)
     with pytest.raises(ValueError, match="names column 'query'"):
         add_decoded_text(pairs, pool, model=student, text_template="{query}")
+
+
+def test_each_row_keeps_its_own_budget_whatever_the_batch(student, pool):
+    """Per-row budgets: a row's text is what it gets decoded alone with its own budget, not the batch's longest."""
+    tokenizer = load_tokenizer(student)
+    before, after = build_copy_prompt(student, [pool[i]["question"] for i in range(4)])
+    matrix = load_input_embeddings(student)
+    seqs = [matrix[torch.tensor(before + tokenizer(pool[i]["question"], add_special_tokens=False)["input_ids"] + after)]
+            for i in (10, 11)]  # fmt: skip
+    texts, finish = generate_from_embeddings(student, seqs, max_new_tokens=[5, 20])
+    alone = [generate_from_embeddings(student, [seq], max_new_tokens=b) for seq, b in zip(seqs, (5, 20))]
+    assert texts == [a[0][0] for a in alone] and finish == [a[1][0] for a in alone]
+    assert finish[0] == "length" and len(tokenizer(texts[0])["input_ids"]) <= 5 < len(tokenizer(texts[1])["input_ids"])
+    with pytest.raises(ValueError, match="once per sequence"):
+        generate_from_embeddings(student, seqs, max_new_tokens=[5])
+
+
+def test_decode_cache_reads_what_was_decoded_and_decodes_only_the_rest(student, pool, pairs, tmp_path, caplog):
+    import json
+    import logging
+
+    from embedsdg_hf.generation.decode_cache import DecodeCache
+
+    cache = tmp_path / "decode.jsonl"
+    assert len(pairs) == 3
+    first = add_decoded_text(pairs.select(range(2)), pool, model=student, max_new_tokens=12, cache=cache)
+    assert len(cache.read_text().splitlines()) == 2
+    # Mark the stored texts, so a later hit is visible (a fresh decode could not produce these).
+    lines = [json.loads(line) for line in cache.read_text().splitlines()]
+    for i, line in enumerate(lines):
+        line["decoded"]["text"] = f"CACHED-{i}"
+    cache.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with caplog.at_level(logging.INFO):
+        out = add_decoded_text(pairs, pool, model=student, max_new_tokens=12, cache=cache)
+    assert out["decoded_text"][:2] == ["CACHED-0", "CACHED-1"]
+    fresh = add_decoded_text(pairs, pool, model=student, max_new_tokens=12)
+    assert out["decoded_text"][2] == fresh["decoded_text"][2] and fresh["decoded_text"][:2] == first["decoded_text"]
+    assert "2 of 3 pairs from the decode cache" in caplog.text
+    assert len(cache.read_text().splitlines()) == len(pairs)
+    # Whatever changes the input or the budget is another key: nothing is read from the marked records.
+    for changed in ({"max_new_tokens": 13}, {"rescale": False}, {"seed": 1}):
+        kwargs = {"max_new_tokens": 12, **changed}
+        again = add_decoded_text(pairs.select(range(2)), pool, model=student, cache=cache, **kwargs)
+        assert not any(text.startswith("CACHED") for text in again["decoded_text"]), changed
+    with DecodeCache(cache), pytest.raises(RuntimeError, match="in use by another writer"):
+        add_decoded_text(pairs.select(range(1)), pool, model=student, max_new_tokens=12, cache=cache)

@@ -168,6 +168,7 @@ def test_fingerprint_holds_only_settings_that_change_results(tmp_path):
         teacher_max_retries=0,
         max_failed_fraction=0.9,
         decode_batch_size=4,
+        decode_cache=str(tmp_path / "decode.jsonl"),
         output_dir=str(tmp_path),
         overwrite=True,
         clear_cache=True,

@@ -378,6 +378,7 @@ def make_arm_data(plan: StudentPlan, root: Path, method: str, budget: int, seed:
         decontaminate=str(root / "test.jsonl"),
         coverage=False,
         output_dir=str(run_dir),
+        decode_cache=str(root / "decode-cache.jsonl"),  # a budget's pairs are the first of a larger budget's
     )
     try:
         manifest = run_pipeline(config)

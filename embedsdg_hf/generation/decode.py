@@ -27,6 +27,8 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import os
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,14 +43,15 @@ from ..common.models import (
 from ..common.splits import splitwise
 from ..common.validation import require_columns, require_rows, require_template_columns
 from ..space.interpolate import interpolate_sequences
-from .decode_engines import generate_via_http, generate_via_vllm, parse_engine
+from .decode_cache import DecodeCache, decode_key
+from .decode_engines import generate_via_http, generate_via_vllm, parse_engine, per_row
 from .prompts import load_prompt
 
 logger = logging.getLogger(__name__)
 
 SPLICE = "\x00EMBEDSDG_SPLICE\x00"
 PAIR_COLUMNS = ("seed_input_ids_a", "seed_token_weights_a", "seed_input_ids_b", "seed_token_weights_b")
-_VERSION = "1"
+_VERSION = "2"  # 2: the default budget is per pair, not per batch
 
 
 def build_copy_prompt(model: str, examples: list[str], prompt: str = "decode_v1") -> tuple[list[int], list[int]]:
@@ -88,8 +91,9 @@ class _Decode:
         self.max_new_tokens, self.rescale = max_new_tokens, rescale
         self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
         self.shared_prefix, self.engine = options["shared_prefix"], options["engine"]
+        self.cache = None if options.get("cache") is None else str(options["cache"])
 
-    def sequences(self, batch, *, with_prefix: bool = True) -> list:
+    def sequences(self, batch) -> list:
         torch = fork_safe_torch()
         matrix = load_input_embeddings(self.model)
         before, after = matrix[torch.tensor(self.before)], matrix[torch.tensor(self.after)]
@@ -98,43 +102,76 @@ class _Decode:
             avg = interpolate_sequences(
                 self.model, ids_a, _seed_weights(w_a, self.rescale), ids_b, _seed_weights(w_b, self.rescale)
             )
-            out.append(torch.cat([before, avg, after] if with_prefix else [avg, after]))
+            out.append(torch.cat([before, avg, after]))
         return out
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        kind, urls = parse_engine(self.engine)
-        budget = self.max_new_tokens or _default_budget(batch)
-        if kind != "transformers":
-            temperature = self.temperature if self.do_sample else 0.0
-            if kind == "http":
-                texts, finish = generate_via_http(
-                    urls,
-                    resolve_model(self.model),
-                    self.sequences(batch),
-                    max_new_tokens=budget,
-                    temperature=temperature,
-                    seed=self.seed,
-                )
-            else:
-                texts, finish = generate_via_vllm(
-                    self.model, self.sequences(batch), max_new_tokens=budget, temperature=temperature, seed=self.seed
-                )
-            return {"decoded_text": texts, "decoded_finish_reason": finish}
-        texts, finish = generate_from_embeddings(
-            self.model,
-            self.sequences(batch, with_prefix=not self.shared_prefix),
-            prefix_ids=self.before if self.shared_prefix else None,
-            max_new_tokens=budget,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            seed=self.seed,
-        )
+        budgets = row_budgets(batch, self.max_new_tokens)
+        sequences = self.sequences(batch)
+        texts: list = [None] * len(sequences)
+        finish: list = [None] * len(sequences)
+        if self.cache is None:
+            self._decode(sequences, budgets, range(len(sequences)), texts, finish)
+        else:
+            keys = [self._key(seq, budget) for seq, budget in zip(sequences, budgets)]
+            with DecodeCache(self.cache) as cache:
+                todo = []
+                for i, key in enumerate(keys):
+                    hit = cache.get(key)
+                    if hit is None:
+                        todo.append(i)
+                    else:
+                        texts[i], finish[i] = hit
+                if len(todo) < len(keys):
+                    logger.info("Decoding: %d of %d pairs from the decode cache %s", len(keys) - len(todo), len(keys),
+                                cache.path)  # fmt: skip
+                self._decode(sequences, budgets, todo, texts, finish)
+                for i in todo:
+                    cache.put(keys[i], (texts[i], finish[i]))
         return {"decoded_text": texts, "decoded_finish_reason": finish}
 
+    def _key(self, sequence, budget: int) -> str:
+        kind, _ = parse_engine(self.engine)
+        return decode_key(
+            sequence, model=resolve_model(self.model), engine=kind, budget=budget, do_sample=self.do_sample,
+            temperature=self.temperature, seed=self.seed, shared_prefix=self.shared_prefix,
+        )  # fmt: skip
 
-def _default_budget(batch) -> int:
-    longest = max(max(len(a), len(b)) for a, b in zip(batch["seed_input_ids_a"], batch["seed_input_ids_b"]))
-    return int(min(512, longest * 1.25 + 16))
+    def _decode(self, sequences: list, budgets: list[int], rows, texts: list, finish: list) -> None:
+        """Decode ``sequences[rows]`` (each within its own budget) into ``texts`` / ``finish`` in place."""
+        rows = list(rows)
+        if not rows:
+            return
+        seqs, budget = [sequences[i] for i in rows], [budgets[i] for i in rows]
+        kind, urls = parse_engine(self.engine)
+        temperature = self.temperature if self.do_sample else 0.0
+        if kind == "http":
+            out = generate_via_http(urls, resolve_model(self.model), seqs, max_new_tokens=budget,
+                                    temperature=temperature, seed=self.seed)  # fmt: skip
+        elif kind == "vllm":
+            out = generate_via_vllm(self.model, seqs, max_new_tokens=budget, temperature=temperature, seed=self.seed)
+        else:
+            start = len(self.before) if self.shared_prefix else 0
+            out = generate_from_embeddings(
+                self.model,
+                [seq[start:] for seq in seqs],
+                prefix_ids=self.before if self.shared_prefix else None,
+                max_new_tokens=budget,
+                do_sample=self.do_sample,
+                temperature=self.temperature,
+                seed=self.seed,
+            )
+        for i, text, reason in zip(rows, *out):
+            texts[i], finish[i] = text, reason
+
+
+def row_budgets(batch, max_new_tokens: int | None) -> list[int]:
+    """Each pair's decoding budget: ``max_new_tokens``, or by default 1.25x its longer seed + 16 tokens (at most
+    512). Per row, so a pair's text never depends on which pairs share its batch."""
+    lengths = [max(len(a), len(b)) for a, b in zip(batch["seed_input_ids_a"], batch["seed_input_ids_b"])]
+    if max_new_tokens:
+        return [int(max_new_tokens)] * len(lengths)
+    return [int(min(512, longest * 1.25 + 16)) for longest in lengths]
 
 
 @functools.lru_cache(maxsize=4)
@@ -159,13 +196,16 @@ def generate_from_embeddings(
     model: str,
     sequences: list,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     do_sample: bool = False,
     temperature: float = 1.0,
     seed=0,
     prefix_ids: list[int] | None = None,
 ) -> tuple[list[str], list[str]]:
     """Pad (L_i, N) embedding sequences into one batch and ``generate(inputs_embeds=...)``.
+
+    ``max_new_tokens`` is one budget for all, or one per sequence (the batch runs to the largest and each row is cut
+    at its own, so a row's text does not depend on the others' budgets).
 
     Without ``prefix_ids`` the batch is left-padded. With ``prefix_ids`` (token ids every sequence starts with,
     not repeated in ``sequences``) the prefix's KV cache is computed once per process and copied to the batch, the
@@ -185,7 +225,8 @@ def generate_from_embeddings(
     for row, seq in enumerate(sequences):
         embeds[row, width - len(seq) :] = seq.to(dtype)
         mask[row, width - len(seq) :] = 1
-    kwargs = {"do_sample": do_sample, "max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    budgets = per_row(max_new_tokens, len(sequences))
+    kwargs = {"do_sample": do_sample, "max_new_tokens": max(budgets), "pad_token_id": tokenizer.pad_token_id}
     if prefix_ids:
         cache = copy.deepcopy(_prefix_cache(model, tuple(prefix_ids)))
         cache.batch_repeat_interleave(len(sequences))
@@ -199,8 +240,8 @@ def generate_from_embeddings(
         out = student.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
     texts, finish = [], []
     stops = stop_token_ids(student, tokenizer)
-    for row in out.tolist():
-        kept, reason = cut_at_stop(row, stops)
+    for row, budget in zip(out.tolist(), budgets):
+        kept, reason = cut_at_stop(row[:budget], stops)
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
         finish.append(reason)
     return texts, finish
@@ -223,6 +264,7 @@ def add_decoded_text(
     batch_size: int = 32,
     shared_prefix: bool = False,
     engine: str = "transformers",
+    cache: str | os.PathLike | None = None,
     **map_kwargs,
 ):
     """Decode every pair's interpolation through the student into a ``decoded_text`` column (+ finish reason).
@@ -241,6 +283,9 @@ def add_decoded_text(
         engine: ``"transformers"`` (in-process), ``"vllm"`` (offline vLLM, prompt embeds) or the base URL(s) of
             ``vllm serve <model> --enable-prompt-embeds`` servers, comma-separated: see
             :mod:`~embedsdg_hf.generation.decode_engines`. The served model name is ``resolve_model(model)``.
+        cache: a JSONL file of finished decodings (:mod:`~embedsdg_hf.generation.decode_cache`): a pair whose exact
+            input, budget and settings were decoded before is read from it, the others are decoded and added. Share
+            one file across runs that share pairs (a budget sweep); one run writes it at a time.
 
     Example:
         >>> pairs = add_decoded_text(pairs, pool, model="smollm2-135m-instruct")  # doctest: +SKIP
@@ -270,6 +315,7 @@ def add_decoded_text(
         seed,
         shared_prefix=shared_prefix,
         engine=engine,
+        cache=cache,
     )
     parse_engine(engine)  # a clear error before mapping
     fn.version = (_VERSION, load_prompt(prompt).version)  # part of the fingerprint

@@ -22,6 +22,7 @@ import functools
 import io
 import json
 import logging
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
@@ -48,6 +49,19 @@ def parse_engine(engine: str) -> tuple[str, list[str]]:
     )
 
 
+def per_row(max_new_tokens, n: int) -> list[int]:
+    """One budget per sequence from an int (the same for all) or a sequence of ``n`` ints.
+
+    Example:
+        >>> per_row(8, 2), per_row([8, 12], 2)
+        ([8, 8], [8, 12])
+    """
+    budgets = [int(max_new_tokens)] * n if isinstance(max_new_tokens, int) else [int(b) for b in max_new_tokens]
+    if len(budgets) != n or min(budgets, default=1) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, once or once per sequence ({n}), got {max_new_tokens!r}.")
+    return budgets
+
+
 def encode_prompt_embeds(tensor) -> str:
     """Base64 of ``torch.save(tensor)``: the ``prompt_embeds`` encoding of vLLM's Completions API."""
     import torch
@@ -69,24 +83,27 @@ def generate_via_http(
     served_model: str,
     sequences: list,
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     temperature: float = 0.0,
     seed: int = 0,
     timeout: float = 600.0,
     max_concurrency: int = 16,
 ) -> tuple[list[str], list[str]]:
-    """POST one ``/completions`` request with ``prompt_embeds`` per sequence, round-robin over ``base_urls``."""
+    """POST one ``/completions`` request with ``prompt_embeds`` per sequence, round-robin over ``base_urls``
+    (``max_new_tokens``: one budget, or one per sequence)."""
     try:
         import httpx
     except ImportError:  # the same client under its new distribution/module name
         import httpx2 as httpx
+
+    budgets = per_row(max_new_tokens, len(sequences))
 
     def one(index: int) -> tuple[str, str]:
         url = f"{base_urls[index % len(base_urls)]}/completions"
         body = {
             "model": served_model,
             "prompt_embeds": encode_prompt_embeds(sequences[index]),
-            "max_tokens": max_new_tokens,
+            "max_tokens": budgets[index],
             "temperature": temperature,
             "seed": seed,
         }
@@ -114,9 +131,9 @@ def _vllm_llm(model: str):
 
 
 def generate_via_vllm(
-    model: str, sequences: list, *, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    model: str, sequences: list, *, max_new_tokens: int | Sequence[int], temperature: float = 0.0, seed: int = 0
 ) -> tuple[list[str], list[str]]:
-    """Offline vLLM: one ``EmbedsPrompt`` per sequence, one ``LLM.generate`` call for them all."""
+    """Offline vLLM: one ``EmbedsPrompt`` per sequence (each with its own budget), one ``LLM.generate`` call."""
     from ..common.models import resolve_model
 
     try:
@@ -124,7 +141,10 @@ def generate_via_vllm(
     except ImportError as exc:
         raise ImportError("engine='vllm' needs vLLM on a GPU machine: `pip install vllm`.") from exc
     llm = _vllm_llm(resolve_model(model))
-    params = SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=seed)
+    params = [
+        SamplingParams(temperature=temperature, max_tokens=budget, seed=seed)
+        for budget in per_row(max_new_tokens, len(sequences))
+    ]
     outputs = llm.generate([{"prompt_embeds": seq} for seq in sequences], params, use_tqdm=False)
     texts = [out.outputs[0].text.strip() for out in outputs]
     finish = ["length" if out.outputs[0].finish_reason == "length" else "stop" for out in outputs]

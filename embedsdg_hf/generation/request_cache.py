@@ -2,9 +2,9 @@
 
 Like lm-evaluation-harness' request cache, a result is keyed by everything that defines it: the teacher's identity,
 the messages, the sampling settings, the request seed, the prefill and the sample index (:func:`request_key`). The
-file is JSON Lines, one record per finished request, each written with ``flush`` + ``os.fsync`` before the next
-request's result is handled, so a ``kill -9`` loses at most the line being written. On load, a torn last line is
-cut off (with a warning) and a repeated key keeps its first record.
+file is JSON Lines (:class:`~embedsdg_hf.common.jsonl_store.JsonlStore`), one record per finished request, each
+written with ``flush`` + ``os.fsync`` before the next request's result is handled, so a ``kill -9`` loses at most the
+line being written. On load, a torn last line is cut off (with a warning) and a repeated key keeps its first record.
 
 Only successful responses are cached: a failed request is sent again on the next run. One process writes a file at a
 time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of interleaved lines.
@@ -15,24 +15,19 @@ back).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import filelock
-
-from ..common.rundir import with_path
+from ..common.jsonl_store import JsonlStore, canonical_key
 from .teachers.base import Teacher, TeacherError, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RequestCache", "request_key", "run_cached"]
 
-_FORMAT = 1
 _RESPONSE_FIELDS = ("text", "finish_reason", "prompt_tokens", "completion_tokens", "model", "prefill_applied")
 
 
@@ -55,23 +50,18 @@ def request_key(teacher_identity: Mapping[str, Any], request: TeacherRequest, sa
         "sample_index": sample_index,
     }
     try:
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return canonical_key(payload)
     except TypeError as err:
-        raise TypeError(f"The teacher identity must be JSON-serialisable to key the request cache: {err}.") from None
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        raise TypeError(f"The teacher identity must be JSON-serialisable to key the request cache: {err}") from None
 
 
-def _parse_record(line: bytes) -> tuple[str, TeacherResponse] | None:
-    """(key, response) of one JSONL line, or None when it is not a complete, valid record."""
-    try:
-        record = json.loads(line)
-        return record["key"], TeacherResponse(**{f: record["response"][f] for f in _RESPONSE_FIELDS})
-    except (ValueError, KeyError, TypeError):
-        return None
+def _response(record: Mapping[str, Any]) -> TeacherResponse:
+    return TeacherResponse(**{f: record[f] for f in _RESPONSE_FIELDS})
 
 
-class RequestCache:
-    """Finished teacher responses by :func:`request_key`, persisted to an append-only JSONL file.
+class RequestCache(JsonlStore):
+    """Finished teacher responses by :func:`request_key`, persisted to an append-only JSONL file
+    (:class:`~embedsdg_hf.common.jsonl_store.JsonlStore`).
 
     Use it as a context manager (or call :meth:`close`) so the writer lock is released.
 
@@ -85,100 +75,19 @@ class RequestCache:
     """
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = filelock.FileLock(f"{self.path}.lock", timeout=0)
-        try:
-            self._lock.acquire()
-        except filelock.Timeout:
-            raise RuntimeError(
-                f"The request cache {str(self.path)!r} is in use by another writer (lock file {self._lock.lock_file!r}"
-                "). Wait for that run to finish, or give this run its own cache_dir."
-            ) from None
-        try:
-            self._records = self._load()
-            self._handle = open(self.path, "a", encoding="utf-8")  # appended to until close()
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _load(self) -> dict[str, TeacherResponse]:
-        records: dict[str, TeacherResponse] = {}
-        if not self.path.exists():
-            return records
-        data = self.path.read_bytes()
-        lines = data.splitlines(keepends=True)
-        parsed = [_parse_record(line) for line in lines]
-        if lines and (parsed[-1] is None or not lines[-1].endswith(b"\n")):
-            logger.warning(
-                "Request cache %s ends with a partial record (%d bytes, from an interrupted write); dropping it.",
-                self.path,
-                len(lines[-1]),
-            )
-            os.truncate(self.path, len(data) - len(lines[-1]))
-            lines, parsed = lines[:-1], parsed[:-1]
-        duplicates = 0
-        for number, (line, record) in enumerate(zip(lines, parsed), start=1):
-            if record is None:
-                if not line.strip():
-                    continue
-                raise ValueError(
-                    f"Request cache {str(self.path)!r}, line {number}, is not a valid record. The file was edited or "
-                    "written by something else: remove that line (or the file, to start over)."
-                )
-            key, response = record
-            if key in records:
-                duplicates += 1
-            else:
-                records[key] = response
-        if duplicates:
-            logger.warning(
-                "Request cache %s holds %d repeated key(s); keeping the first of each.",
-                self.path,
-                duplicates,
-            )
-        logger.info("Request cache %s: %d finished request(s) loaded.", self.path, len(records))
-        return records
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, key: str) -> TeacherResponse | None:
-        """The cached response for ``key``, or None."""
-        return self._records.get(key)
+        super().__init__(
+            path,
+            what="request cache",
+            field="response",
+            parse=_response,
+            busy_fix="Wait for that run to finish, or give this run its own cache_dir.",
+        )
 
     def put(self, key: str, response: TeacherResponse) -> None:
         """Append a successful response durably (flush + fsync). A key already cached is left as it is."""
         if not response.ok:
             raise ValueError(f"Only successful responses are cached; this one failed: {response.error!r}.")
-        if self._handle is None:
-            raise RuntimeError(f"The request cache {str(self.path)!r} is closed.")
-        if key in self._records:
-            return
-        record = {"format": _FORMAT, "key": key, "response": {f: getattr(response, f) for f in _RESPONSE_FIELDS}}
-        try:
-            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-        except OSError as err:  # e.g. a full disk: say which file (the records written before stay)
-            raise with_path(err, self.path) from err
-        self._records[key] = response
-
-    def close(self) -> None:
-        """Close the file and release the writer lock (idempotent)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-            self._lock.release()
-
-    def __enter__(self) -> RequestCache:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().put(key, response, {f: getattr(response, f) for f in _RESPONSE_FIELDS})
 
 
 _NO_RESULT = "the teacher reported no result for this request"
