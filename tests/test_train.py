@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _eval import one_torch_thread
 from _runs import write_run_dir
 
 from embedsdg_hf.training.train import (
@@ -283,19 +284,15 @@ def test_adapter_card_names_the_base_model_by_its_hub_id(student, tmp_path):
 
 
 @pytest.fixture
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, two OpenMP threads next to another busy process wait on each
-    other at every op (measured here: 167 s for this test under load, 30 s with one thread; 18-25 s unloaded)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def single_thread():
+    """One intra-op thread (tests/_eval.py): on a shared 2-core machine, two OpenMP threads next to another busy
+    process wait on each other at every op (measured here: 167 s for this test under load, 30 s with one thread)."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.mark.slow
-def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, one_torch_thread):
+def test_cpu_lora_smoke_run(student, sft_rows, tmp_path, single_thread):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -370,7 +367,7 @@ def test_plain_trl_sft_on_a_run_dir_trains_on_the_answer_only(student, gsm8k_row
 
 
 @pytest.mark.slow
-def test_recipe_adapter_key_continues_training_that_adapter(student, sft_rows, tmp_path, one_torch_thread):
+def test_recipe_adapter_key_continues_training_that_adapter(student, sft_rows, tmp_path, single_thread):
     """`adapter:` trains an existing LoRA adapter further (its weights move from where they were, its LoRA settings
     are kept), instead of starting a fresh one; a folder that is not an adapter is a clear error."""
     from safetensors.torch import load_file

@@ -339,13 +339,16 @@ class OpenAITeacher:
                 Results reported before that stand.
         """
         from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
+        from tqdm.contrib.logging import logging_redirect_tqdm
 
         requests = list(requests)
         if not requests:
             return
         self._api_key = os.environ.get(self.api_key_env) or None
         before = self.usage
-        with tqdm(total=len(requests), desc="Teacher requests", unit="req", disable=not progress) as bar:
+        # Log lines (a retry's warning) go above the bar instead of onto its line while it is drawn.
+        redirect = logging_redirect_tqdm() if progress else contextlib.nullcontext()
+        with redirect, tqdm(total=len(requests), desc="Teacher requests", unit="req", disable=not progress) as bar:
 
             def report(index: int, response: TeacherResponse) -> None:
                 on_result(index, response)
