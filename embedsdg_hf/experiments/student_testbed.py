@@ -177,7 +177,9 @@ def fine_tune(rows, target: Path, plan: StudentPlan, *, epochs: float, seed: int
         logging_steps=10,
         seed=seed,
         disable_tqdm=True,
-        **plan.extra.get("sft", {}),
+        # TRL turns gradient checkpointing on by default; a 135M student on a CPU has memory to spare, and without
+        # it a step is 1.25x faster (8.3 vs 10.4 s/step, measured side by side on 2 cores, 2026-11-30).
+        **{"gradient_checkpointing": False, **plan.extra.get("sft", {})},
     )
     model_args = ModelConfig(
         use_peft=True,
