@@ -51,7 +51,7 @@ def test_splicing_a_seeds_own_embeddings_matches_the_input_ids_path(student, poo
 
 
 def test_shared_prefix_cache_gives_the_same_greedy_tokens(student, pool):
-    """Prefix KV cache + padding between prefix and suffix == today's left-padded full prompts, lengths mixed."""
+    """The shared-prefix engine (prefix run once, suffixes after it) == left-padded full prompts, lengths mixed."""
     tokenizer = load_tokenizer(student)
     before, after = build_copy_prompt(student, [pool[i]["question"] for i in range(4)])
     seeds = [pool[i]["question"] for i in (10, 11, 12, 13)]
@@ -65,7 +65,7 @@ def test_shared_prefix_cache_gives_the_same_greedy_tokens(student, pool):
         student, [matrix[torch.tensor(ids)] for ids in suffixes], max_new_tokens=24, prefix_ids=before
     )
     assert shared == full
-    again = generate_from_embeddings(  # the cached prefix is copied, never consumed: a second batch is the same
+    again = generate_from_embeddings(  # the prefix's keys/values are reused, never consumed: a second batch agrees
         student, [matrix[torch.tensor(ids)] for ids in suffixes[:2]], max_new_tokens=24, prefix_ids=before
     )
     assert again == (full[0][:2], full[1][:2])
@@ -110,8 +110,8 @@ def test_each_row_keeps_its_own_budget_whatever_the_batch(student, pool):
     tokenizer = load_tokenizer(student)
     before, after = build_copy_prompt(student, [pool[i]["question"] for i in range(4)])
     matrix = load_input_embeddings(student)
-    seqs = [matrix[torch.tensor(before + tokenizer(pool[i]["question"], add_special_tokens=False)["input_ids"] + after)]
-            for i in (10, 11)]  # fmt: skip
+    ids = [before + tokenizer(pool[i]["question"], add_special_tokens=False)["input_ids"] + after for i in (10, 11)]
+    seqs = [matrix[torch.tensor(row)] for row in ids]
     texts, finish = generate_from_embeddings(student, seqs, max_new_tokens=[5, 20])
     alone = [generate_from_embeddings(student, [seq], max_new_tokens=b) for seq, b in zip(seqs, (5, 20))]
     assert texts == [a[0][0] for a in alone] and finish == [a[1][0] for a in alone]

@@ -130,9 +130,8 @@ class JsonlStore:
             else:
                 records[key] = value
         if duplicates:
-            logger.warning(
-                "%s %s holds %d repeated key(s); keeping the first of each.", self.what.capitalize(), self.path, duplicates
-            )
+            what = self.what.capitalize()
+            logger.warning("%s %s holds %d repeated key(s); keeping the first of each.", what, self.path, duplicates)
         logger.info("%s %s: %d record(s) loaded.", self.what.capitalize(), self.path, len(records))
         return records
 

@@ -7,14 +7,14 @@ token-embedding sequence of the pair (rebuilt from the seeds' token ids and weig
 :func:`~embedsdg_hf.space.interpolate.interpolate_sequences`), the ``Output:`` cue follows, and the student continues
 with ``generate(inputs_embeds=...)``: batched, left-padded, greedy by default.
 
-Shared prefix (opt-in, ``shared_prefix=True``): every pair's prompt starts with the same tokens (the chat-template
-header and the four few-shot examples, drawn once with ``seed`` for all pairs), ~85% of the prompt. That part is run
-through the student once per process and its KV cache is copied to every batch; only the spliced sequence and the
-``Output:`` cue are prefilled per pair. Rows are padded *between* the prefix and their suffix (mask 0 there), so every
-real token keeps the position it has on the left-padded path. Greedy tokens match the full-prompt path on short
-budgets (``tests/test_decode.py``), but bf16 rounding differs, and over the default budget 14 of the default run's 24
-texts part ways somewhere; the wall-time gain was not shown on the shared 2-core machine
-(``benchmarks/bench_decode.py``, ``benchmarks/results/decode.json``), so the default stays the full prompt.
+Shared prefix (the default, ``shared_prefix=True``): every pair's prompt starts with the same tokens (the
+chat-template header and the four few-shot examples, drawn once with ``seed`` for all pairs), ~85% of the prompt.
+That part is run through the student once per process and its keys/values are kept once, not per row; each batch
+prefills only its spliced sequences and the ``Output:`` cue, and a pair leaves the batch when it ends
+(:mod:`~embedsdg_hf.generation.shared_prefix`). In float32 the greedy tokens equal ``generate`` on the whole
+left-padded prompt (``tests/test_shared_prefix.py``); in bf16 both paths round differently, as ``generate`` itself
+does between batch sizes (``benchmarks/bench_decode.py`` measures both). ``shared_prefix=False`` runs
+``generate(inputs_embeds=...)`` on the whole prompt of every pair.
 
 Scale: with ``weights="mean"`` (or ``"attention"``) the weighted token embeddings are ~1/m of a token's size, which
 is right for pooling but reads as near-silence to the decoder. By default (``rescale=True``) each seed's weights
@@ -24,8 +24,6 @@ the model's own scale (for ``"mask"`` weights this changes nothing). ``rescale=F
 
 from __future__ import annotations
 
-import copy
-import functools
 import logging
 import os
 from collections.abc import Sequence
@@ -46,12 +44,13 @@ from ..space.interpolate import interpolate_sequences
 from .decode_cache import DecodeCache, decode_key
 from .decode_engines import generate_via_http, generate_via_vllm, parse_engine, per_row
 from .prompts import load_prompt
+from .shared_prefix import generate_after_prefix
 
 logger = logging.getLogger(__name__)
 
 SPLICE = "\x00EMBEDSDG_SPLICE\x00"
 PAIR_COLUMNS = ("seed_input_ids_a", "seed_token_weights_a", "seed_input_ids_b", "seed_token_weights_b")
-_VERSION = "2"  # 2: the default budget is per pair, not per batch
+_VERSION = "3"  # 2: the default budget is per pair, not per batch; 3: the shared-prefix engine is the default
 
 
 def build_copy_prompt(model: str, examples: list[str], prompt: str = "decode_v1") -> tuple[list[int], list[int]]:
@@ -174,24 +173,6 @@ def row_budgets(batch, max_new_tokens: int | None) -> list[int]:
     return [int(min(512, longest * 1.25 + 16)) for longest in lengths]
 
 
-@functools.lru_cache(maxsize=4)
-def _prefix_cache(model: str, prefix_ids: tuple[int, ...]):
-    """The student's KV cache of ``prefix_ids`` (batch 1), computed once per process and prefix."""
-    torch = fork_safe_torch()
-    student, _ = load_student(model)
-    with torch.inference_mode():
-        out = student(input_ids=torch.tensor([prefix_ids]), use_cache=True)
-    return out.cache if _cache_kwarg() == "cache" else out.past_key_values
-
-
-@functools.cache
-def _cache_kwarg() -> str:
-    """``generate``'s name for a prefilled KV cache: ``cache`` (transformers >= 5.2x) or ``past_key_values``."""
-    from transformers.generation import utils
-
-    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
-
-
 def generate_from_embeddings(
     model: str,
     sequences: list,
@@ -207,30 +188,32 @@ def generate_from_embeddings(
     ``max_new_tokens`` is one budget for all, or one per sequence (the batch runs to the largest and each row is cut
     at its own, so a row's text does not depend on the others' budgets).
 
-    Without ``prefix_ids`` the batch is left-padded. With ``prefix_ids`` (token ids every sequence starts with,
-    not repeated in ``sequences``) the prefix's KV cache is computed once per process and copied to the batch, the
-    sequences follow it, and the padding sits between prefix and sequence (masked; positions as if left-padded).
+    Without ``prefix_ids`` the whole left-padded batch goes through ``generate``. With ``prefix_ids`` (token ids every
+    sequence starts with, not repeated in ``sequences``) it goes through
+    :func:`~embedsdg_hf.generation.shared_prefix.generate_after_prefix`: the prefix is run once per process, each
+    sequence follows it at the positions it would have unpadded, and a row stops as soon as it ends.
 
     Returns the decoded new text of each sequence and its finish reason (``"stop"`` or ``"length"``).
     """
     torch = fork_safe_torch()
     student, tokenizer = load_student(model)
-    start = len(prefix_ids) if prefix_ids else 0
-    width = start + max(len(s) for s in sequences)
+    budgets = per_row(max_new_tokens, len(sequences))
+    stops = stop_token_ids(student, tokenizer)
+    if prefix_ids is not None:
+        rows, finish = generate_after_prefix(
+            student, prefix_ids, sequences, budgets, stops=stops, do_sample=do_sample, temperature=temperature,
+            seed=seed,
+        )  # fmt: skip
+        return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows], finish
+    width = max(len(s) for s in sequences)
     dim = sequences[0].shape[1]
     dtype = student.get_input_embeddings().weight.dtype
     embeds = torch.zeros((len(sequences), width, dim), dtype=dtype)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    mask[:, :start] = 1
     for row, seq in enumerate(sequences):
         embeds[row, width - len(seq) :] = seq.to(dtype)
         mask[row, width - len(seq) :] = 1
-    budgets = per_row(max_new_tokens, len(sequences))
     kwargs = {"do_sample": do_sample, "max_new_tokens": max(budgets), "pad_token_id": tokenizer.pad_token_id}
-    if prefix_ids:
-        cache = copy.deepcopy(_prefix_cache(model, tuple(prefix_ids)))
-        cache.batch_repeat_interleave(len(sequences))
-        kwargs[_cache_kwarg()] = cache  # generate prefills only the positions after the cached prefix
     if do_sample:
         kwargs["temperature"] = temperature
         torch.manual_seed(seed)
@@ -239,7 +222,6 @@ def generate_from_embeddings(
     with torch.inference_mode():
         out = student.generate(inputs_embeds=embeds, attention_mask=mask, **kwargs)
     texts, finish = [], []
-    stops = stop_token_ids(student, tokenizer)
     for row, budget in zip(out.tolist(), budgets):
         kept, reason = cut_at_stop(row[:budget], stops)
         texts.append(tokenizer.decode(kept, skip_special_tokens=True).strip())
@@ -262,7 +244,7 @@ def add_decoded_text(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: int = 32,
-    shared_prefix: bool = False,
+    shared_prefix: bool = True,
     engine: str = "transformers",
     cache: str | os.PathLike | None = None,
     **map_kwargs,
@@ -275,11 +257,11 @@ def add_decoded_text(
         model: the student spec used for the embeddings (its embedding matrix and generation).
         text_template: how pool rows are written as few-shot examples (the embedding template).
         prompt: the copy prompt P_d: a packaged name or a path to your own template with ``{examples}``/``{input}``.
-        max_new_tokens: default 1.25x the longest seed of the batch + 16 (at most 512).
+        max_new_tokens: default per pair: 1.25x its longer seed + 16 (at most 512).
         rescale: feed the average at token scale (see the module docstring); False is eq. 4 literally.
         do_sample / temperature / seed: greedy by default.
-        shared_prefix: prefill the few-shot part of P_d once and reuse its KV cache (opt-in: see the module
-            docstring for what was measured); False (default) prefills the whole prompt for every pair.
+        shared_prefix: run the few-shot part of P_d once and keep its keys/values once for all pairs (default; see
+            the module docstring); False runs ``generate`` on the whole prompt of every pair.
         engine: ``"transformers"`` (in-process), ``"vllm"`` (offline vLLM, prompt embeds) or the base URL(s) of
             ``vllm serve <model> --enable-prompt-embeds`` servers, comma-separated: see
             :mod:`~embedsdg_hf.generation.decode_engines`. The served model name is ``resolve_model(model)``.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from pathlib import Path  # noqa: F401 - the doctest uses it
 from typing import Any
 
 from ..common.jsonl_store import JsonlStore, canonical_key

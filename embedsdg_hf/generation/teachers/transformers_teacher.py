@@ -1,8 +1,9 @@
 """A teacher run in-process with ``transformers`` (offline; the built-in SmolLM2 by default).
 
-Meant for tests, smoke runs and small teachers: requests are batched (left padding) and generated with
-``model.generate``. For real runs serve a large teacher with vLLM and use
-:class:`~embedsdg_hf.generation.teachers.openai_teacher.OpenAITeacher`.
+Meant for tests, smoke runs and small teachers. The prompts of one call share their leading tokens (the chat
+header and the instructions): that prefix is run once and kept once, each batch runs only its own prompt tails, and a
+request leaves its batch as soon as it ends (:mod:`~embedsdg_hf.generation.shared_prefix`). For real runs serve a
+large teacher with vLLM and use :class:`~embedsdg_hf.generation.teachers.openai_teacher.OpenAITeacher`.
 
 Example:
     >>> from embedsdg_hf.generation.teachers import SamplingParams, TeacherRequest, TransformersTeacher
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ...common.models import cut_at_stop, stop_token_ids
+from ...common.models import stop_token_ids
 from .base import SamplingParams, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,8 @@ class TransformersTeacher:
     a time: greedy when ``temperature == 0``, else sampling with ``temperature``/``top_p`` (no top-k, like the
     OpenAI API). A sampled batch is seeded with its first request's seed, so a run is reproducible for the same
     requests and ``batch_size``. The prompt is the tokenizer's chat template (with the generation prompt) followed
-    by :attr:`TeacherRequest.prefill`; the returned text is only what the model generated after it.
+    by :attr:`TeacherRequest.prefill`; the returned text is only what the model generated after it. The tokens all
+    prompts of a group share are run once for the whole call.
 
     Args:
         model: a model spec accepted by :func:`embedsdg_hf.common.models.resolve_model` (built-in name, path, Hub id).
@@ -71,6 +73,7 @@ class TransformersTeacher:
         from datasets.utils.tqdm import tqdm  # silenced by datasets.disable_progress_bars()
 
         from ...common.models import load_student
+        from ..shared_prefix import common_prefix_length
 
         requests = list(requests)
         if not requests:
@@ -81,9 +84,13 @@ class TransformersTeacher:
             groups.setdefault(request.sampling, []).append(index)
         with tqdm(total=len(requests), desc="Teacher generation", unit="req", disable=not progress) as bar:
             for sampling, indices in groups.items():
+                ids = {i: self.prompt_ids(tokenizer, requests[i]) for i in indices}
+                shared = common_prefix_length(list(ids.values()))
                 for start in range(0, len(indices), self.batch_size):
                     batch = indices[start : start + self.batch_size]
-                    responses = self._generate_batch(model, tokenizer, [requests[i] for i in batch], sampling)
+                    responses = self._generate_batch(
+                        model, tokenizer, [requests[i] for i in batch], [ids[i] for i in batch], shared, sampling
+                    )
                     for index, response in zip(batch, responses):
                         on_result(index, response)
                     bar.update(len(batch))
@@ -93,41 +100,34 @@ class TransformersTeacher:
         messages = [dict(message) for message in request.messages]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + request.prefill
 
+    def prompt_ids(self, tokenizer, request: TeacherRequest) -> list[int]:
+        """The prompt's token ids (the chat template already holds the special tokens it needs)."""
+        return tokenizer(self.prompt_text(tokenizer, request), add_special_tokens=False)["input_ids"]
+
     def _generate_batch(
-        self, model, tokenizer, batch: list[TeacherRequest], sampling: SamplingParams
+        self, model, tokenizer, batch: list[TeacherRequest], ids: list[list[int]], shared: int, sampling
     ) -> list[TeacherResponse]:
+        """Generate one batch: ``ids[i][:shared]`` is the prefix every prompt of the call starts with."""
         from ...common.models import fork_safe_torch
+        from ..shared_prefix import generate_after_prefix
 
         torch = fork_safe_torch()
-        prompts = [self.prompt_text(tokenizer, request) for request in batch]
-        # The chat template already holds the special tokens it needs.
-        inputs = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tokenizer.pad_token_id}
-        if sampling.temperature == 0:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        else:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        seed = batch[0].seed
-        with torch.random.fork_rng(devices=[]), torch.inference_mode():  # leave the caller's RNG state alone
-            if seed is not None and sampling.temperature > 0:
-                torch.manual_seed(seed)
-            output = model.generate(**inputs, **kwargs)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :].tolist()
-        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
-        stops = stop_token_ids(model, tokenizer)
-        responses = []
-        for tokens, prompt_length, request in zip(new_tokens, prompt_lengths, batch):
-            kept, finish_reason = cut_at_stop(tokens, stops)
-            if finish_reason == "length" and len(tokens) < sampling.max_tokens:
-                finish_reason = "stop"  # ended without EOS before the budget (e.g. every row finished)
-            responses.append(
-                TeacherResponse(
-                    text=tokenizer.decode(kept, skip_special_tokens=True),
-                    finish_reason=finish_reason,
-                    prompt_tokens=int(prompt_length),
-                    completion_tokens=len(kept),
-                    model=self.model,
-                    prefill_applied=bool(request.prefill),
-                )
+        embed = model.get_input_embeddings()
+        with torch.inference_mode():
+            tails = [embed(torch.tensor(row[shared:], device=model.device)) for row in ids]
+        tokens, finish = generate_after_prefix(
+            model, ids[0][:shared], tails, [sampling.max_tokens] * len(batch), stops=stop_token_ids(model, tokenizer),
+            do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
+            seed=batch[0].seed,
+        )  # fmt: skip
+        return [
+            TeacherResponse(
+                text=tokenizer.decode(row, skip_special_tokens=True),
+                finish_reason=reason,
+                prompt_tokens=len(prompt),
+                completion_tokens=len(row),
+                model=self.model,
+                prefill_applied=bool(request.prefill),
             )
-        return responses
+            for row, reason, prompt, request in zip(tokens, finish, ids, batch)
+        ]

@@ -1,0 +1,258 @@
+"""Batched generation after a shared prefix: the prefix is run once, its keys/values are kept once (not copied per
+row), and each row only carries its own suffix.
+
+Every pair's copy prompt P_d starts with the same ~1,300 tokens (chat header, the four few-shot examples); every
+teacher prompt starts with the same instructions. ``generate(inputs_embeds=...)`` on the whole left-padded prompt
+prefills those tokens again for every row and copies them into every row of the KV cache, which then grows by
+``torch.cat`` at each step. This module instead:
+
+- prefills the prefix once per process (batch 1) and keeps its keys/values per layer;
+- prefills only each row's suffix, attending to the prefix keys (shared by all rows, broadcast in one matmul per
+  KV head) and to its own suffix keys;
+- writes new keys/values into a preallocated per-row buffer (no per-step concatenation);
+- drops a row from the batch as soon as it emits a stop token or reaches its own budget;
+- computes attention scores and softmax in float32 (as the CPU SDPA kernels do for bf16 inputs).
+
+It plugs into any ``transformers`` decoder that dispatches attention through ``ALL_ATTENTION_FUNCTIONS`` (Llama,
+Mistral, Qwen2/3, Gemma, ...): the model runs with ``use_cache=False`` and a registered attention function that owns
+the cache. Positions are those of each unpadded sequence (prefix, then the suffix's real tokens), so a row's tokens
+do not depend on the other rows of its batch. In float32 the greedy tokens equal ``model.generate`` on the whole
+left-padded prompt (``tests/test_shared_prefix.py``); in bf16 they agree up to rounding, as any two kernels do.
+
+Example:
+    >>> tokens, finish = generate_after_prefix(model, prefix_ids, [suffix_embeds], [32], stops={2})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..common.models import fork_safe_torch
+
+ATTENTION = "embedsdg_shared_prefix"
+
+
+@dataclass
+class _State:
+    """What the attention function reads and writes for one batch (passed to it as the ``shared_prefix`` kwarg)."""
+
+    prefix_keys: list  # per layer: (kv_heads, P, head_dim) float32
+    prefix_values: list
+    keys: dict = field(default_factory=dict)  # per layer: (B, kv_heads, S_max, head_dim) float32, allocated lazily
+    values: dict = field(default_factory=dict)
+    valid: object = None  # (B, S_max) bool: False where a row is left-padded
+    length: int = 0  # suffix positions written so far
+    capacity: int = 0
+
+    def keep(self, rows) -> None:
+        """Keep only ``rows`` of the batch (finished rows leave)."""
+        for store in (self.keys, self.values):
+            for layer, tensor in store.items():
+                store[layer] = tensor.index_select(0, rows)
+        self.valid = self.valid.index_select(0, rows)
+
+
+def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None, **kwargs):
+    """Attention over [shared prefix keys, this row's suffix keys]; stores the new keys/values in the state."""
+    torch = fork_safe_torch()
+    state: _State = shared_prefix
+    layer = module.layer_idx
+    batch, heads, steps, dim = query.shape
+    kv_heads = key.shape[1]
+    group = heads // kv_heads
+    scaling = dim**-0.5 if scaling is None else scaling
+    if layer not in state.keys:
+        state.keys[layer] = key.new_zeros((batch, kv_heads, state.capacity, dim), dtype=torch.float32)
+        state.values[layer] = key.new_zeros((batch, kv_heads, state.capacity, dim), dtype=torch.float32)
+    end = state.length + steps
+    state.keys[layer][:, :, state.length : end] = key
+    state.values[layer][:, :, state.length : end] = value
+    keys, values = state.keys[layer][:, :, :end], state.values[layer][:, :, :end]
+    prefix_keys, prefix_values = state.prefix_keys[layer], state.prefix_values[layer]
+    n_prefix = prefix_keys.shape[1]
+
+    if steps > 1:  # the suffix's prefill: one SDPA call over [prefix (broadcast), suffix], causal in the suffix
+        return _prefill_attention(query, keys, values, state, prefix_keys, prefix_values, scaling), None
+    # one new token per row: scores against the prefix (one matmul per KV head, the prefix stored once) and against
+    # the row's own keys, one softmax over both, in float32
+    q = query.to(torch.float32).reshape(batch, kv_heads, group, dim)
+    prefix_scores = torch.bmm(q.transpose(0, 1).reshape(kv_heads, batch * group, dim), prefix_keys.transpose(1, 2))
+    prefix_scores = prefix_scores.view(kv_heads, batch, group, n_prefix).transpose(0, 1)  # (B, kv, g, P)
+    own_scores = torch.matmul(q, keys.transpose(-1, -2))  # (B, kv, g, S)
+    own_scores = own_scores.masked_fill(~state.valid[:, None, None, :end], float("-inf"))
+    probs = torch.softmax(torch.cat([prefix_scores, own_scores], dim=-1) * scaling, dim=-1)
+    prefix_probs, own_probs = probs.split([n_prefix, end], dim=-1)
+    out = torch.matmul(own_probs, values)  # (B, kv, g, d)
+    from_prefix = torch.bmm(prefix_probs.transpose(0, 1).reshape(kv_heads, batch * group, n_prefix), prefix_values)
+    out = out + from_prefix.view(kv_heads, batch, group, dim).transpose(0, 1)
+    out = out.reshape(batch, heads, 1, dim).transpose(1, 2).to(query.dtype)
+    return out, None
+
+
+def _prefill_attention(query, keys, values, state: _State, prefix_keys, prefix_values, scaling: float):
+    """SDPA for a multi-token step (the suffixes' prefill), in the model's dtype like ``generate``'s own prefill: keys
+    are the prefix (expanded over the rows) then each row's suffix so far; causal within the suffix, padding masked."""
+    torch = fork_safe_torch()
+    batch, heads, steps, dim = query.shape
+    end = keys.shape[2]
+
+    def every(prefix, own):
+        return torch.cat([prefix.unsqueeze(0).expand(batch, -1, -1, -1), own], dim=2).to(query.dtype)
+
+    causal = torch.ones((steps, end), dtype=torch.bool, device=query.device).tril(end - steps)
+    allowed = state.valid[:, None, None, :end] & causal
+    allowed = torch.cat([allowed.new_ones((batch, 1, steps, prefix_keys.shape[1])), allowed], dim=-1)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query, every(prefix_keys, keys), every(prefix_values, values), attn_mask=allowed,
+        scale=scaling, enable_gqa=True,
+    )  # fmt: skip
+    return out.transpose(1, 2)
+
+
+@functools.cache
+def _register() -> str:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION, _attention)
+    return ATTENTION
+
+
+@functools.lru_cache(maxsize=4)
+def _prefix_kv(model, prefix_ids: tuple[int, ...]):
+    """Per-layer float32 keys/values (kv_heads, P, head_dim) of ``prefix_ids``, computed once per model and prefix."""
+    torch = fork_safe_torch()
+    if not prefix_ids:  # nothing shared: every row is all suffix
+        config = model.config.get_text_config()
+        kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        empty = torch.zeros((kv_heads, 0, head_dim), device=model.device)
+        return [empty] * config.num_hidden_layers, [empty] * config.num_hidden_layers
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prefix_ids], device=model.device), use_cache=True)
+    cache = getattr(out, "cache", None) or out.past_key_values
+    keys = [layer.keys[0].to(torch.float32) for layer in cache.layers]
+    return keys, [layer.values[0].to(torch.float32) for layer in cache.layers]
+
+
+class _attention_implementation:
+    """Run ``model`` with the shared-prefix attention, then restore its own."""
+
+    def __init__(self, model):
+        self.model, self.before = model, model.config._attn_implementation
+
+    def __enter__(self):
+        self.model.set_attn_implementation(_register())
+
+    def __exit__(self, *exc):
+        self.model.set_attn_implementation(self.before)
+
+
+def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, generator):
+    """Greedy argmax, or sampling with temperature then nucleus (top-p), like ``generate``'s warpers."""
+    torch = fork_safe_torch()
+    logits = logits.to(torch.float32)
+    if not do_sample:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_p < 1.0:
+        ordered, order = torch.sort(logits, descending=False)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        drop = cumulative <= (1 - top_p)
+        drop[..., -1:] = False  # keep at least one token
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(1)
+
+
+def generate_after_prefix(
+    model,
+    prefix_ids: Sequence[int],
+    suffixes: list,
+    budgets: Sequence[int],
+    *,
+    stops: set[int],
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+) -> tuple[list[list[int]], list[str]]:
+    """Generate after ``prefix_ids`` + each suffix (an (L_i, hidden) embedding tensor), each within its own budget.
+
+    Returns each row's new tokens (up to and including its stop token) and its finish reason (``"stop"`` or
+    ``"length"``). Greedy unless ``do_sample``; a sampled run is reproducible for the same rows and ``seed``.
+    Suffixes may differ in length (they are left-padded after the prefix, the padding masked out).
+    """
+    torch = fork_safe_torch()
+    if not suffixes:
+        return [], []
+    prefix = tuple(int(i) for i in prefix_ids)
+    n_prefix = len(prefix)
+    embed = model.get_input_embeddings()
+    dtype = embed.weight.dtype
+    rows = len(suffixes)
+    width = max(len(s) for s in suffixes)
+    hidden = suffixes[0].shape[-1]
+    device = model.device
+    inputs = torch.zeros((rows, width, hidden), dtype=dtype, device=device)
+    valid = torch.zeros((rows, width + max(budgets)), dtype=torch.bool, device=device)
+    positions = torch.zeros((rows, width), dtype=torch.long, device=device)
+    lengths = torch.tensor([len(s) for s in suffixes], device=device)
+    for row, suffix in enumerate(suffixes):
+        pad = width - len(suffix)
+        inputs[row, pad:] = suffix.to(device=device, dtype=dtype)
+        valid[row, pad:width] = True
+        positions[row, pad:] = torch.arange(n_prefix, n_prefix + len(suffix), device=device)
+    keys, values = _prefix_kv(model, prefix)
+    state = _State(prefix_keys=keys, prefix_values=values, valid=valid, capacity=width + max(budgets))
+    generator = None  # unseeded sampling draws from torch's global generator
+    if do_sample and seed is not None:
+        generator = torch.Generator(device=device).manual_seed(int(seed))
+    active = torch.arange(rows, device=device)
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    finish = ["length"] * rows
+    next_positions = n_prefix + lengths
+    with _attention_implementation(model), torch.inference_mode():
+        step_inputs, step_positions = inputs, positions
+        while len(active):
+            logits = model(
+                inputs_embeds=step_inputs, position_ids=step_positions, use_cache=False, logits_to_keep=1,
+                shared_prefix=state,
+            ).logits[:, -1]  # fmt: skip
+            state.length += step_inputs.shape[1]
+            chosen = _next_tokens(logits, do_sample=do_sample, temperature=temperature, top_p=top_p,
+                                  generator=generator)  # fmt: skip
+            keep = []
+            for slot, (row, token) in enumerate(zip(active.tolist(), chosen.tolist())):
+                tokens[row].append(token)
+                if token in stops:
+                    finish[row] = "stop"
+                elif len(tokens[row]) < budgets[row]:
+                    keep.append(slot)
+            if not keep:
+                break
+            if len(keep) < len(active):
+                slots = torch.tensor(keep, device=device)
+                state.keep(slots)
+                active, chosen = active[slots], chosen[slots]
+            state.valid[:, state.length] = True
+            step_inputs = embed(chosen[:, None])
+            produced = torch.tensor([len(tokens[r]) - 1 for r in active.tolist()], device=device)
+            step_positions = (next_positions[active] + produced)[:, None]
+    return tokens, finish
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``sequences`` share, leaving every sequence at least one token of its own.
+
+    Example:
+        >>> common_prefix_length([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]])
+        2
+    """
+    if not sequences:
+        return 0
+    shortest = min(len(s) for s in sequences)
+    n = 0
+    while n < shortest - 1 and all(s[n] == sequences[0][n] for s in sequences):
+        n += 1
+    return n
