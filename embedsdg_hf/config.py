@@ -172,7 +172,7 @@ class PipelineConfig:
         metadata={"help": "'transformers:<model spec>' or 'openai:<model>@<base_url>[,<base_url>...]'."},
     )
     teacher_concurrency: int = field(default=64, metadata={"help": "Requests in flight (HTTP teachers)."})
-    teacher_batch_size: int = field(default=8, metadata={"help": "Batch size of the in-process teacher."})
+    teacher_batch_size: int = field(default=32, metadata={"help": "Batch size of the in-process teacher."})
     teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds per HTTP attempt (HTTP teachers)."})
     teacher_max_retries: int = field(
         default=6, metadata={"help": "Retries after a failed HTTP attempt (5xx, timeout, dropped connection)."}

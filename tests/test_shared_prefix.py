@@ -106,19 +106,21 @@ def test_sampling_is_seeded_and_top_p_keeps_the_nucleus(fp32, copy_prompts):
     embeds = tails_as_embeddings(model, tails[:3])
     stops = stop_token_ids(model, tokenizer)
 
-    def sample(seed):
-        return generate_after_prefix(model, before, embeds, [12] * 3, stops=stops, do_sample=True, temperature=1.5,
-                                     seed=seed)[0]  # fmt: skip
+    def sample(seed, rows=embeds):
+        return generate_after_prefix(model, before, rows, [12] * len(rows), stops=stops, do_sample=True,
+                                     temperature=1.5, seed=seed)[0]  # fmt: skip
 
     assert sample(1) == sample(1)
     assert sample(1) != sample(2)
+    # each row draws from its own seed, whatever else is in the batch
+    assert sample([5, 6, 7]) == [sample(s, [e])[0] for s, e in zip((5, 6, 7), embeds)] != sample([6, 6, 6])
     logits = torch.tensor([[0.0, 5.0, 4.9, -3.0], [2.0, 0.0, 0.0, 0.0]])
-    generator = torch.Generator().manual_seed(0)
-    drawn = {tuple(_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.5, generator=generator).tolist())
+    generators = [torch.Generator().manual_seed(0), torch.Generator().manual_seed(1)]
+    drawn = {tuple(_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.5, generators=generators).tolist())
              for _ in range(50)}  # fmt: skip
     # row 0: token 1 alone is 52% of the mass, so a 0.5 nucleus keeps only it; row 1: token 0 holds 71%
     assert drawn == {(1, 0)}
-    wide = {_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.99, generator=generator)[0].item()
+    wide = {_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.99, generators=generators)[0].item()
             for _ in range(200)}  # fmt: skip
     assert wide == {1, 2}
 

@@ -149,8 +149,9 @@ class _attention_implementation:
         self.model.set_attn_implementation(self.before)
 
 
-def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, generator):
-    """Greedy argmax, or sampling with temperature then nucleus (top-p), like ``generate``'s warpers."""
+def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, generators=None):
+    """Greedy argmax, or sampling with temperature then nucleus (top-p), like ``generate``'s warpers; each row draws
+    from its own generator (``None``: torch's global one), so a row's sample does not depend on its batch."""
     torch = fork_safe_torch()
     logits = logits.to(torch.float32)
     if not do_sample:
@@ -162,7 +163,9 @@ def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, g
         drop = cumulative <= (1 - top_p)
         drop[..., -1:] = False  # keep at least one token
         logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1, generator=generator).squeeze(1)
+    probs = logits.softmax(dim=-1)
+    generators = [None] * len(probs) if generators is None else generators
+    return torch.cat([torch.multinomial(p, num_samples=1, generator=g) for p, g in zip(probs, generators)])
 
 
 def generate_after_prefix(
@@ -175,12 +178,14 @@ def generate_after_prefix(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    seed: int | None = None,
+    seed: int | Sequence[int | None] | None = None,
 ) -> tuple[list[list[int]], list[str]]:
     """Generate after ``prefix_ids`` + each suffix (an (L_i, hidden) embedding tensor), each within its own budget.
 
     Returns each row's new tokens (up to and including its stop token) and its finish reason (``"stop"`` or
-    ``"length"``). Greedy unless ``do_sample``; a sampled run is reproducible for the same rows and ``seed``.
+    ``"length"``). Greedy unless ``do_sample``. Sampling draws each row from its own generator, seeded with ``seed``
+    (one for all rows, or one per row; ``None``: torch's global generator), so a row's sample is reproducible and
+    does not depend on which rows share its batch.
     Suffixes may differ in length (they are left-padded after the prefix, the padding masked out).
     """
     torch = fork_safe_torch()
@@ -205,9 +210,10 @@ def generate_after_prefix(
         positions[row, pad:] = torch.arange(n_prefix, n_prefix + len(suffix), device=device)
     keys, values = _prefix_kv(model, prefix)
     state = _State(prefix_keys=keys, prefix_values=values, valid=valid, capacity=width + max(budgets))
-    generator = None  # unseeded sampling draws from torch's global generator
-    if do_sample and seed is not None:
-        generator = torch.Generator(device=device).manual_seed(int(seed))
+    generators = None
+    if do_sample:
+        seeds = list(seed) if isinstance(seed, Sequence) else [seed] * rows
+        generators = [None if s is None else torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     active = torch.arange(rows, device=device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finish = ["length"] * rows
@@ -220,8 +226,9 @@ def generate_after_prefix(
                 shared_prefix=state,
             ).logits[:, -1]  # fmt: skip
             state.length += step_inputs.shape[1]
+            drawn_with = None if generators is None else [generators[r] for r in active.tolist()]
             chosen = _next_tokens(logits, do_sample=do_sample, temperature=temperature, top_p=top_p,
-                                  generator=generator)  # fmt: skip
+                                  generators=drawn_with)  # fmt: skip
             keep = []
             for slot, (row, token) in enumerate(zip(active.tolist(), chosen.tolist())):
                 tokens[row].append(token)

@@ -29,10 +29,10 @@ class TransformersTeacher:
 
     Requests are grouped by equal :class:`SamplingParams` (in their original order) and generated ``batch_size`` at
     a time: greedy when ``temperature == 0``, else sampling with ``temperature``/``top_p`` (no top-k, like the
-    OpenAI API). A sampled batch is seeded with its first request's seed, so a run is reproducible for the same
-    requests and ``batch_size``. The prompt is the tokenizer's chat template (with the generation prompt) followed
-    by :attr:`TeacherRequest.prefill`; the returned text is only what the model generated after it. The tokens all
-    prompts of a group share are run once for the whole call.
+    OpenAI API). Each sampled request draws from its own generator seeded with its ``seed``, so its text is
+    reproducible and does not depend on ``batch_size`` or the other requests. The prompt is the tokenizer's chat
+    template (with the generation prompt) followed by :attr:`TeacherRequest.prefill`; the returned text is only what
+    the model generated after it. The tokens all prompts of a group share are run once for the whole call.
 
     Args:
         model: a model spec accepted by :func:`embedsdg_hf.common.models.resolve_model` (built-in name, path, Hub id).
@@ -44,7 +44,7 @@ class TransformersTeacher:
         {'backend': 'transformers', 'model': 'smollm2-135m-instruct', 'revision': '3f1c...'}
     """
 
-    def __init__(self, model: str = "smollm2-135m-instruct", *, batch_size: int = 8, device: str = "cpu"):
+    def __init__(self, model: str = "smollm2-135m-instruct", *, batch_size: int = 32, device: str = "cpu"):
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty model spec string, got {model!r}.")
         if batch_size < 1:
@@ -118,7 +118,7 @@ class TransformersTeacher:
         tokens, finish = generate_after_prefix(
             model, ids[0][:shared], tails, [sampling.max_tokens] * len(batch), stops=stop_token_ids(model, tokenizer),
             do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
-            seed=batch[0].seed,
+            seed=[request.seed for request in batch],
         )  # fmt: skip
         return [
             TeacherResponse(
