@@ -299,7 +299,8 @@ def test_real_transformers_teacher_on_gsm8k(student, gsm8k_rows, tmp_path):
     teacher = load_teacher(f"transformers:{student}", batch_size=4)
     real = gsm8k_rows[:2]
     ds = rows([row["question"] for row in real], [extract_gsm8k_answer(row["answer"]) for row in real])
-    sampling = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=96)
+    # room for a whole solution: the 135M model's GSM8K solutions often run past 100 tokens
+    sampling = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256)
     out = add_self_consistency(ds, teacher, k=2, sampling=sampling, seed=0, cache_dir=tmp_path)
     # The votes are what the model wrote: the extraction of each cached response text (strict when cut off).
     records = [json.loads(line)["response"] for line in (tmp_path / "consistency.jsonl").read_text().splitlines()]
