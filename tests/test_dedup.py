@@ -145,13 +145,14 @@ def test_empty_dataset_gets_the_columns(pool, student) -> None:
     assert len(out) == 0 and {"duplicate_reason", "duplicate_row"} <= set(out.column_names)
 
 
-def test_ivf_search_finds_the_planted_duplicates_the_exact_search_finds() -> None:
+@pytest.mark.parametrize("dim", [48, 576])  # 576 (the student's width): candidates searched in 192 PCA dimensions
+def test_ivf_search_finds_the_planted_duplicates_the_exact_search_finds(dim) -> None:
     """The approximate (IVF) path, forced on at a small size: same rows for planted near copies, scores ~fp16."""
     rng = np.random.default_rng(2)
-    reference = rng.standard_normal((8000, 48)).astype(np.float32)
+    reference = rng.standard_normal((8000, dim)).astype(np.float32)
     source = rng.choice(8000, 300, replace=False)
-    near = reference[source] + 0.2 * rng.standard_normal((300, 48))
-    queries = np.concatenate([near, rng.standard_normal((200, 48))])
+    near = reference[source] + 0.2 * rng.standard_normal((300, dim))
+    queries = np.concatenate([near, rng.standard_normal((200, dim))])
     ds = datasets.Dataset.from_dict({"v": reference})
     q = unit_rows(queries.astype(np.float32))
     exact = best_match(q, ds, column="v", batch_size=3000, approximate=False)
@@ -160,7 +161,7 @@ def test_ivf_search_finds_the_planted_duplicates_the_exact_search_finds() -> Non
     assert (approx[1][:300] == source).mean() >= 0.99
     np.testing.assert_allclose(approx[0][:300], exact[0][:300], atol=2e-3)
 
-    vectors = unit_rows(np.concatenate([reference, reference[source] + 0.05 * rng.standard_normal((300, 48))]))
+    vectors = unit_rows(np.concatenate([reference, reference[source] + 0.05 * rng.standard_normal((300, dim))]))
     flat = first_near_duplicates(vectors.astype(np.float32), threshold=0.95, block_size=1000, approximate=False)
     ivf = first_near_duplicates(vectors.astype(np.float32), threshold=0.95, block_size=1000, approximate=True)
     assert (flat[0][8000:] == source).all()

@@ -8,10 +8,16 @@ with one word or the numbers changed stays above 0.95 in most cases. Thresholds 
 cosines.
 
 Two searches, both streaming; exact (``faiss.IndexFlatIP`` on unit vectors) below ``APPROX_MIN_ROWS`` indexed rows,
-approximate above it (``faiss.IndexIVFScalarQuantizer``: ``nlist`` k-means cells trained on a sample, fp16 vectors,
-``nprobe`` cells searched per query). Near duplicates sit very close to their source, so they are in the cell of
-the query or a neighbouring one: measured recall on planted duplicates in ``benchmarks/bench_quality.py``. Pass
-``approximate=False`` to force the exact search at any size:
+approximate above it. The approximate index finds candidates cheaply and re-ranks them exactly:
+
+- candidates: the vectors are projected by PCA to a third of their dimensions (at least 128) and searched in an
+  IVF index (``nlist = 2 sqrt(n)`` k-means cells trained on a sample, fp16 codes, ``nprobe`` cells per query);
+- re-ranking: the ``REFINE_FACTOR`` best candidates of each query are scored again on their full fp16 vectors
+  (``faiss.IndexRefine``), so a reported cosine is the full-space one.
+
+Near duplicates sit very close to their source, so they are in the cell of the query or a neighbouring one:
+measured recall on planted duplicates in ``benchmarks/bench_quality.py``. Pass ``approximate=False`` to force the
+exact search at any size:
 
 - :func:`best_match`: for every query, its most similar reference row. The reference is read in batches from Arrow
   (a 400k-row pool is never held in memory at once); each batch is indexed, searched, and dropped.
@@ -47,7 +53,9 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 65_536
 APPROX_MIN_ROWS = 100_000  # indexed rows from which the approximate (IVF) search is used by default
 _TRAIN_PER_CELL = 39  # k-means training rows per IVF cell (FAISS's minimum without a warning)
-DEFAULT_NPROBE = 16  # IVF cells searched per query (of 2 sqrt(n))
+DEFAULT_NPROBE = 48  # IVF cells searched per query (of 2 sqrt(n))
+REFINE_FACTOR = 4  # candidates per query re-scored on the full vectors
+MIN_PCA_DIMS = 128  # the candidate search's PCA keeps max(this, dims // 3) dimensions
 
 
 def check_cosine(value: float | None, name: str, *, off: str) -> None:
@@ -105,17 +113,22 @@ def _ivf_cells(n_total: int) -> int:
 
 
 def _ivf_index(sample: np.ndarray, n_total: int, nprobe: int | None):
-    """An IVF index (inner product, fp16 codes) for ``n_total`` unit rows, its cells trained on ``sample``."""
+    """The approximate index for ``n_total`` unit rows (see the module docstring), trained on ``sample``: PCA +
+    IVF (fp16 codes) for candidates, re-ranked on the full fp16 vectors. Rows are numbered in the order added."""
     import faiss
 
+    dim = sample.shape[1]
     nlist = max(1, min(_ivf_cells(n_total), len(sample) // _TRAIN_PER_CELL))
-    quantizer = faiss.IndexFlatIP(sample.shape[1])
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, sample.shape[1], nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    index.cp.seed, index.cp.niter = 0, 10  # same cells every run; 10 k-means rounds are plenty for routing
+    reduced = max(MIN_PCA_DIMS, dim // 3)
+    steps = f"PCA{reduced},IVF{nlist},SQfp16" if reduced < dim else f"IVF{nlist},SQfp16"
+    candidates = faiss.index_factory(dim, steps, faiss.METRIC_INNER_PRODUCT)
+    ivf = faiss.extract_index_ivf(candidates)
+    ivf.cp.seed, ivf.cp.niter = 0, 10  # same cells every run; 10 k-means rounds are plenty for routing
+    full = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexRefine(candidates, full)
+    index.k_factor = REFINE_FACTOR
     index.train(sample)
-    index.nprobe = min(nlist, nprobe or DEFAULT_NPROBE)
+    ivf.nprobe = min(nlist, nprobe or DEFAULT_NPROBE)
     return index
 
 
@@ -145,7 +158,8 @@ def best_match(
         center: subtracted from reference rows before normalising (use the one applied to ``queries``).
 
         approximate: None (default) searches an IVF index when the reference has ``APPROX_MIN_ROWS`` rows or more
-            and exactly below; True / False force it. The IVF index holds the reference as fp16 (2 bytes/dim/row).
+            and exactly below; True / False force it. The approximate index holds the reference as fp16 (2 bytes/dim/
+            row) plus its PCA codes (a third of that).
         nprobe: IVF cells searched per query (default ``DEFAULT_NPROBE`` of 2 sqrt(rows) cells).
 
     Returns:
