@@ -11,7 +11,8 @@ prefills those tokens again for every row and copies them into every row of the 
   KV head) and to its own suffix keys;
 - writes new keys/values into a preallocated per-row buffer (no per-step concatenation);
 - drops a row from the batch as soon as it emits a stop token or reaches its own budget;
-- computes attention scores and softmax in float32 (as the CPU SDPA kernels do for bf16 inputs).
+- prefills the tails with SDPA in the model's dtype (as ``generate`` does), and at each new token computes the
+  scores and softmax over [prefix, own keys] in float32 (as the CPU SDPA kernels do for bf16 inputs).
 
 It plugs into any ``transformers`` decoder that dispatches attention through ``ALL_ATTENTION_FUNCTIONS`` (Llama,
 Mistral, Qwen2/3, Gemma, ...): the model runs with ``use_cache=False`` and a registered attention function that owns
@@ -25,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -136,17 +138,15 @@ def _prefix_kv(model, prefix_ids: tuple[int, ...]):
     return keys, [layer.values[0].to(torch.float32) for layer in cache.layers]
 
 
-class _attention_implementation:
-    """Run ``model`` with the shared-prefix attention, then restore its own."""
-
-    def __init__(self, model):
-        self.model, self.before = model, model.config._attn_implementation
-
-    def __enter__(self):
-        self.model.set_attn_implementation(_register())
-
-    def __exit__(self, *exc):
-        self.model.set_attn_implementation(self.before)
+@contextlib.contextmanager
+def _shared_prefix_attention(model):
+    """Run ``model`` with the shared-prefix attention, then restore its own (also on errors)."""
+    before = model.config._attn_implementation
+    model.set_attn_implementation(_register())
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
 
 
 def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, generators=None):
@@ -217,10 +217,10 @@ def generate_after_prefix(
     active = torch.arange(rows, device=device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finish = ["length"] * rows
-    next_positions = n_prefix + lengths
-    with _attention_implementation(model), torch.inference_mode():
+    next_positions = n_prefix + lengths  # where each row's first new token goes
+    with _shared_prefix_attention(model), torch.inference_mode():
         step_inputs, step_positions = inputs, positions
-        while len(active):
+        for step in range(max(budgets)):  # every active row has produced ``step`` tokens before this pass
             logits = model(
                 inputs_embeds=step_inputs, position_ids=step_positions, use_cache=False, logits_to_keep=1,
                 shared_prefix=state,
@@ -244,8 +244,7 @@ def generate_after_prefix(
                 active, chosen = active[slots], chosen[slots]
             state.valid[:, state.length] = True
             step_inputs = embed(chosen[:, None])
-            produced = torch.tensor([len(tokens[r]) - 1 for r in active.tolist()], device=device)
-            step_positions = (next_positions[active] + produced)[:, None]
+            step_positions = (next_positions[active] + step)[:, None]
     return tokens, finish
 
 
