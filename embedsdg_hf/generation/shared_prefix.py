@@ -44,9 +44,8 @@ class _State:
     prefix_values: list
     keys: dict = field(default_factory=dict)  # per layer: (B, kv_heads, S_max, head_dim) float32, allocated lazily
     values: dict = field(default_factory=dict)
-    valid: object = None  # (B, S_max) bool: False where a row is left-padded
+    valid: object = None  # (B, S_max) bool: False where a row is left-padded; S_max sizes the key buffers
     length: int = 0  # suffix positions written so far
-    capacity: int = 0
 
     def keep(self, rows) -> None:
         """Keep only ``rows`` of the batch (finished rows leave)."""
@@ -66,8 +65,9 @@ def _attention(module, query, key, value, attention_mask, scaling=None, dropout=
     group = heads // kv_heads
     scaling = dim**-0.5 if scaling is None else scaling
     if layer not in state.keys:
-        state.keys[layer] = key.new_zeros((batch, kv_heads, state.capacity, dim), dtype=torch.float32)
-        state.values[layer] = key.new_zeros((batch, kv_heads, state.capacity, dim), dtype=torch.float32)
+        capacity = state.valid.shape[1]
+        state.keys[layer] = key.new_zeros((batch, kv_heads, capacity, dim), dtype=torch.float32)
+        state.values[layer] = key.new_zeros((batch, kv_heads, capacity, dim), dtype=torch.float32)
     end = state.length + steps
     state.keys[layer][:, :, state.length : end] = key
     state.values[layer][:, :, state.length : end] = value
@@ -209,7 +209,7 @@ def generate_after_prefix(
         valid[row, pad:width] = True
         positions[row, pad:] = torch.arange(n_prefix, n_prefix + len(suffix), device=device)
     keys, values = _prefix_kv(model, prefix)
-    state = _State(prefix_keys=keys, prefix_values=values, valid=valid, capacity=width + max(budgets))
+    state = _State(prefix_keys=keys, prefix_values=values, valid=valid)
     generators = None
     if do_sample:
         seeds = list(seed) if isinstance(seed, Sequence) else [seed] * rows
