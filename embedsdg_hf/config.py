@@ -9,7 +9,6 @@ REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config import
 SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
 # Operational settings: where results go, how fast they come, how hard to try, not what they are. A run dir may be
 # resumed with other values of these. Every other key (a new one too) counts as changing the results.
-SELECTORS = ("knn", "grid")
 _NOT_RESULTS = (
     "output_dir",
     "overwrite",
@@ -110,7 +109,10 @@ class PipelineConfig:
     # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
     selector: str = field(
         default="knn",
-        metadata={"help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds') or grid (paper)"},
+        metadata={
+            "help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), or a "
+            "selector registered with quality.selectors.register_selector"
+        },
     )
     knn_k: int = field(default=20, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
     knn_dims: int | None = field(
@@ -286,8 +288,9 @@ class PipelineConfig:
             raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
         if self.side_choice not in SIDE_CHOICES:
             raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}, got {self.side_choice!r}.")
-        if self.selector not in SELECTORS:
-            raise ValueError(f"selector must be one of {list(SELECTORS)}, got {self.selector!r}.")
+        from .quality.selectors import get_selector  # the registry (a cheap import): built-in and registered ones
+
+        get_selector(self.selector)
         if self.knn_text not in ("input", "full"):
             raise ValueError(f"knn_text must be 'input' or 'full', got {self.knn_text!r}.")
         if self.knn_pairing not in ("near", "extreme"):

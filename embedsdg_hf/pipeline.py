@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from .common.mapping import vector_matrix, without_embeddings
+from .common.mapping import without_embeddings
 from .common.rundir import (
     LOCK_FILE,
     PID_FILE,
@@ -37,19 +37,16 @@ from .generation.decode import add_decoded_text
 from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
 from .generation.parse import response_format_from_spec
 from .generation.teachers import SamplingParams, load_teacher
-from .plots import plot_density_histogram, plot_embedding_map
 from .quality.consistency import add_self_consistency
 from .quality.coverage_run import coverage_from_run
 from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
+from .quality.selectors import EmbeddingSettings, SelectionContext, get_selector
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
-from .space.knn_regions import knn_seed_pairs, selection_template
-from .space.pairs import make_budget_pairs
 from .space.reduce import Reducer, add_coords, fit_reducer
-from .space.regions import GridSpec, count_windows, fit_grid, summarize_windows
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +97,7 @@ _STAGES = (
         ("selector", "knn_k", "knn_dims", "knn_suppress", "knn_hood_k", "knn_pairing", "knn_text")
         + ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
         + ("decode_max_new_tokens", "decode_rescale", "decode_engine"),
-        ("regions", "pairs", "decoded"),
+        ("regions", "pairs", "decoded", "knn_space.npz"),
     ),
 )
 _AFTER_DECODING = (
@@ -282,89 +279,44 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         save_dataset_atomic(pool, out / "pool")
     reducer = Reducer.load(reducer_dir)
     pool = load_saved_dataset(out / "pool")
-    reused = (out / "grid.json").exists()
-    with timer.step("fit grid" + (" (reused from grid.json)" if reused else ""), len(pool)) as rec:
-        if reused:
-            grid = GridSpec.load(out / "grid.json")
-        else:
-            grid = fit_grid(
-                pool,
-                bins=None if config.window else config.bins,
-                window=config.window,
-                stride=config.stride,
-                threshold=config.threshold_value,
-                quantile=config.threshold_quantile,
-                fraction=config.threshold_fraction,
-                min_populated_neighbors=config.min_populated_neighbors,
-            )
-            write_json_atomic(out / "grid.json", grid.to_dict())
-        windows = summarize_windows(pool, grid)
-        rec["rows_out"] = windows["regions"]
+    selector = get_selector(config.selector).from_config(config)
+    ctx = SelectionContext(
+        pool=pool, embedding=EmbeddingSettings.from_config(config), reducer=reducer, seed=config.seed, run_dir=out
+    )
+    reused = selector.load(out)
+    saved = ", ".join(selector.saved_files)
+    with timer.step(f"fit the {selector.name} selector" + (f" (reused from {saved})" if reused else ""), len(pool)):
+        if not reused:
+            selector.fit(ctx)
+            selector.save(out)
 
     def regions_and_pairs():
-        if config.selector == "knn":  # the grid above still draws the density histogram
-            regions, pairs = _knn_selection(config, pool, embed_kwargs)
-        else:  # sparsest regions first; when they cannot give n_pairs, T is raised step by step (paper §4.3)
-            regions, pairs = make_budget_pairs(
-                pool,
-                grid,
-                n_pairs=config.n_pairs,
-                seed=config.seed,
-                max_pairs_per_region=config.max_pairs_per_region,
-                side_choice=config.side_choice,
-            )
+        regions, pairs = selector.select(ctx, n_pairs=config.n_pairs)
         save_dataset_atomic(regions, out / "regions")  # before pairs/: a saved pairs/ always has its regions/
         return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
 
-    selection = f"k-NN regions ({config.knn_text} text)" if config.selector == "knn" else "sparse regions"
-    rows_in = len(pool) if config.selector == "knn" else windows["regions"]  # k-NN reads every row, not windows
-    pairs = _checkpoint(out / "pairs", regions_and_pairs, timer, f"{selection} + seed pairs + interpolate", rows_in)
+    pairs = _checkpoint(
+        out / "pairs", regions_and_pairs, timer, f"{selector.name} regions + seed pairs + interpolate", len(pool)
+    )
     regions = load_saved_dataset(out / "regions")
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
             pairs, rec["rows_reused"] = _decode_in_parts(config, pairs, pool, out)
             rec["rows_out"] = len(pairs)
-    with timer.step("write analysis + figures") as rec:
-        coords = vector_matrix(pool, "coords")
-        manifest["figures"]["density"] = plot_density_histogram(
-            count_windows(pool, grid),
-            grid.threshold,
-            out / "density_histogram.png",
-            removed_by_neighbors=windows["removed_by_neighbor_rule"],
-            threshold_rule=grid.threshold_rule,
-        ).name
-        manifest["figures"]["map"] = plot_embedding_map(
-            coords,
-            out / "embedding_map.png",
-            regions=regions,
-            # k-NN boxes are the bounding boxes of their neighbourhoods: a midpoint of two members is inside by
-            # construction, so "in their region" says nothing there and is not shown
-            pairs=(
-                pairs.remove_columns("interp_in_region")
-                if config.selector == "knn" and "interp_in_region" in pairs.column_names
-                else pairs
-            ),
-            axis_labels=reducer.axis_labels(),
-            region_label=(
-                "k-NN sparse neighbourhoods (bounding boxes)"
-                if config.selector == "knn"
-                else "sparse regions (count < T)"
-            ),
-        ).name
+    with timer.step("write analysis + figures"):
+        manifest["figures"].update(selector.plot(ctx, regions, pairs, out))
         to_json_atomic(regions, out / "regions.jsonl")
         to_json_atomic(pairs, out / "pairs.jsonl")
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
-    manifest["grid"] = grid.to_dict()
-    manifest["windows"] = windows
-    levels = pairs["region_level"]
+    summary = selector.summarize(regions, pairs)
+    manifest["selection"] = {**selector.describe(), "summary": summary["text"]}
     manifest["counts"].update(
         {
             "regions": len(regions),
-            "regions_below_T": windows["regions"],
             "regions_with_pairs": len(set(pairs["region_id"])),
             "pairs": len(pairs),
-            "pairs_past_T": sum(1 for level in levels if level > 0),
             "interp_in_region": in_region,
+            **summary["counts"],
         }
     )
     return pool, pairs
@@ -406,21 +358,6 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
     if reused:
         logger.info("Decoding: %d of %d pairs reused from %s", reused, len(pairs), parts_dir)
     return load_saved_dataset(out / "pairs"), reused
-
-
-def _knn_selection(config: PipelineConfig, pool, embed_kwargs: dict):
-    """The ``knn`` selector (README "Choosing seeds"): ``(regions, pairs)`` on the input column's embedding
-    (``knn_text="input"``, an extra embedding of the questions alone) or on the training-text one (``"full"``)."""
-    column = "embedding"
-    if config.knn_text == "input":
-        column = "selection_embedding"
-        pool = add_embeddings(
-            pool,
-            **{**embed_kwargs, "text_template": selection_template(config.text_template, config.knn_text)},
-            column=column,
-            count_column="selection_num_tokens",
-        )
-    return knn_seed_pairs(pool, n_pairs=config.n_pairs, seed=config.seed, column=column, **config.knn_settings())
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
@@ -554,8 +491,7 @@ def _contaminated(checked) -> list[dict]:
 
 def _coverage(config: PipelineConfig, out: Path, timer: _Timer, manifest: dict) -> None:
     """Coverage of the kept rows (``quality/coverage_run.py``): grid windows, or k-NN balls in the selector's space."""
-    what = "k-NN regions" if config.selector == "knn" else "sparse regions"
-    with timer.step(f"coverage of the {what}", manifest["counts"].get("train")) as rec:
+    with timer.step(f"coverage of the {config.selector} regions", manifest["counts"].get("train")) as rec:
         report = coverage_from_run(out)
         rec["rows_out"] = manifest["counts"].get("train")
     manifest["coverage"] = report.to_dict().get("summary")

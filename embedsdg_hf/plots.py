@@ -151,6 +151,135 @@ def plot_embedding_map(
     return Path(path)
 
 
+def plot_sparsity_histogram(
+    score: np.ndarray,
+    path: str | Path,
+    *,
+    chosen: Sequence[int] = (),
+    k: int | None = None,
+    title: str | None = None,
+):
+    """Histogram of every pool point's sparsity score (the k-NN selector's distance to the ``k``-th nearest
+    neighbour), with the cut-off (the smallest score among the chosen centres) and the chosen centres marked.
+
+    Args:
+        score: (n,) every pool point's score; larger is sparser.
+        chosen: pool rows of the chosen region centres.
+        k: the selector's k, for the labels.
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> out = os.path.join(tempfile.mkdtemp(), "sparsity.png")
+        >>> plot_sparsity_histogram(np.linspace(0, 1, 200), out, chosen=[199, 198], k=20).name
+        'sparsity.png'
+    """
+    score = np.asarray(score, dtype=np.float64).ravel()
+    chosen = np.asarray(list(chosen), dtype=np.int64)
+    kth = f"{k}th" if k is not None else "k-th"
+    plt, fig, ax = _figure()
+    bins = np.histogram_bin_edges(score, bins=min(80, max(10, len(score) // 25)))
+    ax.hist(score, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4, label=f"pool points ({len(score):,})")
+    if len(chosen):
+        picked = score[chosen]
+        cutoff = float(picked.min())
+        ax.hist(picked, bins=bins, color="#C44E52", edgecolor="white", linewidth=0.4,
+                label=f"chosen region centres ({len(chosen)})")  # fmt: skip
+        ax.axvline(cutoff, color="#C44E52", linestyle="--", linewidth=1.5, label=f"cut-off = {cutoff:.4f}")
+        ax.axvspan(cutoff, bins[-1], color="#C44E52", alpha=0.08)
+        above = int((score >= cutoff).sum())
+        ax.plot([], [], ls="", label=f"{above} pool points at or above the cut-off")
+        ymax = ax.get_ylim()[1]
+        ax.plot(picked, np.full(len(picked), ymax * 0.97), "|", color="#C44E52", ms=10, mew=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"sparsity: distance to the {kth} nearest pool neighbour (density space)")
+    ax.set_ylabel("pool points (log scale)")
+    ax.set_title(title or "k-NN sparsity of the seed pool (the selector takes the sparsest first)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_knn_map(
+    coords: np.ndarray,
+    score: np.ndarray,
+    path: str | Path,
+    *,
+    regions=None,
+    pairs=None,
+    axis_labels: Sequence[str] | None = None,
+    k: int | None = None,
+    title: str | None = None,
+):
+    """2-D map of the pool coloured by k-NN sparsity, with the chosen regions: each centre a diamond, its
+    neighbourhood (``members``) joined to it by thin lines, each seed pair joined by a line.
+
+    A k-NN region lives in the density space (many dimensions): on the map its members can sit far apart, so they
+    are drawn as spokes from the centre, not as a box. Marker sizes shrink as regions grow in number, so 24 and 500
+    regions both stay readable.
+
+    Args:
+        coords: (n, K) pool map coordinates (the first two axes are drawn).
+        score: (n,) every pool point's sparsity score (larger: sparser).
+        regions: the selector's regions (``centre``, ``members``); pairs: its seed pairs (``coords_a``, ``coords_b``).
+
+    Example:
+        >>> import numpy as np, tempfile, os
+        >>> rng = np.random.default_rng(0)
+        >>> out = os.path.join(tempfile.mkdtemp(), "map.png")
+        >>> plot_knn_map(rng.normal(size=(300, 2)), rng.random(300), out, k=20).name
+        'map.png'
+    """
+    coords = np.asarray(coords, dtype=np.float32)
+    score = np.asarray(score, dtype=np.float64).ravel()
+    plt, fig, ax = _figure(8.0, 6.8)
+    order = np.argsort(score)  # the sparsest drawn last, on top
+    dots = ax.scatter(coords[order, 0], coords[order, 1], s=5, c=score[order], cmap="viridis", alpha=0.8,
+                      linewidths=0)  # fmt: skip
+    bar = fig.colorbar(dots, ax=ax, fraction=0.04, pad=0.01)
+    bar.set_label(f"sparsity ({k}th-neighbour distance)" if k else "sparsity (k-th-neighbour distance)")
+    handles = [_key("o", "#35608D", f"seed pool ({len(coords):,}), coloured by sparsity", ms=4)]
+    n_regions = 0 if regions is None else len(regions)
+    scale = 1.0 if n_regions <= 40 else max(0.35, (40 / n_regions) ** 0.5)
+    if n_regions:
+        centres = np.asarray(regions["centre"], dtype=np.int64)
+        members = regions["members"] if "members" in regions.column_names else [[c] for c in centres]
+        segments = [[coords[c, :2], coords[m, :2]] for c, ms in zip(centres, members) for m in ms[1:]]
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(segments, colors="#C44E52", linewidths=0.6 * scale + 0.2, alpha=0.6))
+        ax.scatter(coords[centres, 0], coords[centres, 1], s=70 * scale, marker="D", c="#C44E52",
+                   edgecolors="white", linewidths=0.6, zorder=4)  # fmt: skip
+        handles.append(_key("D", "#C44E52", f"chosen region centres ({n_regions})", mec="white"))
+        handles.append(_key("_", "#C44E52", "spokes: centre to its neighbourhood (neighbours in the density space)"))
+    if pairs is not None and len(pairs):
+        a = np.asarray(pairs["coords_a"], dtype=np.float32)
+        b = np.asarray(pairs["coords_b"], dtype=np.float32)
+        from matplotlib.collections import LineCollection
+
+        ax.add_collection(LineCollection(np.stack([a[:, :2], b[:, :2]], axis=1), colors="black",
+                                         linewidths=1.2 * scale + 0.2, zorder=5))  # fmt: skip
+        ax.scatter(np.r_[a[:, 0], b[:, 0]], np.r_[a[:, 1], b[:, 1]], s=16 * scale, c="black", zorder=6)
+        handles.append(_key("o", "black", f"seed pairs, joined ({len(a)})", ms=4))
+        if "interp_coords" in pairs.column_names:
+            mid = np.asarray(pairs["interp_coords"], dtype=np.float32)
+            ax.scatter(mid[:, 0], mid[:, 1], s=45 * scale, marker="*", c="#DD8452", edgecolors="black",
+                       linewidths=0.3, zorder=7)  # fmt: skip
+            handles.append(_key("*", "#DD8452", f"interpolations ({len(mid)})", ms=8, mec="black"))
+    dims = coords.shape[1]
+    suffix = f" (axes 1-2 of {dims})" if dims > 2 else ""
+    ax.set_title((title or f"Where the k-NN selector took its {n_regions} regions") + suffix)
+    x_label, y_label = _axis_names(axis_labels)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def _axis_names(axis_labels: Sequence[str] | None) -> tuple[str, str]:
     """The x and y labels of a map: the first two of ``axis_labels`` (e.g. ``Reducer.axis_labels()``), else
     "axis 1", "axis 2"."""

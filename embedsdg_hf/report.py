@@ -16,24 +16,8 @@ def format_summary(manifest: dict) -> str:
     counts = manifest["counts"]
     lines.append("")
     if "regions" in counts:
-        config = manifest.get("config", {})
-        if config.get("selector") == "knn":
-            what = f"{counts['regions']} sparse regions (k-NN, k={config.get('knn_k')}, {config.get('knn_text')} text)"
-        else:
-            below = counts.get("regions_below_T", counts["regions"])
-            raised = counts["regions"] - below
-            more = (
-                f" + {raised} next-sparsest windows (T raised, {counts.get('pairs_past_T', 0)} pairs)"
-                if raised
-                else ""
-            )
-            what = f"{below} sparse regions (T={manifest['grid']['threshold']}){more}"
-        inside = (
-            ""  # true by construction for a k-NN neighbourhood's bounding box: not a measurement
-            if config.get("selector") == "knn"
-            else f", {counts['interp_in_region']}/{counts['pairs']} interpolations inside their region"
-        )
-        lines.append(f"{what}, {counts['pairs']} seed pairs{inside}.")
+        selection = manifest.get("selection") or {}  # the selector's line (quality/selectors.py: summarize)
+        lines.append(selection.get("summary") or f"{counts['regions']} sparse regions, {counts['pairs']} seed pairs.")
     gen = manifest.get("generation")
     if gen:
         rejects = ", ".join(f"{k}: {v}" for k, v in sorted(gen["rejects_by_reason"].items())) or "none"

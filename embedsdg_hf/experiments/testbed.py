@@ -122,28 +122,26 @@ def family_shares(
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def _grid_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
-    from ..space.pairs import make_seed_pairs
-    from ..space.regions import find_sparse_regions, fit_grid
+def _selector_seeds(pool, config, *, model: str) -> np.ndarray:
+    """The seeds ``embedsdg run`` would take on ``pool`` under ``config``: the same selector calls as the pipeline
+    (``get_selector(config.selector).from_config(config)``, ``fit``, ``select``), without interpolation."""
+    from ..quality.selectors import SELECTION_COLUMN, EmbeddingSettings, SelectionContext, get_selector
 
-    grid = fit_grid(pool, **settings)
-    regions = find_sparse_regions(pool, grid)
-    if len(regions) == 0:
-        return np.zeros(0, np.int64)
+    if INPUT_EMBEDDING in pool.column_names and SELECTION_COLUMN not in pool.column_names:
+        pool = pool.rename_column(INPUT_EMBEDDING, SELECTION_COLUMN)  # the question-only embedding, made once
+    embedding = EmbeddingSettings(
+        model=model, text_template=config.text_template, weights=config.weights, max_length=config.max_length
+    )
+    selector = get_selector(config.selector).from_config(config)
+    ctx = SelectionContext(pool=pool, embedding=embedding, seed=config.seed)
+    selector.fit(ctx)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a short budget shows as fewer seeds in the table
-        pairs = make_seed_pairs(pool, regions, n_pairs=n_pairs, seed=seed)
-    return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
-
-
-def _knn_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
-    from ..space.knn_regions import knn_seed_pairs
-
-    args = {key: value for key, value in settings.items() if key != "text"}
-    column = INPUT_EMBEDDING if settings.get("text") == "input" else "embedding"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        _, pairs = knn_seed_pairs(pool, n_pairs=n_pairs, seed=seed, column=column, **args)
+        try:
+            _, pairs = selector.select(ctx, n_pairs=config.n_pairs)
+        except ValueError as err:  # `embedsdg run` stops here (e.g. no grid window passes the neighbour rule)
+            logger.info("%s selector: no seeds (%s)", config.selector, err)
+            return np.zeros(0, np.int64)
     return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
 
 
@@ -160,9 +158,9 @@ def _available_reducers() -> tuple[str, ...]:
 
 @dataclass
 class _Setting:
-    selector: str  # "grid" or "knn"
+    selector: str  # a registered selector's name (quality/selectors.py)
     label: str
-    settings: dict
+    settings: dict  # PipelineConfig fields that differ from the defaults ("map": knn_dims = the map's dims)
     per_map: bool  # True when the selection depends on the map (the grid); k-NN depends only on the embeddings
     is_default: bool = False  # the grid's and the k-NN selector's default settings (figures, headline table)
 
@@ -170,22 +168,15 @@ class _Setting:
 def _default_settings() -> list[_Setting]:
     from ..config import PipelineConfig
 
-    c = PipelineConfig()
-    grid = {
-        "bins": c.bins,
-        "threshold": c.threshold_value,
-        "quantile": c.threshold_quantile,
-        "min_populated_neighbors": c.min_populated_neighbors,
-    }
-    knn = {**c.knn_settings(), "text": c.knn_text}
+    knn = {**PipelineConfig().knn_settings(), "text": PipelineConfig().knn_text}
     return [
-        _Setting("grid", "grid (paper, defaults)", grid, True, True),
-        _Setting("grid", "grid, no neighbour rule", {**grid, "min_populated_neighbors": 0.0}, True),
-        _Setting("knn", f"knn (defaults: {_describe(knn)})", knn, False, True),
-        _Setting("knn", "knn on the training text (text=full)", {**knn, "text": "full"}, False),
-        _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {**knn, "density_dims": "map"}, True),
-        _Setting("knn", "knn, 16-D PCA", {**knn, "density_dims": 16}, False),
-        _Setting("knn", "knn with suppression (suppress=k)", {**knn, "suppress": knn["k"]}, False),
+        _Setting("grid", "grid (paper, defaults)", {}, True, True),
+        _Setting("grid", "grid, no neighbour rule", {"min_populated_neighbors": 0.0}, True),
+        _Setting("knn", f"knn (defaults: {_describe(knn)})", {}, False, True),
+        _Setting("knn", "knn on the training text (text=full)", {"knn_text": "full"}, False),
+        _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {"knn_dims": "map"}, True),
+        _Setting("knn", "knn, 16-D PCA", {"knn_dims": 16}, False),
+        _Setting("knn", "knn with suppression (suppress=k)", {"knn_suppress": knn["k"]}, False),
     ]
 
 
@@ -211,6 +202,7 @@ def measure_targeting(
     figure_dir: str | Path | None = None,
     tag: str = "",
     progress: Callable[[str], None] | None = None,
+    model: str = "smollm2-135m-instruct",
 ) -> list[dict]:
     """Lift of every selection setting on one embedded pool (columns ``embedding``, ``input_embedding`` (the
     question only, for the k-NN settings with ``text="input"``) and ``family_column``).
@@ -224,6 +216,7 @@ def measure_targeting(
         ... # doctest: +SKIP
     """
     from ..common.validation import require_columns
+    from ..config import PipelineConfig
     from ..space.reduce import add_coords, fit_reducer
 
     require_columns(embedded, ["embedding", INPUT_EMBEDDING, family_column])
@@ -238,13 +231,11 @@ def measure_targeting(
             t_map = time.perf_counter() - t0
             for s in _default_settings():
                 t0 = time.perf_counter()
-                args = {**s.settings}
-                if args.get("density_dims") == "map":
-                    args["density_dims"] = k
+                args = {key: k if value == "map" else value for key, value in s.settings.items()}
                 key = (s.label, _describe(args))
                 if s.per_map or key not in done:
-                    pick = _grid_seeds if s.selector == "grid" else _knn_seeds
-                    done[key] = pick(mapped, n_pairs, seed, args)
+                    config = PipelineConfig(selector=s.selector, n_pairs=n_pairs, seed=seed, **args)
+                    done[key] = _selector_seeds(mapped, config, model=model)
                 seeds = done[key]
                 result = family_shares(
                     labels, {"embedsdg": seeds, "random": random_runs[0]}, rare_families=rare_families
@@ -333,6 +324,7 @@ def run_targeting(
                 n_pairs=n_pairs,
                 seed=seed,
                 random_repeats=random_repeats,
+                model=model,
                 figure_dir=out if wi == 0 else None,
                 tag=f"{pattern.name}-{w}",
                 progress=lambda line, where=f"{pattern.name} {w}": (progress or logger.info)(

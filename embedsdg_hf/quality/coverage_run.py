@@ -1,6 +1,6 @@
 """Coverage of a run dir: read what ``embedsdg run`` wrote, compute
-:func:`~embedsdg_hf.quality.coverage.coverage_report` (``selector: grid``) or
-:func:`~embedsdg_hf.quality.knn_coverage.knn_coverage_report` (``selector: knn``), write ``coverage.{json,md,png}``.
+the run's selector's coverage (:meth:`~embedsdg_hf.quality.selectors.Selector.coverage`), write
+``coverage.{json,md,png}``.
 
 Reading run dirs (which files, which settings must match between compared runs) lives here; the numbers themselves
 are computed in :mod:`embedsdg_hf.quality.coverage` and :mod:`embedsdg_hf.quality.knn_coverage` from datasets and
@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..space.knn_regions import selection_template
-from ..space.regions import GridSpec
-from .coverage import EMBEDDING_KEYS, CoverageReport, coverage_report
-from .knn_coverage import KnnCoverageReport, knn_coverage_report
+from .coverage import EMBEDDING_KEYS, CoverageReport
+from .knn_coverage import KnnCoverageReport
+from .selectors import EmbeddingSettings, SelectionContext, get_selector
 
 __all__ = ["coverage_from_run"]
 
@@ -66,11 +65,12 @@ def coverage_from_run(
 ) -> CoverageReport | KnnCoverageReport:
     """Coverage of an EmbedSDG run's accepted rows, compared with other runs' (e.g. RandomSDG, same budget).
 
-    Reads ``run_config.json``, ``pool/``, ``regions/``, ``reducer/``, ``train.jsonl`` and, for the grid selector,
-    ``grid.json`` from ``run_dir``, and ``run_config.json`` + ``train.jsonl`` from every compared run dir, which must
-    share the run's student, text template, weights and max length (otherwise its rows would belong to another
-    embedding space). The run's ``selector`` decides what a region is: a grid window (:func:`coverage_report`) or a
-    k-NN ball in the selector's density space, on the text it embedded (``knn_text``; :func:`knn_coverage_report`).
+    Reads ``run_config.json``, ``pool/``, ``regions/``, ``reducer/``, ``train.jsonl`` and the selector's fitted parts
+    (its ``saved_files``: ``grid.json``, ``knn_space.npz``) from ``run_dir``, and ``run_config.json`` + ``train.jsonl``
+    from every compared run dir, which must share the run's student, text template, weights and max length (otherwise
+    its rows would belong to another embedding space). The run's ``selector`` (:mod:`~embedsdg_hf.quality.selectors`)
+    decides what a region is: a grid window (:func:`coverage_report`) or a k-NN ball in the selector's density space,
+    on the text it embedded (``knn_text``; :func:`knn_coverage_report`).
     Writes ``coverage.json`` (:meth:`CoverageReport.to_dict`), ``coverage.md`` and ``coverage.png`` into
     ``output_dir`` (default: ``run_dir``).
 
@@ -96,10 +96,8 @@ def coverage_from_run(
             f"{str(run_dir)!r} is a {method!r} run: it has no sparse regions of its own. Give the EmbedSDG run dir "
             f"and compare this one with it (`embedsdg coverage EMBEDSDG_DIR --compare {method}={run_dir}`)."
         )
-    selector = config.get("selector", "grid")  # run dirs from before the k-NN selector used the grid
-    if selector not in ("grid", "knn"):
-        raise ValueError(f"{str(run_dir)!r} has selector={selector!r}; coverage knows 'grid' and 'knn'.")
-    for name in ("pool", "regions", "reducer") + (("grid.json",) if selector == "grid" else ()):
+    selector = get_selector(config.get("selector", "grid")).from_config(config)  # old run dirs: the grid
+    for name in ("pool", "regions", "reducer", *selector.saved_files):
         _need(run_dir, name, _ANALYSIS)
     synthetic = {"embedsdg": _read_train(run_dir)}
     runs = {"embedsdg": {"run_dir": str(run_dir), "budget": _budget(config)}}
@@ -133,17 +131,10 @@ def coverage_from_run(
     pool = load_from_disk(str(run_dir / "pool"))
     regions = load_from_disk(str(run_dir / "regions"))
     reducer = Reducer.load(run_dir / "reducer")
-    embedding = {
-        "model": config["student"],
-        "text_template": config["text_template"],
-        "weights": config.get("weights", "mean"),
-        "max_length": config.get("max_length"),
-    }
-    if selector == "knn":
-        density = selection_template(config["text_template"], config.get("knn_text", "input"))
-        report = knn_coverage_report(pool, regions, reducer, synthetic, density_template=density, **embedding)
-    else:
-        report = coverage_report(pool, GridSpec.load(run_dir / "grid.json"), regions, reducer, synthetic, **embedding)
+    ctx = SelectionContext(
+        pool=pool, embedding=EmbeddingSettings.from_config(config), reducer=reducer, run_dir=run_dir
+    )
+    report = selector.coverage(ctx, regions, synthetic)
     for name, info in runs.items():
         info["accepted_rows"] = report.methods[name]["synthetic_points"]
     report.settings["runs"] = runs

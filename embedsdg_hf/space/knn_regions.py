@@ -37,21 +37,33 @@ import pyarrow as pa
 from ..common.mapping import fixed_size_list, vector_matrix
 from ..common.validation import is_int, require_columns, require_rows, template_fields
 from .neighbors import unit_rows
-from .pairs import _pair_features
+from .pairs import pair_features
+from .regions import regions_dataset
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "PAIRINGS",
     "DensitySpace",
+    "check_knn_settings",
     "find_knn_regions",
     "fit_density_space",
+    "knn_neighbours",
     "knn_seed_pairs",
     "make_knn_pairs",
+    "select_knn_pairs",
     "selection_template",
 ]
 
 PAIRINGS = ("near", "extreme")
+#: The k-NN selector's own region columns (after the common ones of ``space.regions.region_features``).
+KNN_REGION_FEATURES = {
+    "centre": datasets.Value("int64"),
+    "knn_distance": datasets.Value("float64"),
+    "k": datasets.Value("int64"),
+    "density_dims": datasets.Value("int64"),
+    "seed": datasets.Value("int64"),
+}
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -188,6 +200,23 @@ def find_knn_regions(
 
 def _prepare(ds, k, density_dims, suppress, hood_k, seed, column, coords_column):
     """Checked arguments, the density space and the map coordinates of ``ds``."""
+    require_columns(ds, [column, coords_column])
+    require_rows(ds, step="the knn selector")
+    args = check_knn_settings(len(ds), k=k, density_dims=density_dims, suppress=suppress, hood_k=hood_k, seed=seed)
+    coords = vector_matrix(ds, coords_column)
+    x = density_space(vector_matrix(ds, column), args["density_dims"], seed=args["seed"])
+    return x, coords, args
+
+
+def check_knn_settings(
+    n_rows: int, *, k: int, density_dims: int | None, suppress: int, hood_k: int, seed: int
+) -> dict[str, int | None]:
+    """The selector's settings checked (one line naming the bad one) for a pool of ``n_rows``.
+
+    Example:
+        >>> check_knn_settings(100, k=20, density_dims=None, suppress=0, hood_k=5, seed=0)["k"]
+        20
+    """
     args = {
         "k": _check_int(k, "k", 1),
         "suppress": _check_int(suppress, "suppress", 0),
@@ -195,14 +224,10 @@ def _prepare(ds, k, density_dims, suppress, hood_k, seed, column, coords_column)
         "seed": _check_int(seed, "seed", 0),
     }
     args["density_dims"] = None if density_dims is None else _check_int(density_dims, "density_dims", 1)
-    require_columns(ds, [column, coords_column])
-    require_rows(ds, step="the knn selector")
     reach = max(args["k"], args["suppress"], args["hood_k"])
-    if len(ds) <= reach:
-        raise ValueError(f"The knn selector needs more rows than max(k, suppress, hood_k)={reach}; ds has {len(ds)}.")
-    coords = vector_matrix(ds, coords_column)
-    x = density_space(vector_matrix(ds, column), args["density_dims"], seed=args["seed"])
-    return x, coords, args
+    if n_rows <= reach:
+        raise ValueError(f"The knn selector needs more rows than max(k, suppress, hood_k)={reach}; ds has {n_rows}.")
+    return args
 
 
 def _find_regions(
@@ -215,9 +240,10 @@ def _find_regions(
     hood_k: int,
     seed: int,
     density_dims: int | None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> datasets.Dataset:
     n = len(x)
-    dist, idx = _knn(x, max(k, suppress, hood_k))
+    dist, idx = _knn(x, max(k, suppress, hood_k)) if neighbours is None else neighbours
     score = dist[:, k - 1]
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
     if suppress == 0:  # every point is a centre in turn
@@ -249,23 +275,8 @@ def _find_regions(
         "density_dims": pa.array([density_dims] * len(centres), pa.int64()),
         "seed": pa.array(np.full(len(centres), seed, dtype=np.int64)),
     }
-    dims = coords.shape[1]
-    features = datasets.Features(
-        {
-            "region_id": datasets.Value("int64"),
-            "lower": datasets.List(datasets.Value("float64"), length=dims),
-            "upper": datasets.List(datasets.Value("float64"), length=dims),
-            "count": datasets.Value("int64"),
-            "members": datasets.List(datasets.Value("int64")),
-            "centre": datasets.Value("int64"),
-            "knn_distance": datasets.Value("float64"),
-            "k": datasets.Value("int64"),
-            "density_dims": datasets.Value("int64"),
-            "seed": datasets.Value("int64"),
-        }
-    )
     logger.info("k-NN regions: %d centres (k=%d, %d-D density space).", len(centres), k, x.shape[1])
-    return datasets.Dataset.from_dict(columns, features=features)
+    return regions_dataset(columns, k=coords.shape[1], extra=KNN_REGION_FEATURES)
 
 
 def make_knn_pairs(
@@ -348,7 +359,7 @@ def _make_pairs(
         "coords_b": fixed_size_list(coords[seed_b].reshape(-1, dims)),
     }
     logger.info("Made %d k-NN seed pairs (%s).", len(chosen), pairing)
-    return datasets.Dataset.from_dict(columns, features=_pair_features(dims))
+    return datasets.Dataset.from_dict(columns, features=pair_features(dims))
 
 
 def _opposite_sides(x: np.ndarray, members: np.ndarray, centre: int, pairing: str) -> tuple[int, int]:
@@ -392,7 +403,49 @@ def knn_seed_pairs(
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing={pairing!r} is not supported; choose one of {list(PAIRINGS)}.")
     x, coords, args = _prepare(ds, k, density_dims, suppress, hood_k, seed, column, coords_column)
-    regions = _find_regions(x, coords, n_regions=None, **args)
+    return select_knn_pairs(x, coords, n_pairs=n_pairs, pairing=pairing, **args)
+
+
+def knn_neighbours(x: np.ndarray, *, k: int, suppress: int = 0, hood_k: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's nearest neighbours in the density space ``x`` (distances, rows; as many as the selector reads):
+    column ``k - 1`` of the distances is each point's sparsity score.
+
+    Example:
+        >>> import numpy as np
+        >>> dist, idx = knn_neighbours(np.eye(4, dtype=np.float32), k=2)
+        >>> dist.shape, idx.shape
+        ((4, 5), (4, 5))
+    """
+    return _knn(x, max(k, suppress, hood_k))
+
+
+def select_knn_pairs(
+    x: np.ndarray,
+    coords: np.ndarray,
+    *,
+    n_pairs: int,
+    pairing: str = "near",
+    k: int = 20,
+    density_dims: int | None = None,
+    suppress: int = 0,
+    hood_k: int = 5,
+    seed: int = 0,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """:func:`knn_seed_pairs` on the pool's points already in the density space (``x``) and on the map
+    (``coords``); ``neighbours`` (:func:`knn_neighbours`) when they are known. ``density_dims`` / ``seed`` are
+    recorded in the regions dataset."""
+    regions = _find_regions(
+        x,
+        coords,
+        n_regions=None,
+        k=k,
+        suppress=suppress,
+        hood_k=hood_k,
+        seed=seed,
+        density_dims=density_dims,
+        neighbours=neighbours,
+    )
     pairs = _make_pairs(x, coords, regions, n_pairs=n_pairs, pairing=pairing)
     used = np.unique(np.asarray(pairs["region_id"], dtype=np.int64))
     return regions.select(used.tolist()), pairs

@@ -37,15 +37,15 @@ import pyarrow.compute as pc
 from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
 from ..common.splits import whole_dataset
 from ..common.validation import require_columns, require_rows
+from .regions import REGION_COLUMNS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["make_seed_pairs", "make_budget_pairs"]
+__all__ = ["make_seed_pairs", "make_budget_pairs", "pair_features"]
 
 SIDE_CHOICES = ("random", "nearest")
 PAIRS_PER_ROUND = 4  # make_budget_pairs: pairs a region gives before the walk moves on to less sparse windows
 
-REGION_COLUMNS = ("region_id", "lower", "upper", "count", "members")
 _FIRST_K = 64
 _K_GROWTH = 4
 _DIRECT_RANK_MAX = 4096  # rank an outer side directly (no FAISS) when it holds at most this many points
@@ -263,7 +263,8 @@ def _sides(
     return sides[0], sides[1]
 
 
-def _pair_features(k: int) -> datasets.Features:
+def pair_features(k: int) -> datasets.Features:
+    """The seed-pairs schema every selector returns (``make_seed_pairs``' columns), for K-D map coords."""
     float_box = datasets.List(datasets.Value("float64"), length=k)
     point = datasets.List(datasets.Value("float32"), length=k)
     return datasets.Features(
@@ -567,4 +568,7 @@ def _pairs_dataset(chosen: list, table: _Regions, coords: np.ndarray) -> dataset
         "coords_a": fixed_size_list(coords[seed_a]),
         "coords_b": fixed_size_list(coords[seed_b]),
     }
-    return datasets.Dataset.from_dict(columns, features=_pair_features(k))
+    return datasets.Dataset.from_dict(columns, features=pair_features(k))
+
+
+_pair_features = pair_features  # the name other modules used before it was public

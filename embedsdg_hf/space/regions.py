@@ -50,6 +50,8 @@ __all__ = [
     "count_windows",
     "summarize_windows",
     "typical_window_count",
+    "region_features",
+    "regions_dataset",
 ]
 
 GRID_VERSION = "1"
@@ -485,21 +487,67 @@ def add_grid_cells(
     )
 
 
+#: The columns every selector's regions dataset has, whatever a region is (``regions_dataset``).
+REGION_COLUMNS = ("region_id", "lower", "upper", "count", "members")
+#: The grid's own columns (``find_sparse_regions``).
+GRID_REGION_FEATURES = {
+    "n_populated_neighbors": datasets.Value("int64"),
+    "n_neighbors": datasets.Value("int64"),
+    "level": datasets.Value("int64"),
+    "threshold": datasets.Value("int64"),
+}
+
+
+def region_features(k: int, extra: dict[str, Any] | None = None) -> datasets.Features:
+    """The regions schema of every selector: ``region_id`` (rank, sparsest first), ``lower`` / ``upper`` (the region's
+    box on the K-D map: a grid window, or the bounding box of a k-NN neighbourhood), ``count`` (pool points in it),
+    ``members`` (their pool rows), then the selector's own columns ``extra`` (name -> ``datasets`` feature).
+
+    Example:
+        >>> list(region_features(2, {"centre": datasets.Value("int64")}))
+        ['region_id', 'lower', 'upper', 'count', 'members', 'centre']
+    """
+    common = {
+        "region_id": datasets.Value("int64"),
+        "lower": datasets.List(datasets.Value("float64"), length=k),
+        "upper": datasets.List(datasets.Value("float64"), length=k),
+        "count": datasets.Value("int64"),
+        "members": datasets.List(datasets.Value("int64")),
+    }
+    clash = sorted(set(common) & set(extra or {}))
+    if clash:
+        raise ValueError(f"Selector columns {clash} would replace the common region columns {list(common)}.")
+    return datasets.Features({**common, **(extra or {})})
+
+
+def regions_dataset(columns: dict[str, Any], *, k: int, extra: dict[str, Any] | None = None) -> datasets.Dataset:
+    """The regions ``Dataset`` of any selector (one row a region, schema :func:`region_features`) from ``columns``
+    (the common ones and those of ``extra``: lists, numpy or pyarrow arrays).
+
+    Example:
+        >>> regions = regions_dataset({"region_id": [0], "lower": [[0.0, 0.0]], "upper": [[1.0, 1.0]], "count": [2],
+        ...                            "members": [[3, 7]]}, k=2)
+        >>> regions[0]["members"]
+        [3, 7]
+    """
+    features = region_features(k, extra)
+    missing = sorted(set(features) - set(columns))
+    unknown = sorted(set(columns) - set(features))
+    if missing or unknown:
+        raise ValueError(
+            f"A regions dataset needs the columns {list(features)}; missing {missing}, unknown {unknown} (declare a "
+            "selector's own columns in extra)."
+        )
+    return datasets.Dataset.from_dict({name: columns[name] for name in features}, features=features)
+
+
+def _grid_extra(k: int) -> dict[str, Any]:
+    """The grid's own region columns: ``window_index`` (start cell per axis), then :data:`GRID_REGION_FEATURES`."""
+    return {"window_index": datasets.List(datasets.Value("int64"), length=k), **GRID_REGION_FEATURES}
+
+
 def _region_features(k: int) -> datasets.Features:
-    return datasets.Features(
-        {
-            "region_id": datasets.Value("int64"),
-            "window_index": datasets.List(datasets.Value("int64"), length=k),
-            "lower": datasets.List(datasets.Value("float64"), length=k),
-            "upper": datasets.List(datasets.Value("float64"), length=k),
-            "count": datasets.Value("int64"),
-            "members": datasets.List(datasets.Value("int64")),
-            "n_populated_neighbors": datasets.Value("int64"),
-            "n_neighbors": datasets.Value("int64"),
-            "level": datasets.Value("int64"),
-            "threshold": datasets.Value("int64"),
-        }
-    )
+    return region_features(k, _grid_extra(k))
 
 
 def _populated_neighbors(populated: np.ndarray, window_cells: Sequence[int]) -> np.ndarray:
@@ -661,7 +709,7 @@ def find_sparse_regions(
             [round(w, 6) for w in grid.window],
             grid.min_populated_neighbors,
         )
-        return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
+        return regions_dataset({name: [] for name in features}, k=k, extra=_grid_extra(k))
 
     window_index = np.stack(np.unravel_index(selected, counts.shape), axis=1).astype(np.int64)
     start_cells = np.ravel_multi_index(tuple(window_index.T), grid.shape)
@@ -684,4 +732,4 @@ def find_sparse_regions(
         "threshold": pa.array(level + grid.threshold),
     }
     logger.info("Found %d sparse regions (threshold %d).", n, grid.threshold)
-    return datasets.Dataset.from_dict(columns, features=features)
+    return regions_dataset(columns, k=k, extra=_grid_extra(k))
