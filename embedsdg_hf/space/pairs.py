@@ -337,9 +337,12 @@ def make_seed_pairs(
     ``coords_a``, ``coords_b``.
 
     Example:
+        >>> from embedsdg_hf.space.regions import find_sparse_regions, fit_grid
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
         >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20))
-        >>> pairs = make_seed_pairs(ds, regions, n_pairs=500)
-        >>> pairs[0]["seed_a"], pairs[0]["seed_b"]
+        >>> pairs = make_seed_pairs(ds, regions, n_pairs=50, seed=0)
+        >>> len(pairs), pairs[0]["seed_a"], pairs[0]["seed_b"]
+        (50, 1630, 724)
     """
     pairs, _ = _make_pairs(ds, regions, n_pairs, seed, column, max_pairs_per_region, side_choice)
     if len(pairs) < n_pairs:
@@ -485,8 +488,11 @@ def make_budget_pairs(
     for each pair's region).
 
     Example:
-        >>> regions, pairs = make_budget_pairs(ds, fit_grid(ds, bins=20), n_pairs=1000, seed=0)
-        >>> len(pairs), max(pairs["region_level"])
+        >>> from embedsdg_hf.space.regions import fit_grid
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
+        >>> regions, pairs = make_budget_pairs(ds, fit_grid(ds, bins=20), n_pairs=300, seed=0)
+        >>> len(pairs), max(pairs["region_level"])  # 77 regions below T were not enough: T was raised once
+        (300, 1)
     """
     from .regions import find_sparse_regions
 

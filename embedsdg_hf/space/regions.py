@@ -75,8 +75,11 @@ class GridSpec:
         column: the coords column the grid was fitted on.
 
     Example:
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
         >>> grid = fit_grid(ds, bins=20)
-        >>> grid.save("grid.json"); GridSpec.load("grid.json") == grid
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "grid.json")
+        >>> grid.save(path); GridSpec.load(path) == grid
         True
     """
 
@@ -130,8 +133,10 @@ class GridSpec:
         Points exactly on ``upper`` go in the last cell.
 
         Example:
-            >>> grid.cell_index(np.array([[0.0, 0.0]]))  # the first cell when lower == (0, 0)
-            array([0])
+            >>> grid = GridSpec(lower=(0, 0), upper=(1, 1), stride=(0.5, 0.5), window_cells=(1, 1), shape=(2, 2),
+            ...                 threshold=2)
+            >>> grid.cell_index(np.array([[0.0, 0.0], [0.9, 0.1], [2.0, 2.0]]))  # row-major cells; -1: outside
+            array([ 0,  2, -1])
         """
         points = np.asarray(coords, dtype=np.float64).reshape(-1, self.n_components)
         lower = np.asarray(self.lower)
@@ -218,8 +223,12 @@ def count_windows(ds_or_coords: datasets.Dataset | np.ndarray, grid: GridSpec) -
     """Point count of every window position (shape ``grid.window_shape``); the data behind the density histogram.
 
     Example:
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
+        >>> grid = fit_grid(ds, bins=20)
         >>> counts = count_windows(ds, grid)
-        >>> np.histogram(counts[counts > 0], bins=30)  # Fig. 2, with ``grid.threshold`` marked
+        >>> counts.shape, int(counts.sum())  # a plain grid (stride = window): every point in exactly one window
+        ((20, 20), 2000)
+        >>> hist, edges = np.histogram(counts[counts > 0], bins=30)  # Fig. 2, with ``grid.threshold`` marked
     """
     if isinstance(ds_or_coords, datasets.Dataset):
         coords = vector_matrix(ds_or_coords, grid.column, expected_dim=grid.n_components)
@@ -331,8 +340,10 @@ def fit_grid(
         column: the coords column.
 
     Example:
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
         >>> grid = fit_grid(ds, bins=20, threshold="auto", fraction=0.25)
-        >>> grid.threshold, grid.threshold_rule, grid.window
+        >>> grid.threshold, grid.threshold_rule, [round(w, 3) for w in grid.window]
+        (5, 'typical*0.25 (typical=19)', [0.337, 0.351])
     """
     _check_threshold(threshold, quantile, fraction)
     if threshold != "quantile" and quantile != 0.25:
@@ -470,8 +481,10 @@ def add_grid_cells(
     (cells assigned as rows are read) or a dict of them (every split).
 
     Example:
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
         >>> ds = add_grid_cells(ds, fit_grid(ds, bins=10))
         >>> ds["grid_cell"][:3]
+        [55, 65, 45]
     """
     column = column or grid.column
     require_columns(ds, [column])
@@ -614,7 +627,10 @@ def summarize_windows(ds_or_coords: datasets.Dataset | np.ndarray, grid: GridSpe
     neighbour rule removed, regions, and the typical window's count (for the density histogram and the manifest).
 
     Example:
-        >>> summarize_windows(ds, grid)["removed_by_neighbor_rule"]
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
+        >>> summary = summarize_windows(ds, fit_grid(ds, bins=20))
+        >>> summary["candidates"], summary["removed_by_neighbor_rule"], summary["regions"]
+        (101, 24, 77)
     """
     if isinstance(ds_or_coords, datasets.Dataset):
         coords = vector_matrix(ds_or_coords, grid.column, expected_dim=grid.n_components)
@@ -662,8 +678,10 @@ def find_sparse_regions(
     threshold it is sparse under: ``T`` at level 0, ``T + L`` at level L).
 
     Example:
+        >>> ds = datasets.Dataset.from_dict({"coords": np.random.default_rng(0).normal(size=(2000, 2)).tolist()})
         >>> regions = find_sparse_regions(ds, fit_grid(ds, bins=20), seed=0)
-        >>> regions[0]["count"], regions[0]["members"]
+        >>> len(regions), regions[0]["count"], regions[0]["members"]
+        (77, 1, [1630])
     """
     column = column or grid.column
     require_columns(ds, [column])
