@@ -67,56 +67,6 @@ def _quality_section(config: dict, quality: dict) -> list[str]:
     return lines
 
 
-def _coverage_section(coverage: dict) -> list[str]:
-    if not coverage:
-        return []
-    if any("regions_no_longer_sparse" in n for n in coverage.values()):
-        return _knn_coverage_section(coverage)
-    lines = [
-        "## Coverage of the sparse regions",
-        "",
-        "| method | kept rows | in their target region | in a targeted region | regions reaching T | "
-        "occupancy entropy (normalised) |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for method, n in coverage.items():
-        target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
-        lines.append(
-            f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
-            f"{n['regions_reaching_threshold']}/{n['targeted_regions']} | "
-            f"{n['entropy_before_normalised']:.3f} -> {n['entropy_after_normalised']:.3f} |"
-        )
-    return [*lines, ""]
-
-
-def _knn_coverage_section(coverage: dict) -> list[str]:
-    """Coverage of k-NN regions (``quality/knn_coverage.py``): balls in the selector's space, no grid, no entropy."""
-    first = next(iter(coverage.values()))
-    k, tau = first["k"], first["threshold"]
-    lines = [
-        "## Coverage of the sparse regions",
-        "",
-        f"Seeds were chosen by k-NN density (k = {k}). Each targeted region is the ball around its centre (a pool "
-        f"row) whose radius is the centre's distance to its {k}th pool neighbour, in the space the selector "
-        "measured (the student's embedding of the text it read, centred on the pool mean); the kept rows are "
-        f"embedded the same way. A region is no longer sparse when its {k}th-neighbour distance, counting the kept "
-        f"rows, falls below tau = {tau:.4f}, the smallest radius among the regions the selector took. `coverage.md` "
-        "has the per-region numbers.",
-        "",
-        "| method | kept rows | in their target region | in a targeted region | regions gaining rows | "
-        "regions no longer sparse |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for method, n in coverage.items():
-        target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
-        lines.append(
-            f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
-            f"{n['regions_gaining']}/{n['targeted_regions']} | "
-            f"{n['regions_no_longer_sparse']}/{n['targeted_regions']} |"
-        )
-    return [*lines, ""]
-
-
 def _repository_url() -> str | None:
     """The package's source repository from its installed metadata (``[project.urls]``), or None when it has none."""
     try:
@@ -275,7 +225,7 @@ def make_dataset_card(
         ]
     lines.append("")
     lines += _quality_section(config, quality)
-    lines += _coverage_section(manifest.get("coverage") or {})
+    lines += (manifest.get("coverage_text") or {}).get("card", [])  # CoverageReport.text(): the selector's words
     figures = manifest.get("figures") or {}
     if figures:
         lines += ["## Figures", ""]

@@ -495,6 +495,7 @@ def _coverage(config: PipelineConfig, out: Path, timer: _Timer, manifest: dict) 
         report = coverage_from_run(out)
         rec["rows_out"] = manifest["counts"].get("train")
     manifest["coverage"] = report.to_dict().get("summary")
+    manifest["coverage_text"] = report.text()  # the summary's and the dataset card's lines (the selector's words)
     manifest["figures"]["coverage"] = "coverage.png"
 
 

@@ -51,27 +51,5 @@ def format_quality(manifest: dict) -> list[str]:
                 f"{row['contamination_ngrams']} shared n-grams, cosine {cosine}): "
                 f"{row['question'][:80]!r}"
             )
-    for method, numbers in (manifest.get("coverage") or {}).items():
-        share = numbers.get("landed_in_target_share")
-        landed = (
-            "" if share is None else f"{numbers['landed_in_target']}/{numbers['aimed_rows']} in their target region, "
-        )
-        targeted = numbers["targeted_regions"]
-        if "regions_no_longer_sparse" in numbers:  # k-NN regions: balls in the selector's space (knn_coverage.py)
-            k = numbers["k"]
-            after = (
-                f"{numbers['regions_gaining']}/{targeted} targeted k-NN regions gained rows, "
-                f"{numbers['regions_no_longer_sparse']}/{targeted} are no longer sparse ({k}th-neighbour distance "
-                f"now below tau = {numbers['threshold']:.4f}, the selection's cut-off)."
-            )
-        else:
-            after = (
-                f"{numbers['regions_reaching_threshold']}/{targeted} targeted regions now reach T; "
-                f"normalised occupancy entropy {numbers['entropy_before_normalised']:.3f} -> "
-                f"{numbers['entropy_after_normalised']:.3f}."
-            )
-        lines.append(
-            f"coverage ({method}): {numbers['synthetic_points']} kept rows re-embedded; {landed}"
-            f"{numbers['landed_in_targeted_regions']} in a targeted region; {after}"
-        )
+    lines += (manifest.get("coverage_text") or {}).get("summary", [])  # CoverageReport.text(), per selector
     return lines

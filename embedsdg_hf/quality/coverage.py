@@ -31,7 +31,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -41,7 +41,7 @@ from ..space.regions import GridSpec, count_windows
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CoverageReport", "coverage_report", "measure_coverage", "occupancy_entropy"]
+__all__ = ["CoverageReport", "GridCoverage", "coverage_report", "measure_coverage", "occupancy_entropy"]
 
 COVERAGE_VERSION = "1"
 # Settings of a run that define its embedding space: a compared run must share them.
@@ -53,19 +53,34 @@ _MAX_MARKDOWN_REGIONS = 40
 # The report
 
 
+#: The numbers of every coverage report's summary, whatever the selector (then the selector part's own).
+LANDING_KEYS = (
+    "synthetic_points",
+    "aimed_rows",
+    "landed_in_target",
+    "landed_in_target_share",
+    "landed_in_targeted_regions",
+    "landed_in_targeted_regions_share",
+)
+
+
 @dataclass
 class CoverageReport:
-    """What :func:`coverage_report` measured; ``to_dict()`` is plain JSON, ``to_markdown()`` a compact table.
+    """What a selector's coverage measured (:func:`coverage_report` for the grid,
+    :func:`~embedsdg_hf.quality.knn_coverage.knn_coverage_report` for k-NN); ``to_dict()`` is plain JSON,
+    ``to_markdown()`` a compact table. What is the same for every selector (where the rows landed, the tables, the
+    run summary's lines) is here; what a region is and when it stops being sparse is the selector's ``part``
+    (:class:`GridCoverage`, :class:`~embedsdg_hf.quality.knn_coverage.KnnCoverage`).
 
     Attributes:
-        grid: the run's grid (its ``threshold`` is ``T``).
+        part: the selector's part (its name, threshold, own numbers, markdown rows, figure).
         target_regions: ids of the targeted regions, in the regions dataset's order (sparsest first).
-        before: pool points, pool points outside the grid, occupancy entropy (bits and normalised), targeted
-            regions already at ``T``.
+        before: the pool's numbers before the synthetic rows (pool points, the part's own: grid entropy, the k-NN
+            density space and threshold).
         methods: per synthetic set (e.g. ``"embedsdg"``, ``"random"``): every measured number (see :meth:`summary`).
-        regions: one dict per targeted region: ``region_id``, ``lower``, ``upper``, ``before`` (its pool count,
-            checked against the regions dataset's ``count``), and per method ``after``, ``added``, ``aimed`` (rows
-            with this ``region_id``) and ``landed`` (of those, inside the region).
+        regions: one dict per targeted region: ``region_id``, ``before`` (pool points in it), and per method
+            ``after``, ``added``, ``aimed`` (rows with this ``region_id``) and ``landed`` (of those, inside it),
+            plus the part's own (``lower`` / ``upper``; ``centre``, ``radius``, ``no_longer_sparse``).
         settings: how the synthetic rows were embedded and projected (model, template, weights, reducer and its
             ``axis_labels`` ...).
         pool_coords, synthetic_coords, in_targeted: the points behind the numbers (for :meth:`plot`; not in
@@ -78,7 +93,7 @@ class CoverageReport:
         0.75
     """
 
-    grid: GridSpec
+    part: Any
     target_regions: list[int]
     before: dict[str, Any]
     methods: dict[str, dict[str, Any]]
@@ -89,14 +104,14 @@ class CoverageReport:
     in_targeted: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def threshold(self) -> int:
-        """The sparse threshold ``T``: a region is sparse while its count is below it."""
-        return self.grid.threshold
+    def threshold(self):
+        """When a region stops being sparse: ``T`` (grid counts) or ``tau`` (a k-th-neighbour distance)."""
+        return self.part.threshold(self)
 
     @property
-    def n_cells(self) -> int:
-        """Number of elementary cells of the grid."""
-        return math.prod(self.grid.shape)
+    def grid(self) -> GridSpec | None:
+        """The grid (grid selector), else None."""
+        return getattr(self.part, "grid", None)
 
     @property
     def summary(self) -> dict[str, dict[str, Any]]:
@@ -104,35 +119,26 @@ class CoverageReport:
 
         Keys: ``targeted_regions``, ``synthetic_points``, ``aimed_rows``, ``landed_in_target`` (and ``_share`` of the
         aimed rows; None when no row aims at a region), ``landed_in_targeted_regions`` (and ``_share`` of all
-        synthetic points), ``regions_reaching_threshold``, ``entropy_before_bits``, ``entropy_after_bits``,
-        ``entropy_before_normalised``, ``entropy_after_normalised``.
+        synthetic points), then the part's: ``regions_reaching_threshold`` and the occupancy entropies (grid);
+        ``regions_gaining``, ``regions_no_longer_sparse``, ``k``, ``threshold`` (k-NN).
         """
-        keys = (
-            "synthetic_points",
-            "aimed_rows",
-            "landed_in_target",
-            "landed_in_target_share",
-            "landed_in_targeted_regions",
-            "landed_in_targeted_regions_share",
-            "regions_reaching_threshold",
-        )
-        out = {}
-        for name, numbers in self.methods.items():
-            out[name] = {"targeted_regions": len(self.target_regions), **{k: numbers[k] for k in keys}}
-            out[name].update(
-                entropy_before_bits=self.before["entropy_bits"],
-                entropy_after_bits=numbers["entropy_after_bits"],
-                entropy_before_normalised=self.before["entropy_normalised"],
-                entropy_after_normalised=numbers["entropy_after_normalised"],
-            )
-        return out
+        return {
+            name: {
+                "targeted_regions": len(self.target_regions),
+                **{key: numbers[key] for key in LANDING_KEYS},
+                **self.part.summary(self, numbers),
+            }
+            for name, numbers in self.methods.items()
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form: version, settings, grid, target_regions, before, methods, summary, regions."""
+        """Plain-JSON form: version, selector, settings, the part's own (``grid``), target_regions, before, methods,
+        summary, regions."""
         return {
-            "version": COVERAGE_VERSION,
+            "version": self.part.version,
+            "selector": self.part.name,
             "settings": self.settings,
-            "grid": {**self.grid.to_dict(), "n_cells": self.n_cells},
+            **self.part.to_dict(),
             "target_regions": list(self.target_regions),
             "before": self.before,
             "methods": self.methods,
@@ -141,79 +147,160 @@ class CoverageReport:
         }
 
     def to_markdown(self, *, max_regions: int = _MAX_MARKDOWN_REGIONS) -> str:
-        """The methods side by side (one column each), then the per-region counts before / after.
+        """The methods side by side (one column each), then the per-region numbers before / after.
 
         Example:
             >>> print(report.to_markdown())  # doctest: +SKIP
         """
         names = list(self.methods)
-        shape = "x".join(map(str, self.grid.shape))
-        before = self.before
-        lines = [
-            "## Coverage of the targeted sparse regions",
-            "",
-            f"{len(self.target_regions)} targeted regions, threshold T = {self.threshold}; grid {shape} = "
-            f"{self.n_cells:,} cells; pool {before['pool_points']:,} points ({before['pool_outside_grid']} outside "
-            "the grid). Synthetic rows embedded with "
-            f"{self.settings.get('model', '?')!s} and projected with the run's {self.settings.get('reducer', '?')}.",
-            "",
-        ]
+        lines = [*self.part.intro(self), ""]
         if not names:
             return "\n".join([*lines, "No synthetic set given."])
-        n_targets = len(self.target_regions)
-        entropy = f"{before['entropy_bits']:.3f} bits ({_fmt(before['entropy_normalised'])})"
-        lines += method_table(
-            self.methods,
-            [
-                *landing_rows(),
-                ("inside the grid's bounds", lambda m: _ratio(m["inside_grid"], m["synthetic_points"])),
-                ("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}"),
-                (
-                    f"targeted regions at >= T after (before: {before['regions_at_threshold']})",
-                    lambda m: f"{m['regions_reaching_threshold']}/{n_targets}",
-                ),
-                ("occupancy entropy before", lambda m: entropy),
-                (
-                    "occupancy entropy after",
-                    lambda m: f"{m['entropy_after_bits']:.3f} bits ({_fmt(m['entropy_after_normalised'])})",
-                ),
-            ],
-        )
-        lines += ["", "Entropy in bits over the grid's cells; in brackets, divided by log2(cells)."]
+        lines += method_table(self.methods, [*landing_rows(), *self.part.method_rows(self)])
+        lines += self.part.notes(self)
         if not self.regions:
             return "\n".join(lines)
         lines += ["", "### Per targeted region (sparsest first)", ""]
         aimed_at = [n for n in names if self.methods[n]["aimed_rows"]]
-        header = ["region", "before"] + [f"{n}: after (+added)" for n in names]
-        header += [f"{n}: landed / aimed" for n in aimed_at]
+        columns = [*self.part.region_columns(self, names)]
+        columns += [(f"{n}: landed / aimed", lambda r, n=n: f"{r['landed'][n]} / {r['aimed'][n]}") for n in aimed_at]
+        header = ["region"] + [label for label, _ in columns]
         lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
         for region in self.regions[:max_regions]:
-            cells = [str(region["region_id"]), str(region["before"])]
-            cells += [f"{region['after'][n]} (+{region['added'][n]})" for n in names]
-            cells += [f"{region['landed'][n]} / {region['aimed'][n]}" for n in aimed_at]
-            lines.append("| " + " | ".join(cells) + " |")
+            lines.append("| " + " | ".join([str(region["region_id"])] + [cell(region) for _, cell in columns]) + " |")
         if len(self.regions) > max_regions:
             lines.append(f"\n{len(self.regions) - max_regions} more targeted regions in coverage.json.")
         return "\n".join(lines)
 
     def plot(self, path: str | Path, *, title: str | None = None) -> Path:
+        """The map before / after, the targeted regions marked as the selector's part draws them."""
+        if self.pool_coords is None:
+            raise ValueError(f"This {type(self).__name__} has no map coordinates: no plot.")
+        return self.part.plot(self, Path(path), title=title)
+
+    def text(self) -> dict[str, list[str]]:
+        """``{"summary": one line per method (the run summary), "card": the dataset card's section}``: plain text,
+        so the run summary and the card need not know the selector (pipeline.py keeps it in the manifest)."""
+        lines = []
+        for method, numbers in self.summary.items():
+            landed = (
+                ""
+                if numbers["landed_in_target_share"] is None
+                else f"{numbers['landed_in_target']}/{numbers['aimed_rows']} in their target region, "
+            )
+            lines.append(
+                f"coverage ({method}): {numbers['synthetic_points']} kept rows re-embedded; {landed}"
+                f"{numbers['landed_in_targeted_regions']} in a targeted region; {self.part.after(numbers)}"
+            )
+        return {"summary": lines, "card": self.part.card(self.summary)}
+
+
+@dataclass
+class GridCoverage:
+    """The grid's part of a :class:`CoverageReport`: regions are the grid's windows; a region stops being sparse
+    when its count reaches ``T``; the grid's occupancy entropy before / after."""
+
+    grid: GridSpec
+    name: ClassVar[str] = "grid"
+    version: ClassVar[str] = COVERAGE_VERSION
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(self.grid.shape)
+
+    def threshold(self, report: CoverageReport) -> int:
+        return self.grid.threshold
+
+    def summary(self, report: CoverageReport, numbers: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "regions_reaching_threshold": numbers["regions_reaching_threshold"],
+            "entropy_before_bits": report.before["entropy_bits"],
+            "entropy_after_bits": numbers["entropy_after_bits"],
+            "entropy_before_normalised": report.before["entropy_normalised"],
+            "entropy_after_normalised": numbers["entropy_after_normalised"],
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": {**self.grid.to_dict(), "n_cells": self.n_cells}}
+
+    def intro(self, report: CoverageReport) -> list[str]:
+        before, shape = report.before, "x".join(map(str, self.grid.shape))
+        return [
+            "## Coverage of the targeted sparse regions",
+            "",
+            f"{len(report.target_regions)} targeted regions, threshold T = {self.grid.threshold}; grid {shape} = "
+            f"{self.n_cells:,} cells; pool {before['pool_points']:,} points ({before['pool_outside_grid']} outside "
+            f"the grid). Synthetic rows embedded with {report.settings.get('model', '?')!s} and projected with the "
+            f"run's {report.settings.get('reducer', '?')}.",
+        ]
+
+    def method_rows(self, report: CoverageReport) -> list[tuple[str, Callable]]:
+        before, n_targets = report.before, len(report.target_regions)
+        entropy = f"{before['entropy_bits']:.3f} bits ({_fmt(before['entropy_normalised'])})"
+        return [
+            ("inside the grid's bounds", lambda m: _ratio(m["inside_grid"], m["synthetic_points"])),
+            ("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}"),
+            (
+                f"targeted regions at >= T after (before: {before['regions_at_threshold']})",
+                lambda m: f"{m['regions_reaching_threshold']}/{n_targets}",
+            ),
+            ("occupancy entropy before", lambda m: entropy),
+            (
+                "occupancy entropy after",
+                lambda m: f"{m['entropy_after_bits']:.3f} bits ({_fmt(m['entropy_after_normalised'])})",
+            ),
+        ]
+
+    def notes(self, report: CoverageReport) -> list[str]:
+        return ["", "Entropy in bits over the grid's cells; in brackets, divided by log2(cells)."]
+
+    def region_columns(self, report: CoverageReport, names: list[str]) -> list[tuple[str, Callable]]:
+        return [("before", lambda r: str(r["before"]))] + [
+            (f"{n}: after (+added)", lambda r, n=n: f"{r['after'][n]} (+{r['added'][n]})") for n in names
+        ]
+
+    def plot(self, report: CoverageReport, path: Path, *, title: str | None = None) -> Path:
         """The map before / after with the targeted regions boxed (:func:`~embedsdg_hf.plots.plot_coverage`)."""
         from ..plots import plot_coverage
 
-        if self.pool_coords is None:
-            raise ValueError("This CoverageReport has no coordinates (it was not made by coverage_report): no plot.")
         return plot_coverage(
-            self.pool_coords,
-            self.synthetic_coords,
+            report.pool_coords,
+            report.synthetic_coords,
             path,
-            boxes=[(r["lower"], r["upper"]) for r in self.regions],
-            landed=self.in_targeted,
-            reached={n: [r["after"][n] >= self.threshold for r in self.regions] for n in self.methods},
-            threshold=self.threshold,
+            boxes=[(r["lower"], r["upper"]) for r in report.regions],
+            landed=report.in_targeted,
+            reached={n: [r["after"][n] >= self.grid.threshold for r in report.regions] for n in report.methods},
+            threshold=self.grid.threshold,
             bounds=(self.grid.lower, self.grid.upper),
-            axis_labels=self.settings.get("axis_labels"),
+            axis_labels=report.settings.get("axis_labels"),
             title=title,
         )
+
+    @staticmethod
+    def after(numbers: dict[str, Any]) -> str:
+        return (
+            f"{numbers['regions_reaching_threshold']}/{numbers['targeted_regions']} targeted regions now reach T; "
+            f"normalised occupancy entropy {numbers['entropy_before_normalised']:.3f} -> "
+            f"{numbers['entropy_after_normalised']:.3f}."
+        )
+
+    @staticmethod
+    def card(summary: dict[str, dict[str, Any]]) -> list[str]:
+        lines = [
+            "## Coverage of the sparse regions",
+            "",
+            "| method | kept rows | in their target region | in a targeted region | regions reaching T | "
+            "occupancy entropy (normalised) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for method, n in summary.items():
+            target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
+            lines.append(
+                f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
+                f"{n['regions_reaching_threshold']}/{n['targeted_regions']} | "
+                f"{n['entropy_before_normalised']:.3f} -> {n['entropy_after_normalised']:.3f} |"
+            )
+        return [*lines, ""]
 
 
 def method_table(methods: Mapping[str, Mapping[str, Any]], rows: Sequence[tuple[str, Callable]]) -> list[str]:
@@ -435,7 +522,7 @@ def measure_coverage(
             entry["aimed"][name] = int(mine.sum())
             entry["landed"][name] = int(landed_own[mine].sum())
     return CoverageReport(
-        grid=grid,
+        part=GridCoverage(grid),
         target_regions=chosen,
         before=summary_before,
         methods=methods,

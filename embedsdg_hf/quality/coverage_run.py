@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .coverage import EMBEDDING_KEYS, CoverageReport
-from .knn_coverage import KnnCoverageReport
 from .selectors import EmbeddingSettings, SelectionContext, get_selector
 
 __all__ = ["coverage_from_run"]
@@ -62,7 +61,7 @@ def coverage_from_run(
     *,
     compare: Mapping[str, str | Path] | None = None,
     output_dir: str | Path | None = None,
-) -> CoverageReport | KnnCoverageReport:
+) -> CoverageReport:
     """Coverage of an EmbedSDG run's accepted rows, compared with other runs' (e.g. RandomSDG, same budget).
 
     Reads ``run_config.json``, ``pool/``, ``regions/``, ``reducer/``, ``train.jsonl`` and the selector's fitted parts

@@ -28,17 +28,17 @@ reached. Adding points never raises a distance; other points' distances shrink t
 selection) does not follow.
 
 Public API: :func:`knn_coverage_report` (datasets + the run's student) and :func:`measure_knn_coverage` (vectors
-alone, no model), both returning a :class:`KnnCoverageReport`; run dirs are read by
-:func:`~embedsdg_hf.quality.coverage_run.coverage_from_run`.
+alone, no model), both returning a :class:`~embedsdg_hf.quality.coverage.CoverageReport` whose part is a
+:class:`KnnCoverage`; run dirs are read by :func:`~embedsdg_hf.quality.coverage_run.coverage_from_run`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -46,11 +46,10 @@ from ..common.mapping import column_array, vector_matrix
 from ..common.validation import as_float_matrix, require_columns, require_rows, require_template_columns
 from ..space.knn_regions import fit_density_space
 from .coverage import (
+    CoverageReport,
     aimed_regions,
     choose_targets,
     embed_sets,
-    landing_rows,
-    method_table,
     resolve_aims,
     share_of,
     synthetic_sets,
@@ -58,11 +57,10 @@ from .coverage import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KnnCoverageReport", "knn_coverage_report", "measure_knn_coverage"]
+__all__ = ["KnnCoverage", "KnnCoverageReport", "knn_coverage_report", "measure_knn_coverage"]
 
 KNN_COVERAGE_VERSION = "1"
 _REGION_COLUMNS = ("region_id", "centre", "knn_distance", "k", "density_dims", "seed")
-_MAX_MARKDOWN_REGIONS = 40
 # The recomputed k-th-neighbour distance must match the selector's (FAISS, float32) to this relative tolerance.
 _RADIUS_RTOL = 1e-3
 
@@ -72,163 +70,149 @@ _RADIUS_RTOL = 1e-3
 
 
 @dataclass
-class KnnCoverageReport:
-    """What :func:`measure_knn_coverage` measured; ``to_dict()`` is plain JSON, ``to_markdown()`` a compact table.
-
-    Attributes:
-        target_regions: ids of the targeted regions, in the regions dataset's order (sparsest first).
-        before: the density space (``k``, ``density_dims``, ``dims``, ``seed``), ``pool_points``, the threshold
-            ``tau`` and how it was set (``threshold_rule``).
-        methods: per synthetic set (e.g. ``"embedsdg"``, ``"random"``): every measured number (see :meth:`summary`).
-        regions: one dict per targeted region: ``region_id``, ``centre`` (pool row), ``radius``, ``before`` (pool
-            points within the radius), and per method ``after``, ``added``, ``knn_distance_after``,
-            ``no_longer_sparse``, ``aimed`` (rows with this ``region_id``) and ``landed`` (of those, within it).
-        settings: how the synthetic rows were embedded (model, templates, weights; the reducer and its
-            ``axis_labels`` for the map).
-        pool_coords, synthetic_coords, in_targeted: the map points behind the figure (not in ``to_dict``).
+class KnnCoverage:
+    """The k-NN selector's part of a :class:`~embedsdg_hf.quality.coverage.CoverageReport`: a region is the ball
+    around its centre whose radius is the centre's ``k``-th-neighbour distance; it stops being sparse when that
+    distance, counting the synthetic points, falls below ``tau`` (``report.before["threshold"]``).
 
     Example:
-        >>> report = knn_coverage_report(pool, regions, reducer, {"embedsdg": rows}, model=student,
-        ...                              text_template="{question}\\n{answer}", density_template="{question}")
-        ... # doctest: +SKIP
-        >>> report.summary["embedsdg"]["regions_no_longer_sparse"]  # doctest: +SKIP
-        3
+        >>> KnnCoverage().name
+        'knn'
     """
 
-    target_regions: list[int]
-    before: dict[str, Any]
-    methods: dict[str, dict[str, Any]]
-    regions: list[dict[str, Any]]
-    settings: dict[str, Any] = field(default_factory=dict)
-    pool_coords: np.ndarray | None = field(default=None, repr=False, compare=False)
-    synthetic_coords: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
-    in_targeted: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    name: ClassVar[str] = "knn"
+    version: ClassVar[str] = KNN_COVERAGE_VERSION
 
-    @property
-    def threshold(self) -> float:
-        """``tau``: a region is no longer sparse once its ``k``-th-neighbour distance falls below it."""
-        return self.before["threshold"]
+    def threshold(self, report: CoverageReport) -> float:
+        return report.before["threshold"]
 
-    @property
-    def summary(self) -> dict[str, dict[str, Any]]:
-        """Per method, the few numbers a run summary or dataset card needs.
-
-        Keys: ``targeted_regions``, ``synthetic_points``, ``aimed_rows``, ``landed_in_target`` (and ``_share`` of the
-        aimed rows; None when no row aims at a region), ``landed_in_targeted_regions`` (and ``_share`` of all
-        synthetic points), ``regions_gaining``, ``regions_no_longer_sparse``, ``k``, ``threshold``.
-        """
-        keys = (
-            "synthetic_points",
-            "aimed_rows",
-            "landed_in_target",
-            "landed_in_target_share",
-            "landed_in_targeted_regions",
-            "landed_in_targeted_regions_share",
-            "regions_gaining",
-            "regions_no_longer_sparse",
-        )
-        fixed = {"targeted_regions": len(self.target_regions), "k": self.before["k"], "threshold": self.threshold}
-        return {name: {**fixed, **{key: numbers[key] for key in keys}} for name, numbers in self.methods.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form: version, selector, settings, target_regions, before, methods, summary, regions."""
+    def summary(self, report: CoverageReport, numbers: dict[str, Any]) -> dict[str, Any]:
         return {
-            "version": KNN_COVERAGE_VERSION,
-            "selector": "knn",
-            "settings": self.settings,
-            "target_regions": list(self.target_regions),
-            "before": self.before,
-            "methods": self.methods,
-            "summary": self.summary,
-            "regions": self.regions,
+            "regions_gaining": numbers["regions_gaining"],
+            "regions_no_longer_sparse": numbers["regions_no_longer_sparse"],
+            "k": report.before["k"],
+            "threshold": report.before["threshold"],
         }
 
-    def to_markdown(self, *, max_regions: int = _MAX_MARKDOWN_REGIONS) -> str:
-        """The methods side by side (one column each), then the per-region numbers before / after.
+    def to_dict(self) -> dict[str, Any]:
+        return {}
 
-        Example:
-            >>> print(report.to_markdown())  # doctest: +SKIP
-        """
-        before, k, names = self.before, self.before["k"], list(self.methods)
+    def intro(self, report: CoverageReport) -> list[str]:
+        before, k = report.before, report.before["k"]
         space = (
             f"{before['dims']}-D centred unit vectors"
             if before["density_dims"] is None
             else f"{before['dims']}-D PCA (density_dims={before['density_dims']})"
         )
         embedded = (
-            f"`{self.settings['density_template']}` embedded with {self.settings.get('model')}, "
-            if "density_template" in self.settings
+            f"`{report.settings['density_template']}` embedded with {report.settings.get('model')}, "
+            if "density_template" in report.settings
             else "the vectors given, "
         )
-        lines = [
+        return [
             "## Coverage of the targeted k-NN regions",
             "",
-            f"{len(self.target_regions)} targeted regions (selector knn, k = {k}); pool {before['pool_points']:,} "
+            f"{len(report.target_regions)} targeted regions (selector knn, k = {k}); pool {before['pool_points']:,} "
             f"points. Density space: {embedded}{space}. A region is the ball around its centre whose radius is "
-            f"the centre's distance to its {k}th pool neighbour (its sparsity). tau = {self.threshold:.4f}: "
+            f"the centre's distance to its {k}th pool neighbour (its sparsity). tau = {report.threshold:.4f}: "
             f"{before['threshold_rule']}; a region is no longer sparse once its {k}th-neighbour distance, counting "
             "the synthetic points, falls below tau.",
-            "",
         ]
-        if not names:
-            return "\n".join([*lines, "No synthetic set given."])
-        n_targets = len(self.target_regions)
-        lines += method_table(
-            self.methods,
-            [
-                *landing_rows(),
-                ("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}"),
-                (
-                    f"targeted regions no longer sparse ({k}th-NN < tau)",
-                    lambda m: f"{m['regions_no_longer_sparse']}/{n_targets}",
-                ),
-            ],
-        )
-        if not self.regions:
-            return "\n".join(lines)
-        lines += ["", "### Per targeted region (sparsest first)", ""]
-        aimed_at = [n for n in names if self.methods[n]["aimed_rows"]]
-        header = ["region", "centre row", "radius", "pool within radius"]
-        header += [f"{n}: within after (+added)" for n in names]
-        header += [f"{n}: {k}th-NN after" for n in names]
-        header += [f"{n}: landed / aimed" for n in aimed_at]
-        lines += ["| " + " | ".join(header) + " |", "|" + "---:|" * len(header)]
-        for region in self.regions[:max_regions]:
-            cells = [str(region["region_id"]), str(region["centre"]), f"{region['radius']:.4f}", str(region["before"])]
-            cells += [f"{region['after'][n]} (+{region['added'][n]})" for n in names]
-            cells += [
-                f"{region['knn_distance_after'][n]:.4f}"
-                + (" (no longer sparse)" if region["no_longer_sparse"][n] else "")
-                for n in names
-            ]
-            cells += [f"{region['landed'][n]} / {region['aimed'][n]}" for n in aimed_at]
-            lines.append("| " + " | ".join(cells) + " |")
-        if len(self.regions) > max_regions:
-            lines.append(f"\n{len(self.regions) - max_regions} more targeted regions in coverage.json.")
-        return "\n".join(lines)
 
-    def plot(self, path: str | Path, *, title: str | None = None) -> Path:
+    def method_rows(self, report: CoverageReport) -> list[tuple[str, Any]]:
+        k, n_targets = report.before["k"], len(report.target_regions)
+        return [
+            ("targeted regions gaining points", lambda m: f"{m['regions_gaining']}/{n_targets}"),
+            (
+                f"targeted regions no longer sparse ({k}th-NN < tau)",
+                lambda m: f"{m['regions_no_longer_sparse']}/{n_targets}",
+            ),
+        ]
+
+    def notes(self, report: CoverageReport) -> list[str]:
+        return []
+
+    def region_columns(self, report: CoverageReport, names: list[str]) -> list[tuple[str, Any]]:
+        k = report.before["k"]
+        columns = [
+            ("centre row", lambda r: str(r["centre"])),
+            ("radius", lambda r: f"{r['radius']:.4f}"),
+            ("pool within radius", lambda r: str(r["before"])),
+        ]
+        columns += [
+            (f"{n}: within after (+added)", lambda r, n=n: f"{r['after'][n]} (+{r['added'][n]})") for n in names
+        ]
+        columns += [
+            (
+                f"{n}: {k}th-NN after",
+                lambda r, n=n: (
+                    f"{r['knn_distance_after'][n]:.4f}" + (" (no longer sparse)" if r["no_longer_sparse"][n] else "")
+                ),
+            )
+            for n in names
+        ]
+        return columns
+
+    def plot(self, report: CoverageReport, path: Path, *, title: str | None = None) -> Path:
         """The map before / after, each targeted centre marked (:func:`~embedsdg_hf.plots.plot_knn_coverage`)."""
         from ..plots import plot_knn_coverage
 
-        if self.pool_coords is None:
-            raise ValueError(
-                "This KnnCoverageReport has no map coordinates (none were given to measure_knn_coverage)."
-            )
-        centres = self.pool_coords[[r["centre"] for r in self.regions]] if self.regions else self.pool_coords[:0]
+        coords = report.pool_coords
+        centres = coords[[r["centre"] for r in report.regions]] if report.regions else coords[:0]
         return plot_knn_coverage(
-            self.pool_coords,
-            self.synthetic_coords,
+            coords,
+            report.synthetic_coords,
             path,
             centres=centres,
-            before=[r["before"] for r in self.regions],
-            after={n: [r["after"][n] for r in self.regions] for n in self.methods},
-            no_longer_sparse={n: [r["no_longer_sparse"][n] for r in self.regions] for n in self.methods},
-            landed=self.in_targeted,
-            k=self.before["k"],
-            axis_labels=self.settings.get("axis_labels"),
+            before=[r["before"] for r in report.regions],
+            after={n: [r["after"][n] for r in report.regions] for n in report.methods},
+            no_longer_sparse={n: [r["no_longer_sparse"][n] for r in report.regions] for n in report.methods},
+            landed=report.in_targeted,
+            k=report.before["k"],
+            axis_labels=report.settings.get("axis_labels"),
             title=title,
         )
+
+    @staticmethod
+    def after(numbers: dict[str, Any]) -> str:
+        targeted, k = numbers["targeted_regions"], numbers["k"]
+        return (
+            f"{numbers['regions_gaining']}/{targeted} targeted k-NN regions gained rows, "
+            f"{numbers['regions_no_longer_sparse']}/{targeted} are no longer sparse ({k}th-neighbour distance "
+            f"now below tau = {numbers['threshold']:.4f}, the selection's cut-off)."
+        )
+
+    @staticmethod
+    def card(summary: dict[str, dict[str, Any]]) -> list[str]:
+        first = next(iter(summary.values()))
+        k, tau = first["k"], first["threshold"]
+        lines = [
+            "## Coverage of the sparse regions",
+            "",
+            f"Seeds were chosen by k-NN density (k = {k}). Each targeted region is the ball around its centre (a pool "
+            f"row) whose radius is the centre's distance to its {k}th pool neighbour, in the space the selector "
+            "measured (the student's embedding of the text it read, centred on the pool mean); the kept rows are "
+            f"embedded the same way. A region is no longer sparse when its {k}th-neighbour distance, counting the "
+            f"kept rows, falls below tau = {tau:.4f}, the smallest radius among the regions the selector took. "
+            "`coverage.md` has the per-region numbers.",
+            "",
+            "| method | kept rows | in their target region | in a targeted region | regions gaining rows | "
+            "regions no longer sparse |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for method, n in summary.items():
+            target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
+            lines.append(
+                f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
+                f"{n['regions_gaining']}/{n['targeted_regions']} | "
+                f"{n['regions_no_longer_sparse']}/{n['targeted_regions']} |"
+            )
+        return [*lines, ""]
+
+
+#: The k-NN coverage report is the one :class:`~embedsdg_hf.quality.coverage.CoverageReport` type (its ``part`` a
+#: :class:`KnnCoverage`); the name stays for code written before the two were one.
+KnnCoverageReport = CoverageReport
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,7 +281,7 @@ def measure_knn_coverage(
     pool_coords: np.ndarray | None = None,
     synthetic_coords: Mapping[str, np.ndarray] | None = None,
     settings: dict[str, Any] | None = None,
-) -> KnnCoverageReport:
+) -> CoverageReport:
     """The k-NN coverage numbers from embedding vectors alone (no model): the core of :func:`knn_coverage_report`.
 
     Args:
@@ -413,7 +397,8 @@ def measure_knn_coverage(
     coords = None if pool_coords is None else as_float_matrix(pool_coords, column="pool coords")
     if coords is not None and len(coords) != len(pool_x):
         raise ValueError(f"pool_coords has {len(coords)} rows but the pool vectors {len(pool_x)}: give one per row.")
-    return KnnCoverageReport(
+    return CoverageReport(
+        part=KnnCoverage(),
         target_regions=chosen,
         before=before_summary,
         methods=methods,
@@ -443,7 +428,7 @@ def knn_coverage_report(
     target_regions: Sequence[int] | None = None,
     threshold: float | None = None,
     region_column: str = "region_id",
-) -> KnnCoverageReport:
+) -> CoverageReport:
     """Embed the synthetic rows as the k-NN selector embedded the pool, and measure how they fill its regions.
 
     Args:
