@@ -188,13 +188,15 @@ def plot_sparsity_histogram(
         ax.axvspan(cutoff, bins[-1], color="#C44E52", alpha=0.08)
         above = int((score >= cutoff).sum())
         ax.plot([], [], ls="", label=f"{above} pool points at or above the cut-off")
-        ymax = ax.get_ylim()[1]
-        ax.plot(picked, np.full(len(picked), ymax * 0.97), "|", color="#C44E52", ms=10, mew=1.2)
     ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel(f"sparsity: distance to the {kth} nearest pool neighbour (density space)")
     ax.set_ylabel("pool points (log scale)")
     ax.set_title(title or "k-NN sparsity of the seed pool (the selector takes the sparsest first)")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.95)  # the sparse end (right) stays visible
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -210,14 +212,15 @@ def plot_knn_map(
     pairs=None,
     axis_labels: Sequence[str] | None = None,
     k: int | None = None,
+    max_lines: int = 40,
     title: str | None = None,
 ):
     """2-D map of the pool coloured by k-NN sparsity, with the chosen regions: each centre a diamond, its
     neighbourhood (``members``) joined to it by thin lines, each seed pair joined by a line.
 
     A k-NN region lives in the density space (many dimensions): on the map its members can sit far apart, so they
-    are drawn as spokes from the centre, not as a box. Marker sizes shrink as regions grow in number, so 24 and 500
-    regions both stay readable.
+    are drawn as lines from the centre, not as a box. Lines are drawn for the ``max_lines`` sparsest regions and
+    pairs only, and markers shrink as regions grow in number, so 24 and 500 regions both stay readable.
 
     Args:
         coords: (n, K) pool map coordinates (the first two axes are drawn).
@@ -233,40 +236,42 @@ def plot_knn_map(
     """
     coords = np.asarray(coords, dtype=np.float32)
     score = np.asarray(score, dtype=np.float64).ravel()
-    plt, fig, ax = _figure(8.0, 6.8)
+    from matplotlib.collections import LineCollection
+
+    plt, fig, ax = _figure(8.0, 7.0)
     order = np.argsort(score)  # the sparsest drawn last, on top
-    dots = ax.scatter(coords[order, 0], coords[order, 1], s=5, c=score[order], cmap="viridis", alpha=0.8,
+    dots = ax.scatter(coords[order, 0], coords[order, 1], s=6, c=score[order], cmap="viridis", alpha=0.55,
                       linewidths=0)  # fmt: skip
     bar = fig.colorbar(dots, ax=ax, fraction=0.04, pad=0.01)
-    bar.set_label(f"sparsity ({k}th-neighbour distance)" if k else "sparsity (k-th-neighbour distance)")
+    bar.set_label(f"sparsity ({k}th-neighbour distance; yellow: sparse)" if k else "sparsity (yellow: sparse)")
     handles = [_key("o", "#35608D", f"seed pool ({len(coords):,}), coloured by sparsity", ms=4)]
     n_regions = 0 if regions is None else len(regions)
-    scale = 1.0 if n_regions <= 40 else max(0.35, (40 / n_regions) ** 0.5)
+    scale = 1.0 if n_regions <= 40 else max(0.3, (40 / n_regions) ** 0.5)  # 500 regions: a third of the size
     if n_regions:
         centres = np.asarray(regions["centre"], dtype=np.int64)
         members = regions["members"] if "members" in regions.column_names else [[c] for c in centres]
-        segments = [[coords[c, :2], coords[m, :2]] for c, ms in zip(centres, members) for m in ms[1:]]
-        from matplotlib.collections import LineCollection
-
-        ax.add_collection(LineCollection(segments, colors="#C44E52", linewidths=0.6 * scale + 0.2, alpha=0.6))
-        ax.scatter(coords[centres, 0], coords[centres, 1], s=70 * scale, marker="D", c="#C44E52",
-                   edgecolors="white", linewidths=0.6, zorder=4)  # fmt: skip
+        # lines only for the sparsest max_lines regions / pairs: 500 neighbourhoods drawn as lines are a hairball
+        segments = [[coords[c, :2], coords[m, :2]] for c, ms in zip(centres[:max_lines], members) for m in ms[1:]]
+        ax.add_collection(LineCollection(segments, colors="#C44E52", linewidths=0.6, alpha=0.45))
+        ax.scatter(coords[centres, 0], coords[centres, 1], s=60 * scale, marker="D", c="#C44E52",
+                   edgecolors="white", linewidths=0.5 * scale, zorder=4)  # fmt: skip
         handles.append(_key("D", "#C44E52", f"chosen region centres ({n_regions})", mec="white"))
-        handles.append(_key("_", "#C44E52", "spokes: centre to its neighbourhood (neighbours in the density space)"))
+        spokes = "" if n_regions <= max_lines else f" (the {max_lines} sparsest)"
+        handles.append(_key("_", "#C44E52", f"thin lines: centre to its neighbours in the density space{spokes}"))
     if pairs is not None and len(pairs):
         a = np.asarray(pairs["coords_a"], dtype=np.float32)
         b = np.asarray(pairs["coords_b"], dtype=np.float32)
-        from matplotlib.collections import LineCollection
-
-        ax.add_collection(LineCollection(np.stack([a[:, :2], b[:, :2]], axis=1), colors="black",
-                                         linewidths=1.2 * scale + 0.2, zorder=5))  # fmt: skip
-        ax.scatter(np.r_[a[:, 0], b[:, 0]], np.r_[a[:, 1], b[:, 1]], s=16 * scale, c="black", zorder=6)
-        handles.append(_key("o", "black", f"seed pairs, joined ({len(a)})", ms=4))
+        joined = np.stack([a[:max_lines, :2], b[:max_lines, :2]], axis=1)
+        ax.add_collection(LineCollection(joined, colors="#1F3A5F", linewidths=1.0, alpha=0.85, zorder=5))
+        ax.scatter(np.r_[a[:, 0], b[:, 0]], np.r_[a[:, 1], b[:, 1]], s=12 * scale, c="#1F3A5F", zorder=6)
+        which = "" if len(a) <= max_lines else f"; the {max_lines} sparsest joined"
+        handles.append(_key("o", "#1F3A5F", f"seed pairs ({len(a)}{which})", ms=4))
         if "interp_coords" in pairs.column_names:
-            mid = np.asarray(pairs["interp_coords"], dtype=np.float32)
-            ax.scatter(mid[:, 0], mid[:, 1], s=45 * scale, marker="*", c="#DD8452", edgecolors="black",
-                       linewidths=0.3, zorder=7)  # fmt: skip
-            handles.append(_key("*", "#DD8452", f"interpolations ({len(mid)})", ms=8, mec="black"))
+            mid = np.asarray(pairs["interp_coords"], dtype=np.float32)[:max_lines]  # with the joined pairs
+            ax.scatter(mid[:, 0], mid[:, 1], s=60, marker="*", c="#DD8452", edgecolors="black",
+                       linewidths=0.4, zorder=7)  # fmt: skip
+            handles.append(_key("*", "#DD8452", f"interpolations of the joined pairs ({len(mid)})", ms=8, mec="black"))
+    handles.append(_key("", "white", "sparsity is measured in the density space, not on this map", ms=0))
     dims = coords.shape[1]
     suffix = f" (axes 1-2 of {dims})" if dims > 2 else ""
     ax.set_title((title or f"Where the k-NN selector took its {n_regions} regions") + suffix)
@@ -275,7 +280,7 @@ def plot_knn_map(
     ax.set_ylabel(y_label)
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.1), fontsize=8, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")  # the legend below the axes is part of the figure
     plt.close(fig)
     return Path(path)
 
