@@ -42,7 +42,7 @@ from .quality.coverage_run import coverage_from_run
 from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
-from .quality.selectors import EmbeddingSettings, SelectionContext, get_selector
+from .quality.selectors import SELECTORS, EmbeddingSettings, SelectionContext, get_selector
 from .quality.verify import add_verification
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
@@ -97,7 +97,7 @@ _STAGES = (
         ("selector", "knn_k", "knn_dims", "knn_suppress", "knn_hood_k", "knn_pairing", "knn_text")
         + ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
         + ("decode_max_new_tokens", "decode_rescale", "decode_engine"),
-        ("regions", "pairs", "decoded", "knn_space.npz"),
+        ("regions", "pairs", "decoded"),  # + every registered selector's settings and saved files (_stages)
     ),
 )
 _AFTER_DECODING = (
@@ -127,13 +127,23 @@ def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
             entry.unlink()
 
 
+def _stages() -> tuple:
+    """``_STAGES`` with every registered selector's ``config_fields`` and ``saved_files`` in the stage of the regions
+    and pairs (a selector registered later too; a field already in an earlier stage stays there)."""
+    fields = tuple(f for cls in SELECTORS.values() for f in cls.config_fields)
+    saved = tuple(f for cls in SELECTORS.values() for f in cls.saved_files)
+    *earlier, (keys, outputs) = _STAGES
+    return (*earlier, (keys + fields, outputs + saved))
+
+
 def _still_valid(changed: list[str]) -> tuple[str, ...]:
     """The saved stages a config change leaves valid: those before the first stage a changed setting feeds."""
-    known = {key for keys, _ in _STAGES for key in keys} | set(_AFTER_DECODING)
+    stages = _stages()
+    known = {key for keys, _ in stages for key in keys} | set(_AFTER_DECODING)
     if any(key not in known for key in changed):
         return ()
     kept: tuple[str, ...] = ()
-    for keys, outputs in _STAGES:
+    for keys, outputs in stages:
         if any(key in keys for key in changed):
             break
         kept += outputs

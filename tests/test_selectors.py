@@ -172,3 +172,12 @@ def test_a_registered_third_selector_is_what_run_uses(farthest, student, gsm8k_r
     # the same command again: the fitted part is loaded, not refitted; the pairs are reused
     manifest = run_pipeline(config)
     assert any(step["step"] == "fit the farthest selector (reused from farthest.json)" for step in manifest["steps"])
+
+
+def test_a_selector_setting_keeps_the_embedding_and_redoes_the_selection():
+    from embedsdg_hf.pipeline import _still_valid
+
+    kept = _still_valid(["knn_k"])  # the k-NN selector's own setting: its fitted part and the pairs are redone
+    assert {"pool", "reducer"} <= set(kept) and not {"knn_space.npz", "regions", "pairs"} & set(kept)
+    assert {"knn_space.npz", "grid.json", "regions", "pairs"} <= set(_still_valid(["teacher"]))  # after decoding
+    assert "grid.json" in kept and "grid.json" not in _still_valid(["bins"])  # the grid's own stage, as before
