@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..space.reduce import Reducer
+    from .coverage import CoverageReport
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,9 @@ class Selector(Protocol):
         """Draw what the selector used into ``out_dir``; ``{"density": file name, "map": file name}``."""
         ...
 
-    def coverage(self, ctx: SelectionContext, regions: datasets.Dataset, synthetic: Mapping[str, Any]):
+    def coverage(
+        self, ctx: SelectionContext, regions: datasets.Dataset, synthetic: Mapping[str, Any]
+    ) -> CoverageReport:
         """Coverage of ``regions`` by the synthetic sets ``{name: Dataset}`` (re-embedded with ``ctx.embedding``)."""
         ...
 
