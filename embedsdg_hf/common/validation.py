@@ -41,6 +41,41 @@ def require_rows(ds, *, what: str = "dataset", step: str = "this step") -> None:
         raise ValueError(f"The {what} is empty (0 rows): {step} needs at least one row.")
 
 
+_TEXT = (str, numbers.Real)
+
+
+def drop_non_text_rows(ds, columns: Iterable[str], *, what: str = "dataset"):
+    """``(ds without the rows whose text ``columns`` hold a null or a list / dict / bool, how many were dropped)``
+    (a number is formatted as text, as ``str.format`` would); the count is logged with the first row and column. A column missing altogether is left to :func:`require_template_columns`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> drop_non_text_rows(Dataset.from_dict({"q": ["a", None, "c"]}), ["q"])[1]
+        1
+    """
+    import logging
+
+    columns = [c for c in columns if c in ds.column_names]
+    table = ds.select_columns(columns).with_format("arrow")[:] if columns else None
+    bad = set()
+    for column in columns:
+        values = table[column].to_pylist()
+        bad.update(i for i, value in enumerate(values) if isinstance(value, bool) or not isinstance(value, _TEXT))
+    if not bad:
+        return ds, 0
+    first = min(bad)
+    logging.getLogger(__name__).warning(
+        "The %s has %d row(s) whose %s is null or not text (first: row %d); they are skipped.",
+        what,
+        len(bad),
+        " / ".join(repr(c) for c in columns),
+        first,
+    )
+    if len(bad) == len(ds):
+        raise ValueError(f"Every row of the {what} has a null or non-text value in {columns}: nothing to work with.")
+    return ds.select([i for i in range(len(ds)) if i not in bad]), len(bad)
+
+
 def template_fields(template: str) -> list[str]:
     """Names of the ``{fields}`` a ``str.format`` template uses, in order, without duplicates."""
     names: list[str] = []
