@@ -46,7 +46,8 @@ _TEXT = (str, numbers.Real)
 
 def drop_non_text_rows(ds, columns: Iterable[str], *, what: str = "dataset"):
     """``(ds without the rows whose text ``columns`` hold a null or a list / dict / bool, how many were dropped)``
-    (a number is formatted as text, as ``str.format`` would); the count is logged with the first row and column. A column missing altogether is left to :func:`require_template_columns`.
+    (a number is formatted as text, as ``str.format`` would); the count is logged with the first row and column.
+    A column missing altogether is left to :func:`require_template_columns`.
 
     Example:
         >>> from datasets import Dataset

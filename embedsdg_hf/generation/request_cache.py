@@ -8,7 +8,8 @@ line being written. On load, a torn last line is cut off (with a warning) and a 
 
 Only successful, non-empty responses are cached: a failed request, or an empty answer (a server that returned
 no text), is sent again on the next run; an empty answer an older version cached is not reused. One process writes
-a file at a time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of interleaved lines.
+a file at a time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of
+interleaved lines.
 
 Public API: :class:`RequestCache`, :func:`request_key`, :func:`run_cached` (send what is not cached, cache what comes
 back).
