@@ -134,6 +134,24 @@ def as_float_matrix(values, *, column: str, expected_dim: int | None = None) -> 
     return matrix
 
 
+def _utf8_line(raw: bytes, path, number: int, what: str, hint: str = "") -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"The {what} {str(path)!r} line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+            f"{err.start + 1}). Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).{hint}"
+        ) from None
+
+
+def check_utf8_lines(path, *, what: str = "file") -> None:
+    """Raise ``ValueError`` naming the file and line of the first bytes that are not UTF-8 (a text file such as a
+    CSV; ``datasets`` would fail later without saying where)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            _utf8_line(raw, path, number, what)
+
+
 def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
     """Read a ``.jsonl`` file line by line; raise ``ValueError`` naming the file for an empty one, and the file and
     line number for a line that is not a JSON object (``datasets`` would raise ``StopIteration`` or a generic error).
@@ -145,8 +163,9 @@ def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
     import json
 
     rows = 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _utf8_line(raw, path, number, what, hint)
             if not line.strip():
                 continue
             try:
