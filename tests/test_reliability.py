@@ -362,7 +362,8 @@ def test_8_empty_answers_are_not_cached_so_the_fixed_teacher_is_asked_again(caps
 def test_9_messages_name_the_option_and_what_the_data_is(capsys, tmp_path):
     from embedsdg_hf.data.eval_sets import load_eval_data
 
-    code, _, err = _cli(capsys, ["run", "--pool_size", "0", "--output_dir", str(tmp_path / "o")])
+    dead = "openai:m@http://127.0.0.1:9/v1"  # nothing listens: no run can get far
+    code, _, err = _cli(capsys, ["run", "--pool_size", "0", "--teacher", dead, "--output_dir", str(tmp_path / "o")])
     assert code == 2 and "pool_size must be >= 1" in err
     bad = tmp_path / "eval.jsonl"
     bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": oops\n')
