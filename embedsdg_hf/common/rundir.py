@@ -138,12 +138,7 @@ def read_marker(path: str | os.PathLike) -> dict | None:
 def write_marker(path: str | os.PathLike, **fields: Any) -> None:
     """Write (or update) the ownership marker of the run dir ``path``; ``fields`` are kept in it (e.g. the inputs'
     fingerprints)."""
-    from .. import __version__
-
-    write_json_atomic(
-        Path(path) / MARKER_FILE,
-        {"tool": MARKER_TOOL, "format": MARKER_FORMAT, "version": __version__, **fields},
-    )
+    write_json_atomic(Path(path) / MARKER_FILE, {"tool": MARKER_TOOL, "format": MARKER_FORMAT, **fields})
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
