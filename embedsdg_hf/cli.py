@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .common.redact import redact_text
 
 _RUN_HELP = """Run the EmbedSDG pipeline. With no --config: the embedded default (built-in SmolLM2-135M student,
 built-in word-problem pool). Any recipe key can be overridden as a flag, e.g. --n_pairs 64 --reducer svd.
@@ -23,6 +24,7 @@ def _parse_config(command: str, rest: list[str], description: str):
 
     from .config import PipelineConfig
 
+    _check_config_file(rest)
     parser = TrlParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
     try:
         (config,) = parser.parse_args_and_config(rest)
@@ -30,6 +32,34 @@ def _parse_config(command: str, rest: list[str], description: str):
         print(f"embedsdg {command}: error: {err}", file=sys.stderr)
         return None
     return config
+
+
+def _check_config_file(args: list[str]) -> None:
+    """``--config FILE``: a readable YAML mapping, or one ``ValueError`` line naming the file and what is wrong."""
+    import yaml
+
+    for index, arg in enumerate(args):
+        if arg == "--config" and index + 1 < len(args):
+            name = args[index + 1]
+        elif arg.startswith("--config="):
+            name = arg.split("=", 1)[1]
+        else:
+            continue
+        path = Path(name).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise ValueError(
+                f"--config {name!r} {what}; give a recipe YAML file (e.g. recipes/default/pipeline.yaml)."
+            )
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" line {where.line + 1}" if where is not None else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ValueError(f"--config {name!r}{line} is not valid YAML ({problem}).") from None
+        if data is not None and not isinstance(data, dict):
+            raise ValueError(f"--config {name!r} must be a YAML mapping of recipe keys, got a {type(data).__name__}.")
 
 
 #: Exit codes of ``embedsdg run``: 0 done, 1 the run failed (no usable result; finished work kept), 2 bad input or
@@ -44,10 +74,10 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
-    from .common.rundir import RunDirLockedError
     from .generation.teachers import TeacherError
     from .validate import format_checks, validate_config
 
+    user_errors = _user_errors()
     resume = f"rerun the same command to resume (finished work in {config.output_dir}/ is reused)."
     try:
         failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
@@ -56,17 +86,17 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
             print("embedsdg run: error: the recipe failed the checks above; nothing was run.", file=sys.stderr)
             return 2
         manifest = run_pipeline(config)
-    except (ValueError, FileExistsError, FileNotFoundError, RunDirLockedError) as err:  # bad input: one clear line
+    except user_errors as err:  # bad input: one clear line
         if verbose:
             raise
-        print(f"embedsdg run: error: {err}", file=sys.stderr)
+        print(f"embedsdg run: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except TeacherError as err:  # finished requests are in the cache: the same command resumes
         if verbose:
             raise
         print(
-            f"embedsdg run: teacher failed: {err}\nFinished requests are saved in {config.output_dir}/cache; "
-            "rerun the same command to resume.",
+            f"embedsdg run: teacher failed: {redact_text(str(err))}\nFinished requests are saved in "
+            f"{config.output_dir}/cache; rerun the same command to resume.",
             file=sys.stderr,
         )
         return 3
@@ -74,8 +104,8 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
         if verbose:
             raise
         if err.manifest is not None:
-            print(format_summary(err.manifest))
-        print(f"embedsdg run: failed: {err}", file=sys.stderr)
+            print(redact_text(format_summary(err.manifest)))
+        print(f"embedsdg run: failed: {redact_text(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\nembedsdg run: interrupted; {resume}", file=sys.stderr)
@@ -90,7 +120,7 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
             file=sys.stderr,
         )
         return 1
-    print(format_summary(manifest))
+    print(redact_text(format_summary(manifest)))
     if config.push_to_hub:
         from .hub import push_run_to_hub
 
@@ -126,6 +156,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     try:
         settings = _analyze_settings(args)
+        predictions = Path(args.predictions)
+        if not (predictions / "dataset_info.json").is_file():
+            what = "does not exist" if not predictions.exists() else "is not a saved dataset folder"
+            raise FileNotFoundError(
+                f"--predictions {args.predictions!r} {what}; give the predictions/ folder `embedsdg evaluate` wrote."
+            )
         scored = load_from_disk(args.predictions)
         if args.eval_data:
             scored = _join_eval_data(scored, args.eval_data)
@@ -293,6 +329,10 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
 def _testbed_targeting(args: argparse.Namespace) -> None:
     from .experiments.testbed import PATTERNS, QUICK_PATTERNS, run_targeting
 
+    for flag, value in (("--n", args.n), ("--n-pairs", args.n_pairs)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}.")
+
     patterns = args.patterns or (list(QUICK_PATTERNS) if args.quick else [p.name for p in PATTERNS])
     weights = args.weights or ["mean", "mask"]
     print(f"Targeting testbed: patterns {patterns}, weights {weights}, reducers {args.reducers} -> {args.output_dir}")
@@ -346,6 +386,10 @@ def _testbed_training(args: argparse.Namespace) -> int:
 def _cmd_make_pool(args: argparse.Namespace) -> int:
     from .data.word_problems import make_word_problems
 
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1 (problems to write), got {args.n}.")
+    if Path(args.output).is_dir():
+        raise ValueError(f"--output {args.output!r} is a folder; give a file name, e.g. {args.output}/pool.jsonl.")
     ds = make_word_problems(args.n, seed=args.seed)
     ds.to_json(args.output)
     print(f"Wrote {len(ds)} word problems to {args.output}")
@@ -482,8 +526,60 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input can raise anywhere in a command: one line on stderr, exit code 2 (``-v``: traceback)."""
+    from .common.jsonl_store import StoreBusyError
+    from .common.rundir import RunDirLockedError
+
+    return (
+        ValueError,
+        FileNotFoundError,
+        FileExistsError,
+        IsADirectoryError,
+        NotADirectoryError,
+        RunDirLockedError,
+        StoreBusyError,
+    )
+
+
+def _one_line(err: BaseException) -> str:
+    """The message of ``err`` on one line, secrets redacted."""
+    return redact_text(" ".join(str(err).split()) or type(err).__name__)
+
+
+def _dash_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """``argv`` with each ``--multi_word`` flag in the spelling the subcommand declares (``--multi-word``): every
+    subcommand takes both forms, as ``run`` / ``validate`` / ``train`` do."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    if sub is None or command not in sub.choices:
+        return argv
+    known = set(sub.choices[command]._option_string_actions)
+    fixed = []
+    for arg in argv:
+        name, sep, value = arg.partition("=")
+        if name.startswith("--") and name not in known:
+            for other in (name[:2] + name[2:].replace("_", "-"), name[:2] + name[2:].replace("-", "_")):
+                if other in known:
+                    name = other
+                    break
+        fixed.append(name + sep + value)
+    return fixed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        return _main(argv)
+    except _user_errors() as err:  # every command: bad input is one line naming what and what is allowed
+        if "-v" in argv[: argv.index(command) if command in argv else len(argv)] or "--verbose" in argv:
+            raise
+        print(f"embedsdg {command or ''}: error: {_one_line(err)}".replace("  ", " "), file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     # `run` hands everything after it to TrlParser (recipe keys as flags, --config, its own --help).
     command = next((a for a in argv if not a.startswith("-")), None)
@@ -498,9 +594,10 @@ def main(argv: list[str] | None = None) -> int:
         if command == "train":
             from .training.train import run_train
 
+            _check_config_file(argv[index + 1 :])
             return run_train(argv[index + 1 :], prog="embedsdg train")
         return _cmd_run(argv[index + 1 :], verbose=top.verbose)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_dash_flags(parser, argv))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from numbers import Integral
 
 RECIPE_VERSION = 1
 REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config imports nothing heavy)
 SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
-# Operational settings: where results go, how fast they come, how hard to try, not what they are. A run dir may be
-# resumed with other values of these. Every other key (a new one too) counts as changing the results.
-_NOT_RESULTS = (
-    "output_dir",
-    "overwrite",
-    "clear_cache",
-    "push_to_hub",
-    "hub_private",
-    "teacher_concurrency",
-    "teacher_timeout",
-    "teacher_max_retries",
-    "max_failed_fraction",
-    "api_key_env",
-    "decode_batch_size",
-    "decode_cache",
-    "teacher_batch_size",
-    "stage",
-    "coverage",
-    "report_to",
-    "tracking_project",
-)
+#: What a setting feeds, declared on each field's metadata (``"stage"``), in run order. A changed setting makes its
+#: stage and every later one stale (pipeline.py keeps the saved outputs of the stages before it). ``operational``
+#: settings say where results go, how fast they come or how hard to try, not what they are: a run dir may be resumed
+#: with other values of these. A key no field declares (another version's) counts as changing every stage.
+STAGES = ("embed", "grid", "select", "decode", "generate")
+OPERATIONAL = "operational"
 # Teacher specs whose server URLs are operational: the same model behind another URL gives the same results.
 _TEACHER_KEYS = ("teacher", "consistency_teacher")
 
@@ -41,7 +29,8 @@ def _teacher_identity(spec):
 
 def results_view(config: dict) -> dict:
     """The settings of a config dict that define its results (not where they go or how fast they come)."""
-    view = {k: v for k, v in config.items() if k not in _NOT_RESULTS}
+    operational = set(stage_fields(OPERATIONAL))
+    view = {k: v for k, v in config.items() if k not in operational}
     for key in _TEACHER_KEYS:
         if key in view:
             view[key] = _teacher_identity(view[key])
@@ -57,203 +46,371 @@ def results_diff(previous: dict, current: dict) -> list[str]:
     return sorted(k for k in keys if previous.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
 
 
+class _Declared(Mapping):
+    """A field's metadata: ``help`` for the argument parsers (``HfArgumentParser`` hands every key it sees to
+    argparse), plus declarations only this library reads with ``metadata.get``: ``stage`` (what the setting feeds,
+    see :data:`STAGES`) and ``path`` (a path setting: ``~`` and ``$VARS`` are expanded)."""
+
+    def __init__(self, help: str, **declared):
+        self._visible = {"help": help}
+        self._all = {"help": help, **declared}
+
+    def __getitem__(self, key):
+        return self._all[key]
+
+    def __iter__(self):
+        return iter(self._visible)
+
+    def __len__(self) -> int:
+        return len(self._visible)
+
+    def copy(self) -> dict:  # what the parsers copy into add_argument's keywords
+        return dict(self._visible)
+
+
+def _declare(stage: str, *, help: str, path: bool = False) -> Mapping:
+    """The metadata of a :class:`PipelineConfig` field: its help and the stage it feeds (``STAGES`` or
+    ``"operational"``)."""
+    return _Declared(help, stage=stage, path=path)
+
+
 @dataclass
 class PipelineConfig:
     """Everything a run needs. Unknown keys in a recipe are an error (they are reported by name)."""
 
-    version: int = field(default=RECIPE_VERSION, metadata={"help": "Recipe format version."})
+    version: int = field(default=RECIPE_VERSION, metadata=_declare("embed", help="Recipe format version."))
     # Seed pool
     seed_pool: str = field(
         default="word-problems",
-        metadata={"help": "'word-problems' (built-in generator), a local .jsonl/.parquet/.csv file, or a Hub id."},
+        metadata=_declare(
+            "embed",
+            path=True,
+            help="'word-problems' (built-in generator), a local .jsonl/.parquet/.csv file, or a Hub id.",
+        ),
     )
-    pool_size: int | None = field(default=None, metadata={"help": "Rows to use (built-in: rows to generate)."})
-    pool_split: str = field(default="train", metadata={"help": "Split of a Hub dataset."})
+    pool_size: int | None = field(
+        default=None, metadata=_declare("embed", help="Rows to use (built-in: rows to generate).")
+    )
+    pool_split: str = field(default="train", metadata=_declare("embed", help="Split of a Hub dataset."))
     pool_name: str | None = field(
-        default=None, metadata={"help": "Config name of a Hub dataset (openai/gsm8k: main)."}
+        default=None, metadata=_declare("embed", help="Config name of a Hub dataset (openai/gsm8k: main).")
     )
     text_template: str = field(
-        default="{question}\n{answer}", metadata={"help": "str.format template over pool columns: the training text."}
+        default="{question}\n{answer}",
+        metadata=_declare("embed", help="str.format template over pool columns: the training text."),
     )
     # Student and embedding
     student: str = field(
-        default="smollm2-135m-instruct", metadata={"help": "Student spec: Hub id, local folder, or built-in name."}
+        default="smollm2-135m-instruct",
+        metadata=_declare("embed", help="Student spec: Hub id, local folder, or built-in name."),
     )
-    weights: str = field(default="mean", metadata={"help": "Token weights: mean, mask or attention."})
-    max_length: int | None = field(default=None, metadata={"help": "Truncate texts (default: model context size)."})
+    weights: str = field(default="mean", metadata=_declare("embed", help="Token weights: mean, mask or attention."))
+    max_length: int | None = field(
+        default=None, metadata=_declare("embed", help="Truncate texts (default: model context size).")
+    )
     # Reduction and grid
     reducer: str = field(
         default="pca",
-        metadata={"help": "pca, svd, tsne or umap (pip install 'embedsdg-hf[umap]'); t-SNE/UMAP keep fitted coords."},
+        metadata=_declare(
+            "embed",
+            help="pca, svd, tsne or umap (pip install 'embedsdg-hf[umap]'); t-SNE/UMAP keep fitted coords.",
+        ),
     )
-    n_components: int = field(default=2, metadata={"help": "2 or 3 (grid dimensions)."})
-    bins: int | None = field(default=20, metadata={"help": "Windows per axis (ignored when window is set)."})
-    window: float | None = field(default=None, metadata={"help": "Window size in coordinate units."})
-    stride: float | None = field(default=None, metadata={"help": "Window stride (default: the window; plain grid)."})
+    n_components: int = field(default=2, metadata=_declare("embed", help="2 or 3 (grid dimensions)."))
+    bins: int | None = field(
+        default=20, metadata=_declare("grid", help="Windows per axis (ignored when window is set).")
+    )
+    window: float | None = field(default=None, metadata=_declare("grid", help="Window size in coordinate units."))
+    stride: float | None = field(
+        default=None, metadata=_declare("grid", help="Window stride (default: the window; plain grid).")
+    )
     threshold: str = field(
         default="auto",
-        metadata={
-            "help": "Sparse threshold T: an int >= 2; 'auto' (threshold_fraction x the typical window's count, as "
-            "the paper's Fig. 2); or 'quantile' (threshold_quantile of the non-empty window counts)."
-        },
+        metadata=_declare(
+            "grid",
+            help="Sparse threshold T: an int >= 2; 'auto' (threshold_fraction x the typical window's count, as "
+            "the paper's Fig. 2); or 'quantile' (threshold_quantile of the non-empty window counts).",
+        ),
     )
     threshold_fraction: float = field(
-        default=0.25, metadata={"help": "threshold 'auto': T = ceil(fraction x typical window count); in (0, 1]."}
+        default=0.25,
+        metadata=_declare("grid", help="threshold 'auto': T = ceil(fraction x typical window count); in (0, 1]."),
     )
     threshold_quantile: float = field(
-        default=0.25, metadata={"help": "threshold 'quantile': the quantile of non-empty window counts; in [0, 1]."}
+        default=0.25,
+        metadata=_declare(
+            "grid",
+            help="threshold 'quantile': the quantile of non-empty window counts; in [0, 1].",
+        ),
     )
     min_populated_neighbors: float = field(
-        default=0.5, metadata={"help": "Share of surrounding windows that must be non-empty (0 disables)."}
+        default=0.5,
+        metadata=_declare("grid", help="Share of surrounding windows that must be non-empty (0 disables)."),
     )
     # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
     selector: str = field(
         default="knn",
-        metadata={
-            "help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), or a "
-            "selector registered with quality.selectors.register_selector"
-        },
+        metadata=_declare(
+            "select",
+            help="knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), or a "
+            "selector registered with quality.selectors.register_selector",
+        ),
     )
-    knn_k: int = field(default=20, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
+    knn_k: int = field(
+        default=20, metadata=_declare("select", help="knn: the neighbour whose distance measures sparsity.")
+    )
     knn_dims: int | None = field(
-        default=None, metadata={"help": "knn: PCA dims of the density space; null: all dims, cosine geometry."}
+        default=None,
+        metadata=_declare("select", help="knn: PCA dims of the density space; null: all dims, cosine geometry."),
     )
     knn_suppress: int = field(
-        default=0, metadata={"help": "knn: neighbours of a chosen centre that cannot be centres (0: none)."}
+        default=0,
+        metadata=_declare("select", help="knn: neighbours of a chosen centre that cannot be centres (0: none)."),
     )
-    knn_hood_k: int = field(default=5, metadata={"help": "knn: neighbours of a centre the seed pair comes from."})
-    knn_pairing: str = field(default="near", metadata={"help": "knn: near (nearest on each side) or extreme."})
+    knn_hood_k: int = field(
+        default=5, metadata=_declare("select", help="knn: neighbours of a centre the seed pair comes from.")
+    )
+    knn_pairing: str = field(
+        default="near", metadata=_declare("select", help="knn: near (nearest on each side) or extreme.")
+    )
     knn_text: str = field(
         default="input",
-        metadata={
-            "help": "knn: what sparsity is measured on: input (the template's first column, e.g. the question; "
-            "an extra cheap embedding pass) or full (the training text, the same embedding as the map)."
-        },
+        metadata=_declare(
+            "select",
+            help="knn: what sparsity is measured on: input (the template's first column, e.g. the question; "
+            "an extra cheap embedding pass) or full (the training text, the same embedding as the map).",
+        ),
     )
     # Pairs
     n_pairs: int = field(
         default=24,
-        metadata={"help": "Seed pairs to make, sparsest regions first (then next-sparsest windows: T is raised)."},
+        metadata=_declare(
+            "select",
+            help="Seed pairs to make, sparsest regions first (then next-sparsest windows: T is raised).",
+        ),
     )
     max_pairs_per_region: int | None = field(
         default=None,
-        metadata={
-            "help": "Most pairs from one region (default: no limit; regions give 4 pairs a round, sparsest first)."
-        },
+        metadata=_declare(
+            "select",
+            help="Most pairs from one region (default: no limit; regions give 4 pairs a round, sparsest first).",
+        ),
     )
     side_choice: str = field(
         default="random",
-        metadata={"help": "Seed on each side of a region: 'random' member (the paper) or 'nearest' to the face."},
+        metadata=_declare(
+            "select",
+            help="Seed on each side of a region: 'random' member (the paper) or 'nearest' to the face.",
+        ),
     )
-    seed: int = field(default=0, metadata={"help": "The run's only source of randomness."})
+    seed: int = field(default=0, metadata=_declare("embed", help="The run's only source of randomness."))
     # Decoding through the student (eq. 6)
-    decode_examples: int = field(default=4, metadata={"help": "Few-shot examples in the copy prompt P_d."})
+    decode_examples: int = field(
+        default=4, metadata=_declare("decode", help="Few-shot examples in the copy prompt P_d.")
+    )
     decode_max_new_tokens: int | None = field(
-        default=None, metadata={"help": "Decoding budget (default per pair: 1.25x its longer seed + 16, at most 512)."}
+        default=None,
+        metadata=_declare(
+            "decode",
+            help="Decoding budget (default per pair: 1.25x its longer seed + 16, at most 512).",
+        ),
     )
     decode_rescale: bool = field(
-        default=True, metadata={"help": "Feed the averaged sequence at token scale (False: eq. 4 literally)."}
+        default=True,
+        metadata=_declare("decode", help="Feed the averaged sequence at token scale (False: eq. 4 literally)."),
     )
-    decode_batch_size: int = field(default=32, metadata={"help": "Pairs decoded per generate() call."})
+    decode_batch_size: int = field(
+        default=32, metadata=_declare("operational", help="Pairs decoded per generate() call.")
+    )
     decode_cache: str | None = field(
         default=None,
-        metadata={
-            "help": "A JSONL file of finished decodings shared across runs (a pair decoded before with the same "
-            "input, budget and settings is read, not decoded); runs sharing it must not run at the same time."
-        },
+        metadata=_declare(
+            "operational",
+            path=True,
+            help="A JSONL file of finished decodings shared across runs (a pair decoded before with the same "
+            "input, budget and settings is read, not decoded); runs sharing it must not run at the same time.",
+        ),
     )
     decode_engine: str = field(
         default="transformers",
-        metadata={"help": "'transformers' (in-process), 'vllm' (offline) or vllm serve base URL(s), comma-separated."},
+        metadata=_declare(
+            "decode",
+            help="'transformers' (in-process), 'vllm' (offline) or vllm serve base URL(s), comma-separated.",
+        ),
     )
     # Teacher generation
-    stage: str = field(default="all", metadata={"help": "'all', or 'analysis' to stop before decoding."})
-    method: str = field(default="embedsdg", metadata={"help": "'embedsdg', or 'random' (RandomSDG, same budget)."})
+    stage: str = field(
+        default="all", metadata=_declare("operational", help="'all', or 'analysis' to stop before decoding.")
+    )
+    method: str = field(
+        default="embedsdg", metadata=_declare("generate", help="'embedsdg', or 'random' (RandomSDG, same budget).")
+    )
     teacher: str = field(
         default="transformers:smollm2-135m-instruct",
-        metadata={"help": "'transformers:<model spec>' or 'openai:<model>@<base_url>[,<base_url>...]'."},
+        metadata=_declare(
+            "generate",
+            help="'transformers:<model spec>' or 'openai:<model>@<base_url>[,<base_url>...]'.",
+        ),
     )
-    teacher_concurrency: int = field(default=64, metadata={"help": "Requests in flight (HTTP teachers)."})
-    teacher_batch_size: int = field(default=32, metadata={"help": "Batch size of the in-process teacher."})
-    teacher_timeout: float = field(default=120.0, metadata={"help": "Seconds per HTTP attempt (HTTP teachers)."})
+    teacher_concurrency: int = field(
+        default=64, metadata=_declare("operational", help="Requests in flight (HTTP teachers).")
+    )
+    teacher_batch_size: int = field(
+        default=32, metadata=_declare("operational", help="Batch size of the in-process teacher.")
+    )
+    teacher_timeout: float = field(
+        default=120.0, metadata=_declare("operational", help="Seconds per HTTP attempt (HTTP teachers).")
+    )
     teacher_max_retries: int = field(
-        default=6, metadata={"help": "Retries after a failed HTTP attempt (5xx, timeout, dropped connection)."}
+        default=6,
+        metadata=_declare(
+            "operational",
+            help="Retries after a failed HTTP attempt (5xx, timeout, dropped connection).",
+        ),
     )
     max_failed_fraction: float = field(
         default=0.5,
-        metadata={"help": "The run fails (non-zero exit) when more than this share of teacher requests fail."},
+        metadata=_declare(
+            "operational",
+            help="The run fails (non-zero exit) when more than this share of teacher requests fail.",
+        ),
     )
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the HTTP API key."})
+    api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata=_declare("operational", help="Env var holding the HTTP API key.")
+    )
     teacher_response_format: str | None = field(
         default=None,
-        metadata={
-            "help": "Structured output for an 'openai:' teacher: 'json' (the JSON form of an example; guided "
+        metadata=_declare(
+            "generate",
+            help="Structured output for an 'openai:' teacher: 'json' (the JSON form of an example; guided "
             "decoding on vLLM), 'json_object', or a response_format object as JSON. Not sent to the "
-            "self-consistency teacher."
-        },
+            "self-consistency teacher.",
+        ),
     )
     teacher_extra_body: str | None = field(
         default=None,
-        metadata={"help": "Extra request keys for 'openai:' teachers, a JSON object (e.g. '{\"top_k\": 20}')."},
+        metadata=_declare(
+            "generate",
+            help="Extra request keys for 'openai:' teachers, a JSON object (e.g. '{\"top_k\": 20}').",
+        ),
     )
     generate_prompt: str | None = field(
-        default=None, metadata={"help": "Prompt template name or .txt path (default: P_g / P_b of the paper)."}
+        default=None,
+        metadata=_declare(
+            "generate",
+            path=True,
+            help="Prompt template name or .txt path (default: P_g / P_b of the paper).",
+        ),
     )
-    samples_per_item: int = field(default=1, metadata={"help": "Teacher samples per pair (or per random seed)."})
-    temperature: float = field(default=0.7, metadata={"help": "Teacher sampling temperature."})
-    top_p: float = field(default=0.95, metadata={"help": "Teacher nucleus sampling."})
-    max_tokens: int = field(default=320, metadata={"help": "Teacher completion budget per request."})
+    samples_per_item: int = field(
+        default=1, metadata=_declare("generate", help="Teacher samples per pair (or per random seed).")
+    )
+    temperature: float = field(default=0.7, metadata=_declare("generate", help="Teacher sampling temperature."))
+    top_p: float = field(default=0.95, metadata=_declare("generate", help="Teacher nucleus sampling."))
+    max_tokens: int = field(default=320, metadata=_declare("generate", help="Teacher completion budget per request."))
     # Quality gates (on the accepted rows, in this order; each sees only the rows the earlier ones passed)
     verify: bool = field(
-        default=True, metadata={"help": "Check calculator annotations and the final answer (see answer_format)."}
+        default=True,
+        metadata=_declare(
+            "generate",
+            help="Check calculator annotations and the final answer (see answer_format).",
+        ),
     )
     answer_format: str = field(
-        default="gsm8k", metadata={"help": "'gsm8k' (<<a*b=c>> annotations, #### N) or 'math' (\\boxed{} answers)."}
+        default="gsm8k",
+        metadata=_declare(
+            "generate",
+            help="'gsm8k' (<<a*b=c>> annotations, #### N) or 'math' (\\boxed{} answers).",
+        ),
     )
     dedup: bool = field(
-        default=True, metadata={"help": "Drop exact and near duplicates (of the pool and earlier rows)."}
+        default=True,
+        metadata=_declare("generate", help="Drop exact and near duplicates (of the pool and earlier rows)."),
     )
     dedup_threshold: float = field(
-        default=0.95, metadata={"help": "Centred cosine of question embeddings at or above which rows are duplicates."}
+        default=0.95,
+        metadata=_declare(
+            "generate",
+            help="Centred cosine of question embeddings at or above which rows are duplicates.",
+        ),
     )
     decontaminate: str = field(
         default="gsm8k-test",
-        metadata={"help": "Eval sets to drop leaked problems of: comma-separated names/files ('none' disables)."},
+        metadata=_declare(
+            "generate",
+            path=True,
+            help="Eval sets to drop leaked problems of: comma-separated names/files ('none' disables).",
+        ),
     )
-    decontam_ngram: int = field(default=13, metadata={"help": "Word n-gram length of the overlap check."})
+    decontam_ngram: int = field(
+        default=13, metadata=_declare("generate", help="Word n-gram length of the overlap check.")
+    )
     decontam_threshold: float = field(
-        default=0.95, metadata={"help": "Centred cosine to an eval question at or above which a row is a leak."}
+        default=0.95,
+        metadata=_declare(
+            "generate",
+            help="Centred cosine to an eval question at or above which a row is a leak.",
+        ),
     )
     self_consistency: int = field(
-        default=0, metadata={"help": "Teacher solutions per question for the majority-vote check (0 disables)."}
+        default=0,
+        metadata=_declare(
+            "generate",
+            help="Teacher solutions per question for the majority-vote check (0 disables).",
+        ),
     )
     consistency_teacher: str | None = field(
-        default=None, metadata={"help": "Teacher of the self-consistency check (default: the generating teacher)."}
+        default=None,
+        metadata=_declare(
+            "generate",
+            help="Teacher of the self-consistency check (default: the generating teacher).",
+        ),
     )
     coverage: bool = field(
-        default=True, metadata={"help": "Re-embed the kept rows and report how they fill the sparse regions."}
+        default=True,
+        metadata=_declare(
+            "operational",
+            help="Re-embed the kept rows and report how they fill the sparse regions.",
+        ),
     )
     # Output
-    output_dir: str = field(default="outputs/embedsdg-default", metadata={"help": "Where the run writes."})
+    output_dir: str = field(
+        default="outputs/embedsdg-default",
+        metadata=_declare("operational", path=True, help="Where the run writes."),
+    )
     overwrite: bool = field(
         default=False,
-        metadata={"help": "Replace a run dir written by another config (never a non-run folder; keeps cache/)."},
+        metadata=_declare(
+            "operational",
+            help="Replace a run dir written by another config (never a non-run folder; keeps cache/).",
+        ),
     )
     clear_cache: bool = field(
-        default=False, metadata={"help": "Delete the teacher request cache (cache/) first: every request is sent."}
+        default=False,
+        metadata=_declare(
+            "operational",
+            help="Delete the teacher request cache (cache/) first: every request is sent.",
+        ),
     )
-    push_to_hub: str | None = field(default=None, metadata={"help": "Push the dataset + card to this Hub repo id."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    push_to_hub: str | None = field(
+        default=None, metadata=_declare("operational", help="Push the dataset + card to this Hub repo id.")
+    )
+    hub_private: bool = field(default=False, metadata=_declare("operational", help="Create the Hub repo as private."))
     report_to: str = field(
         default="none",
-        metadata={
-            "help": "Track the run: 'none' or 'trackio' (counts, rejects, timings and figures, logged locally under "
-            "$TRACKIO_DIR when the run ends; pip install 'embedsdg-hf[trackio]')."
-        },
+        metadata=_declare(
+            "operational",
+            help="Track the run: 'none' or 'trackio' (counts, rejects, timings and figures, logged locally under "
+            "$TRACKIO_DIR when the run ends; pip install 'embedsdg-hf[trackio]').",
+        ),
     )
-    tracking_project: str = field(default="embedsdg", metadata={"help": "The tracker's project (with report_to)."})
+    tracking_project: str = field(
+        default="embedsdg", metadata=_declare("operational", help="The tracker's project (with report_to).")
+    )
 
     def __post_init__(self):
+        self._check_types()
+        self._expand_paths()
         if self.version != RECIPE_VERSION:
             raise ValueError(f"Recipe version {self.version} is not supported; this library reads {RECIPE_VERSION}.")
         from .generation.decode_engines import parse_engine
@@ -302,6 +459,24 @@ class PipelineConfig:
             raise ValueError(f"knn_dims must be >= 1 or null (all dims), got {self.knn_dims}.")
         if self.n_pairs < 1:
             raise ValueError(f"n_pairs must be >= 1, got {self.n_pairs}.")
+        for name in ("pool_size", "max_length", "decode_max_new_tokens"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1 (or null for the default), got {getattr(self, name)}.")
+        for name in (
+            "samples_per_item",
+            "max_tokens",
+            "teacher_concurrency",
+            "teacher_batch_size",
+            "decode_batch_size",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.decode_examples < 0:
+            raise ValueError(f"decode_examples must be >= 0, got {self.decode_examples}.")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}.")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
         if self.stage not in ("all", "analysis"):
             raise ValueError(f"stage must be 'all' or 'analysis', got {self.stage!r}.")
         if self.method not in ("embedsdg", "random"):
@@ -325,6 +500,52 @@ class PipelineConfig:
         from .common.tracking import check_tracker
 
         check_tracker(self.report_to)
+
+    def _check_types(self) -> None:
+        """Each setting has its declared type (a YAML ``bins: [1, 2]`` is named here, not met as a TypeError later)."""
+        for f in fields(self):
+            # the class's own annotation: HfArgumentParser rewrites ``f.type`` (``int | None`` becomes ``int``)
+            value, allowed = getattr(self, f.name), _type_names(type(self).__annotations__[f.name])
+            if value is None and "None" in allowed:
+                continue
+            if any(_TYPE_CHECKS[t](value) for t in allowed if t in _TYPE_CHECKS):
+                continue
+            if (f.name == "threshold" and _TYPE_CHECKS["int"](value)) or (
+                f.name == "teacher_extra_body" and isinstance(value, dict)
+            ):
+                continue  # an integer T; a JSON object already parsed (YAML mapping)
+            kinds = " or ".join(_TYPE_WORDS.get(t, t) for t in allowed)
+            raise ValueError(f"{f.name} must be {kinds}, got {value!r} ({type(value).__name__}).")
+
+    def _expand_paths(self) -> None:
+        """``~`` and ``$VARS`` expanded in every path setting (``decontaminate``: in each comma-separated item)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("path") and isinstance(value, str):
+                items = value.split(",") if f.name == "decontaminate" else [value]
+                setattr(self, f.name, ",".join(os.path.expandvars(os.path.expanduser(i.strip())) for i in items))
+
+    def input_files(self) -> dict[str, list[str]]:
+        """The local files each setting reads (seed pool, prompt, eval sets): their content is fingerprinted with
+        the run (a changed file invalidates the stages of the setting that names it)."""
+        from pathlib import Path
+
+        files: dict[str, list[str]] = {}
+        if self.seed_pool and Path(self.seed_pool).is_file():
+            files["seed_pool"] = [self.seed_pool]
+        if self.generate_prompt and Path(self.generate_prompt).is_file():
+            files["generate_prompt"] = [self.generate_prompt]
+        eval_files = []
+        for item in (i.strip() for i in self.decontaminate.split(",")):
+            if item == "gsm8k-test":
+                from .data.eval_sets import local_gsm8k_file
+
+                item = str(local_gsm8k_file("test") or "")
+            if item and Path(item).is_file():
+                eval_files.append(item)
+        if eval_files:
+            files["decontaminate"] = eval_files
+        return files
 
     def _check_teacher_request_options(self) -> None:
         """``teacher_response_format`` / ``teacher_extra_body``: valid, and only for an HTTP (``openai:``) teacher.
@@ -365,8 +586,45 @@ class PipelineConfig:
         return self.threshold if self.threshold in ("auto", "quantile") else int(self.threshold)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting, with secrets redacted (URL user-info, ``api_key``-like keys): what run_config.json, the
+        manifest and the Hub card hold."""
+        from .common.redact import redact
+
+        return redact(asdict(self))
 
     def fingerprint_dict(self) -> dict:
         """The settings that define the results (not where they go or whether to overwrite)."""
         return results_view(self.to_dict())
+
+
+_TYPE_CHECKS = {
+    "int": lambda v: isinstance(v, Integral) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "None": "null"}
+
+
+def _type_names(annotation) -> list[str]:
+    """``["int", "None"]`` for ``int | None``, as a string annotation or as the type HfArgumentParser resolves."""
+    import typing
+
+    if isinstance(annotation, str):
+        return [t.strip() for t in annotation.split("|")]
+    args = typing.get_args(annotation) or (annotation,)
+    return ["None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args]
+
+
+def field_stage(name: str) -> str | None:
+    """The stage a setting feeds (``STAGES`` or ``"operational"``), from its field's metadata; None for a key no
+    field declares."""
+    for f in fields(PipelineConfig):
+        if f.name == name:
+            return f.metadata.get("stage")
+    return None
+
+
+def stage_fields(stage: str) -> tuple[str, ...]:
+    """The settings that feed ``stage`` (declared on each field's metadata)."""
+    return tuple(f.name for f in fields(PipelineConfig) if f.metadata.get("stage") == stage)

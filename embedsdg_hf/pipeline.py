@@ -17,21 +17,26 @@ from pathlib import Path
 
 from .common.mapping import without_embeddings
 from .common.rundir import (
-    LOCK_FILE,
-    PID_FILE,
+    MARKER_FILE,
+    RUN_MARKERS,
     RunLock,
+    clear_run_outputs,
+    file_fingerprints,
+    is_fresh_dir,
     is_run_dir,
     load_saved_dataset,
     read_json,
+    read_marker,
     replace_dir,
     save_dataset_atomic,
     to_json_atomic,
     write_json_atomic,
+    write_marker,
 )
 from .common.tracking import log_run
-from .common.validation import template_fields
+from .common.validation import drop_non_text_rows, template_fields
 from .common.versions import library_versions
-from .config import PipelineConfig, results_diff
+from .config import STAGES, PipelineConfig, field_stage, results_diff
 from .data.seed_pools import load_seed_pool
 from .generation.decode import add_decoded_text
 from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
@@ -72,39 +77,15 @@ class RunFailedError(RuntimeError):
     manifest: dict | None = None
 
 
-# The saved stages before the teacher, in order, with the settings each depends on beyond the earlier stages'. A
-# changed setting makes its stage and every later one stale. Settings of the teacher and the gates only touch what
-# is computed after decoding; any other setting (one added later too) makes every stage stale.
-_STAGES = (
-    (
-        ("seed_pool", "pool_size", "pool_split", "pool_name", "text_template", "student", "weights", "max_length")
-        + ("reducer", "n_components", "seed"),
-        ("pool", "reducer"),
-    ),
-    (
-        (
-            "bins",
-            "window",
-            "stride",
-            "threshold",
-            "threshold_quantile",
-            "threshold_fraction",
-            "min_populated_neighbors",
-        ),
-        ("grid.json",),
-    ),
-    (  # the budget decides how far past T the regions go (make_budget_pairs), so regions/ belongs here
-        ("selector", "knn_k", "knn_dims", "knn_suppress", "knn_hood_k", "knn_pairing", "knn_text")
-        + ("n_pairs", "max_pairs_per_region", "side_choice", "decode_examples")
-        + ("decode_max_new_tokens", "decode_rescale", "decode_engine"),
-        ("regions", "pairs", "decoded"),  # + every registered selector's settings and saved files (_stages)
-    ),
-)
-_AFTER_DECODING = (
-    ("method", "teacher", "generate_prompt", "samples_per_item", "temperature", "top_p", "max_tokens", "verify")
-    + ("answer_format", "dedup", "dedup_threshold", "decontaminate", "decontam_ngram", "decontam_threshold")
-    + ("self_consistency", "consistency_teacher")
-)
+# The saved outputs of each stage before the teacher (config.STAGES; which settings feed which stage is declared on
+# the config fields). Decoding replaces pairs/, so the selection's outputs go with the decode stage: a changed
+# selection or decoding setting redoes both.
+_STAGE_OUTPUTS = {
+    "embed": ("pool", "reducer"),
+    "grid": ("grid.json",),
+    "select": (),
+    "decode": ("regions", "pairs", "decoded"),
+}
 
 
 def _finished(out: Path) -> bool:
@@ -116,54 +97,53 @@ def _finished(out: Path) -> bool:
 
 
 def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
-    """Delete a run dir's outputs but ``keep``, the teacher cache (content-hash keys: always safe to reuse) and the
-    lock."""
-    for entry in out.iterdir():
-        if entry.name in ("cache", LOCK_FILE, PID_FILE, "run_config.json", *keep):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    """Delete what the run wrote into ``out`` but ``keep`` and the teacher cache (content-hash keys: always safe to
+    reuse); a file or folder the run did not write is never touched (common/rundir.py ``RUN_OUTPUTS``)."""
+    clear_run_outputs(out, keep=("cache", "run_config.json", *keep))
 
 
-def _stages() -> tuple:
-    """``_STAGES`` with every registered selector's ``config_fields`` and ``saved_files`` in the stage of the regions
-    and pairs (a selector registered later too; a field already in an earlier stage stays there)."""
-    fields = tuple(f for cls in SELECTORS.values() for f in cls.config_fields)
-    saved = tuple(f for cls in SELECTORS.values() for f in cls.saved_files)
-    *earlier, (keys, outputs) = _STAGES
-    return (*earlier, (keys + fields, outputs + saved))
+def _stage_outputs(stage: str) -> tuple[str, ...]:
+    """The saved outputs of ``stage``; every registered selector's fitted parts go with the regions and pairs."""
+    outputs = _STAGE_OUTPUTS.get(stage, ())
+    if stage == "decode":
+        outputs += tuple(f for cls in SELECTORS.values() for f in cls.saved_files if f not in _STAGE_OUTPUTS["grid"])
+    return outputs
 
 
 def _still_valid(changed: list[str]) -> tuple[str, ...]:
     """The saved stages a config change leaves valid: those before the first stage a changed setting feeds."""
-    stages = _stages()
-    known = {key for keys, _ in stages for key in keys} | set(_AFTER_DECODING)
-    if any(key not in known for key in changed):
+    stages = [field_stage(key) for key in changed]
+    if any(stage not in STAGES for stage in stages):  # a key no field declares: every stage is stale
         return ()
-    kept: tuple[str, ...] = ()
-    for keys, outputs in stages:
-        if any(key in keys for key in changed):
-            break
-        kept += outputs
-    return kept
+    first = min(STAGES.index(stage) for stage in stages) if stages else len(STAGES)
+    return tuple(output for stage in STAGES[:first] for output in _stage_outputs(stage))
+
+
+def _changed_inputs(previous: dict, current: dict) -> list[str]:
+    """Settings whose local files' content changed since the run dir was written (``{setting: {path: sha256}}``)."""
+    return sorted(key for key in set(previous) | set(current) if previous.get(key) != current.get(key))
 
 
 def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> Path:
-    """Create or reuse the output dir. The same result-changing config resumes there (finished stages are reused);
-    another config is refused unless ``overwrite``, which only ever replaces an embedsdg run dir and keeps its
-    request cache (``clear_cache`` deletes that). With ``lock``, it is taken before anything is changed."""
+    """Create or reuse the output dir. The same result-changing config and inputs resume there (finished stages are
+    reused); another config, or a changed input file, is refused for a finished run unless ``overwrite``, and
+    redoes the stages it feeds for an unfinished one. Only a folder embedsdg made (its ownership marker) is ever
+    changed, and only what the run wrote there is deleted; the request cache is kept (``clear_cache`` deletes it).
+    With ``lock``, it is taken before anything is changed."""
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
-    if out.is_dir() and any(out.iterdir()) and not is_run_dir(out):
+    if not is_fresh_dir(out) and not is_run_dir(out):
+        found = [name for name in RUN_MARKERS if (out / name).exists()]
+        what = f"holds {' and '.join(found)} but no {MARKER_FILE}" if found else "is not empty"
         raise FileExistsError(
-            f"{str(out)!r} is not empty and is not an embedsdg run dir (no run_config.json or manifest.json); "
-            "embedsdg never deletes it, not even with --overwrite true. Choose another --output_dir."
+            f"{str(out)!r} {what}: it is not an embedsdg run dir (one embedsdg made, with that marker), and embedsdg "
+            "never deletes it nor rewrites anything in it, not even with --overwrite true. Choose another "
+            "--output_dir (an empty or new folder)."
         )
     if lock is not None:
         lock.acquire()
+    inputs = file_fingerprints(config.input_files())
     config_file = out / "run_config.json"
     if config_file.is_file():
         fix = "pass --overwrite true to start this run dir again (its teacher cache is kept), or another --output_dir."
@@ -173,12 +153,20 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
             if not config.overwrite:
                 raise
             changed = ["(unreadable run_config.json)"]
+        changed_inputs = _changed_inputs((read_marker(out) or {}).get("inputs", {}), inputs)
+        if changed_inputs and not config.overwrite and _finished(out):
+            raise FileExistsError(
+                f"{str(out)!r} holds a finished run made from other input files: the content of "
+                f"{_describe_inputs(changed_inputs, config)} changed since. Pass --overwrite true to redo it from "
+                "the new files (the teacher cache is kept), or another --output_dir to keep both."
+            )
         if changed and not config.overwrite and _finished(out):
             raise FileExistsError(
                 f"{str(out)!r} holds a finished run with another config (differs in: {changed}). Rerun with the "
                 "same settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or "
                 "choose another --output_dir."
             )
+        changed = sorted(set(changed) | set(changed_inputs))
         if changed and config.overwrite:
             _clear_run_dir(out)
         elif changed:  # a run that never finished: keep the stages the change does not touch, redo the rest
@@ -188,8 +176,16 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
     if config.clear_cache and (out / "cache").exists():
         shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)
+    write_marker(out, inputs=inputs)
     write_json_atomic(config_file, config.to_dict())
     return out
+
+
+def _describe_inputs(changed: list[str], config: PipelineConfig) -> str:
+    files = config.input_files()
+    return ", ".join(
+        f"{key} ({', '.join(map(repr, files.get(key, []))) or 'no longer a local file'})" for key in changed
+    )
 
 
 def run_pipeline(config: PipelineConfig) -> dict:
@@ -217,11 +213,13 @@ def _run(config: PipelineConfig, out: Path) -> dict:
         pool = load_seed_pool(
             config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
         )
+        pool, skipped = drop_non_text_rows(pool, template_fields(config.text_template), what="seed pool")
         rec["rows_out"] = len(pool)
     manifest = {
         "config": config.to_dict(),
+        "inputs": {"files": (read_marker(out) or {}).get("inputs", {}), "pool_fingerprint": pool._fingerprint},
         "versions": library_versions(),
-        "counts": {"pool": len(pool)},
+        "counts": {"pool": len(pool), "pool_rows_skipped": skipped},
         "figures": {},
     }
     pairs = None

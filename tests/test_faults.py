@@ -20,7 +20,7 @@ import pytest
 from _servers import FaultyOpenAIServer, delay, malformed, ok, status
 
 from embedsdg_hf.cli import main
-from embedsdg_hf.common.rundir import PID_FILE, write_json_atomic
+from embedsdg_hf.common.rundir import MARKER_FILE, PID_FILE, write_json_atomic, write_marker
 from embedsdg_hf.config import PipelineConfig, results_diff
 from embedsdg_hf.pipeline import prepare_output_dir
 
@@ -153,7 +153,7 @@ def test_overwrite_keeps_the_request_cache_and_clear_cache_deletes_it(tmp_path):
     with pytest.raises(FileExistsError, match=r"differs in: \['n_pairs'\].*teacher cache is kept"):
         prepare_output_dir(PipelineConfig(output_dir=str(out), n_pairs=5))
     prepare_output_dir(PipelineConfig(output_dir=str(out), n_pairs=5, overwrite=True))
-    assert sorted(p.name for p in out.iterdir()) == ["cache", "run_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, "cache", "run_config.json"]
     assert (out / "cache" / "requests.jsonl").read_text() == '{"key": "paid"}\n'
     prepare_output_dir(PipelineConfig(output_dir=str(out), n_pairs=5, clear_cache=True))
     assert not (out / "cache").exists()
@@ -190,13 +190,13 @@ def test_a_run_that_never_finished_takes_a_corrected_config_keeping_the_stages_i
         (out / name).write_text("{}")
     (out / "manifest.json").write_text('{"status": "failed"}')  # e.g. no sparse regions, or the teacher failed
     prepare_output_dir(PipelineConfig(output_dir=str(out), bins=8))  # the corrected command is not refused
-    assert sorted(p.name for p in out.iterdir()) == ["cache", "pool", "reducer", "run_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, "cache", "pool", "reducer", "run_config.json"]
     assert json.loads((out / "run_config.json").read_text())["bins"] == 8
     # A setting no stage list names (another version's new key) makes every stage stale: only the cache stays.
     previous = json.loads((out / "run_config.json").read_text())
     (out / "run_config.json").write_text(json.dumps({**previous, "some_future_key": 1}))
     prepare_output_dir(PipelineConfig(output_dir=str(out), bins=8))
-    assert sorted(p.name for p in out.iterdir()) == ["cache", "run_config.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER_FILE, "cache", "run_config.json"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -325,6 +325,7 @@ def test_a_datasetdict_to_a_row_building_step_says_pass_one_split(gsm8k_small):
 def test_a_corrupt_run_config_is_named_with_the_fix(capsys, short_pool, good_teacher, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
+    write_marker(out)  # a run dir embedsdg made
     (out / "run_config.json").write_text("")  # what a full disk left before writes were atomic
     (out / "cache").mkdir()
     (out / "cache" / "requests.jsonl").write_text("")

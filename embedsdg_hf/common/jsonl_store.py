@@ -52,6 +52,10 @@ def canonical_key(payload: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class StoreBusyError(RuntimeError):
+    """Another process is writing the store (its lock file is held)."""
+
+
 class JsonlStore:
     """Records by key, persisted to an append-only JSONL file (see the module docstring).
 
@@ -80,7 +84,7 @@ class JsonlStore:
         try:
             self._lock.acquire()
         except filelock.Timeout:
-            raise RuntimeError(
+            raise StoreBusyError(
                 f"The {what} {str(self.path)!r} is in use by another writer (lock file {self._lock.lock_file!r}). "
                 f"{busy_fix}"
             ) from None

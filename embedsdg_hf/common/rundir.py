@@ -19,9 +19,21 @@ from pathlib import Path
 from typing import Any
 
 LOCK_FILE = "run.lock"
-#: Files that mark a folder as an ``embedsdg run`` output dir (written at the start / at the end of a run).
-RUN_MARKERS = ("run_config.json", "manifest.json", LOCK_FILE)
 PID_FILE = "run.lock.pid"
+#: The ownership marker: only embedsdg writes it, into a folder that was empty or absent when the run started. A
+#: folder without it is never deleted from nor rewritten (docs/reliability.md).
+MARKER_FILE = ".embedsdg-run.json"
+MARKER_TOOL = "embedsdg-hf"
+MARKER_FORMAT = 1
+#: What a run writes at the top of its dir. Only these (and their hidden temp/old copies) are ever deleted, by
+#: ``--overwrite`` or a changed setting; anything else in the folder (a user's notes, a training/ folder) stays.
+RUN_OUTPUTS = (
+    *("run_config.json", "manifest.json", "cache", "pool", "reducer", "grid.json", "regions", "pairs", "decoded"),
+    *("synthetic", "synthetic.jsonl", "quality", "train.jsonl", "dropped.jsonl", "regions.jsonl", "pairs.jsonl"),
+    *("density_histogram.png", "embedding_map.png", "coverage.json", "coverage.md", "coverage.png"),
+)
+#: Files that mark a folder as an older embedsdg's run dir (or another tool's): refused without the marker.
+RUN_MARKERS = ("run_config.json", "manifest.json")
 
 
 class RunDirLockedError(RuntimeError):
@@ -110,9 +122,74 @@ def to_json_atomic(ds, path: str | os.PathLike) -> None:
         raise with_path(err, path) from err
 
 
+def read_marker(path: str | os.PathLike) -> dict | None:
+    """The ownership marker of the run dir ``path`` (a dict with ``tool``, ``format``...), or None when it has none
+    (or one another tool wrote)."""
+    marker = Path(path) / MARKER_FILE
+    if not marker.is_file() or marker.is_symlink():
+        return None
+    try:
+        data = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("tool") == MARKER_TOOL else None
+
+
+def write_marker(path: str | os.PathLike, **fields: Any) -> None:
+    """Write (or update) the ownership marker of the run dir ``path``; ``fields`` are kept in it (e.g. the inputs'
+    fingerprints)."""
+    write_json_atomic(Path(path) / MARKER_FILE, {"tool": MARKER_TOOL, "format": MARKER_FORMAT, **fields})
+
+
 def is_run_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` holds an ``embedsdg run`` output (its ``run_config.json``, ``manifest.json`` or lock file)."""
-    return any((Path(path) / name).is_file() for name in RUN_MARKERS)
+    """Whether ``path`` is a run dir embedsdg made (it holds the ownership marker)."""
+    return read_marker(path) is not None
+
+
+def file_fingerprints(files: dict[str, list[str]]) -> dict[str, dict[str, str]]:
+    """``{setting: {path: sha256 of the content}}`` of the local files each setting reads."""
+    import hashlib
+
+    prints: dict[str, dict[str, str]] = {}
+    for key, paths in files.items():
+        prints[key] = {}
+        for name in paths:
+            digest = hashlib.sha256()
+            with open(name, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            prints[key][str(name)] = digest.hexdigest()
+    return prints
+
+
+def is_fresh_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is absent or holds nothing but a run lock left by a run killed before it wrote anything."""
+    path = Path(path)
+    return not path.exists() or all(entry.name in (LOCK_FILE, PID_FILE) for entry in path.iterdir())
+
+
+def is_run_output(name: str) -> bool:
+    """Whether a top-level entry called ``name`` is one a run writes (or a temp / old copy of one)."""
+    if name in RUN_OUTPUTS:
+        return True
+    if name.startswith(".") and name.endswith((".tmp", ".old")):
+        return any(name[1:].startswith(f"{output}.") for output in RUN_OUTPUTS)
+    return False
+
+
+def clear_run_outputs(path: str | os.PathLike, keep: tuple[str, ...] = ()) -> list[str]:
+    """Delete what a run wrote into ``path`` (:data:`RUN_OUTPUTS`) except ``keep``; return the names deleted.
+    Nothing else is touched, and links are removed, never followed (a link to a user's folder leaves it intact)."""
+    deleted = []
+    for entry in sorted(Path(path).iterdir()):
+        if entry.name in keep or not is_run_output(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        deleted.append(entry.name)
+    return deleted
 
 
 class RunLock:
@@ -146,8 +223,12 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Release the lock and remove its files, so a finished or failed run dir holds none. The lock file is
+        deleted while still held: a run that opens it afterwards makes a new one and may go ahead (this one is done).
+        After a ``kill -9`` the file stays, but the OS has dropped the lock: the next run takes it at once."""
         if self._lock.is_locked:
             (self.directory / PID_FILE).unlink(missing_ok=True)
+            (self.directory / LOCK_FILE).unlink(missing_ok=True)
             self._lock.release()
 
     def __enter__(self) -> RunLock:

@@ -41,6 +41,42 @@ def require_rows(ds, *, what: str = "dataset", step: str = "this step") -> None:
         raise ValueError(f"The {what} is empty (0 rows): {step} needs at least one row.")
 
 
+_TEXT = (str, numbers.Real)
+
+
+def drop_non_text_rows(ds, columns: Iterable[str], *, what: str = "dataset"):
+    """``(ds without the rows whose text ``columns`` hold a null or a list / dict / bool, how many were dropped)``
+    (a number is formatted as text, as ``str.format`` would); the count is logged with the first row and column.
+    A column missing altogether is left to :func:`require_template_columns`.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> drop_non_text_rows(Dataset.from_dict({"q": ["a", None, "c"]}), ["q"])[1]
+        1
+    """
+    import logging
+
+    columns = [c for c in columns if c in ds.column_names]
+    table = ds.select_columns(columns).with_format("arrow")[:] if columns else None
+    bad = set()
+    for column in columns:
+        values = table[column].to_pylist()
+        bad.update(i for i, value in enumerate(values) if isinstance(value, bool) or not isinstance(value, _TEXT))
+    if not bad:
+        return ds, 0
+    first = min(bad)
+    logging.getLogger(__name__).warning(
+        "The %s has %d row(s) whose %s is null or not text (first: row %d); they are skipped.",
+        what,
+        len(bad),
+        " / ".join(repr(c) for c in columns),
+        first,
+    )
+    if len(bad) == len(ds):
+        raise ValueError(f"Every row of the {what} has a null or non-text value in {columns}: nothing to work with.")
+    return ds.select([i for i in range(len(ds)) if i not in bad]), len(bad)
+
+
 def template_fields(template: str) -> list[str]:
     """Names of the ``{fields}`` a ``str.format`` template uses, in order, without duplicates."""
     names: list[str] = []
@@ -98,6 +134,24 @@ def as_float_matrix(values, *, column: str, expected_dim: int | None = None) -> 
     return matrix
 
 
+def _utf8_line(raw: bytes, path, number: int, what: str, hint: str = "") -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"The {what} {str(path)!r} line {number} is not UTF-8 text (byte {raw[err.start]:#04x} at column "
+            f"{err.start + 1}). Save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`).{hint}"
+        ) from None
+
+
+def check_utf8_lines(path, *, what: str = "file") -> None:
+    """Raise ``ValueError`` naming the file and line of the first bytes that are not UTF-8 (a text file such as a
+    CSV; ``datasets`` would fail later without saying where)."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            _utf8_line(raw, path, number, what)
+
+
 def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
     """Read a ``.jsonl`` file line by line; raise ``ValueError`` naming the file for an empty one, and the file and
     line number for a line that is not a JSON object (``datasets`` would raise ``StopIteration`` or a generic error).
@@ -109,8 +163,9 @@ def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
     import json
 
     rows = 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            line = _utf8_line(raw, path, number, what, hint)
             if not line.strip():
                 continue
             try:

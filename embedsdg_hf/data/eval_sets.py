@@ -65,7 +65,7 @@ def load_eval_data(
         kind = BUILTIN_EVAL_DATA[spec]
         local = local_gsm8k_file("test") if spec == "gsm8k-test" else None
         if local is not None:
-            ds = load_seed_pool(str(local))
+            ds = load_seed_pool(str(local), what="evaluation data")
         elif spec == "gsm8k-test":
             ds = load_seed_pool("openai/gsm8k", name="main", split="test")
         else:
@@ -77,7 +77,7 @@ def load_eval_data(
                 f"Evaluation data {spec!r} is neither a built-in name ({sorted(BUILTIN_EVAL_DATA)}) nor an existing "
                 "local file."
             )
-        ds = load_seed_pool(str(path))
+        ds = load_seed_pool(str(path), what="evaluation data")
     require_rows(ds, what=f"evaluation data {spec!r}", step="evaluation")
     kind = kind or _infer_kind(ds, spec)
     if limit is not None and limit < len(ds):

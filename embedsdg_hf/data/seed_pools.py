@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
-from ..common.validation import check_json_lines
+from ..common.validation import check_json_lines, check_utf8_lines
 
 logger = logging.getLogger(__name__)
 
@@ -13,7 +14,15 @@ BUILTIN_POOLS = ("word-problems",)
 _LOCAL_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-def load_seed_pool(source: str, *, split: str = "train", name: str | None = None, n: int | None = None, seed: int = 0):
+def load_seed_pool(
+    source: str,
+    *,
+    split: str = "train",
+    name: str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    what: str = "seed pool",
+):
     """Load the seed pool as a ``Dataset``.
 
     Args:
@@ -23,6 +32,7 @@ def load_seed_pool(source: str, *, split: str = "train", name: str | None = None
         split / name: split and config name of a Hub dataset (``name="main"`` for openai/gsm8k).
         n: keep the first ``n`` rows (built-in: generate ``n``, default 1000).
         seed: seed of the built-in generator.
+        what: what the data is, for error messages (``"evaluation data"``...).
 
     Example:
         >>> pool = load_seed_pool("../shared/data/gsm8k/train.jsonl", n=500)  # doctest: +SKIP
@@ -33,25 +43,27 @@ def load_seed_pool(source: str, *, split: str = "train", name: str | None = None
         return make_word_problems(n or 1000, seed=seed)
     from datasets import load_dataset
 
-    path = Path(source).expanduser()
+    path = Path(os.path.expandvars(source)).expanduser()
     if path.suffix.lower() in _LOCAL_BUILDERS or path.exists():
         if not path.is_file():
-            raise FileNotFoundError(f"Seed pool file {str(path)!r} does not exist.")
+            raise FileNotFoundError(f"The {what} file {str(path)!r} does not exist.")
         builder = _LOCAL_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise ValueError(
-                f"Seed pool file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}."
+                f"The {what} file {str(path)!r}: unsupported extension; use one of {list(_LOCAL_BUILDERS)}."
             )
         if builder == "json" and path.suffix.lower() == ".jsonl":
-            check_json_lines(path, what="seed pool")  # empty file / bad line: a sentence, not StopIteration
+            check_json_lines(path, what=what)  # empty file / bad line / not UTF-8: file and line, not StopIteration
+        elif builder == "csv":
+            check_utf8_lines(path, what=what)
         ds = load_dataset(builder, data_files=str(path), split="train")
         if len(ds) == 0:
-            raise ValueError(f"The seed pool {str(path)!r} is empty (0 rows).")
+            raise ValueError(f"The {what} {str(path)!r} is empty (0 rows).")
     else:
         ds = load_dataset(source, name, split=split)
     if n is not None:
         if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}.")
+            raise ValueError(f"The number of {what} rows to use must be >= 1, got {n}.")
         ds = ds.select(range(min(n, len(ds))))
     logger.info("Seed pool %s: %d rows, columns %s", source, len(ds), ds.column_names)
     return ds

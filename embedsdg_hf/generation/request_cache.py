@@ -6,8 +6,10 @@ file is JSON Lines (:class:`~embedsdg_hf.common.jsonl_store.JsonlStore`), one re
 written with ``flush`` + ``os.fsync`` before the next request's result is handled, so a ``kill -9`` loses at most the
 line being written. On load, a torn last line is cut off (with a warning) and a repeated key keeps its first record.
 
-Only successful responses are cached: a failed request is sent again on the next run. One process writes a file at a
-time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of interleaved lines.
+Only successful, non-empty responses are cached: a failed request, or an empty answer (a server that returned
+no text), is sent again on the next run; an empty answer an older version cached is not reused. One process writes
+a file at a time, which a lock file (``<path>.lock``) enforces; a second writer gets a clear error instead of
+interleaved lines.
 
 Public API: :class:`RequestCache`, :func:`request_key`, :func:`run_cached` (send what is not cached, cache what comes
 back).
@@ -93,6 +95,11 @@ class RequestCache(JsonlStore):
 _NO_RESULT = "the teacher reported no result for this request"
 
 
+def _cacheable(response: TeacherResponse | None) -> bool:
+    """A response worth keeping: it succeeded and holds some text (an empty answer is asked again next run)."""
+    return response is not None and response.ok and bool((response.text or "").strip())
+
+
 def run_cached(
     teacher: Teacher,
     requests: Sequence[TeacherRequest],
@@ -117,7 +124,7 @@ def run_cached(
         pending = []
         for index, key in enumerate(keys):
             cached = cache.get(key) if cache is not None else None
-            if cached is not None:
+            if _cacheable(cached):
                 results[index] = (cached, True)
             else:
                 pending.append(index)
@@ -136,7 +143,7 @@ def run_cached(
                 logger.warning("The teacher reported request %d twice; keeping the first result.", index)
                 return
             results[request_index] = (response, False)
-            if cache is not None and response.ok:
+            if cache is not None and _cacheable(response):
                 cache.put(keys[request_index], response)
 
         if pending:

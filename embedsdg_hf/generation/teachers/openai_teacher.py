@@ -31,6 +31,7 @@ try:
 except ImportError:  # `httpx2` is the same client under a new distribution/module name
     import httpx2 as httpx
 
+from ...common.redact import redact, redact_text
 from .base import TeacherError, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ class _Endpoint:
 
     base_url: str
     chat_url: str
+    label: str = ""  # the base URL without user-info: what messages and logs show
     in_flight: int = 0
     last_pick: int = -1
     connect_failures: int = 0  # consecutive; a server that answers anything resets it
@@ -104,7 +106,7 @@ class _Run:
         self.teacher = teacher
         self.clients = clients
         self.client_load = [0] * len(clients)
-        self.endpoints = [_Endpoint(url, url + "/chat/completions") for url in teacher.base_urls]
+        self.endpoints = [_Endpoint(url, url + "/chat/completions", redact_text(url)) for url in teacher.base_urls]
         self._picks = 0
 
     def pick(self, avoid: _Endpoint | None = None) -> _Endpoint:
@@ -160,8 +162,8 @@ class _Run:
         tried: list[str] = []
         for attempt in range(1, teacher.max_retries + 2):
             endpoint = self.pick(avoid=endpoint)
-            if endpoint.base_url not in tried:
-                tried.append(endpoint.base_url)
+            if endpoint.label not in tried:
+                tried.append(endpoint.label)
             outcome = await self._attempt(endpoint, payload)
             if isinstance(outcome, TeacherResponse):
                 outcome.attempts, outcome.prefill_applied = attempt, prefill_applied
@@ -184,15 +186,19 @@ class _Run:
         shard = min(range(len(self.clients)), key=self.client_load.__getitem__)
         self.client_load[shard] += 1
         endpoint.in_flight += 1
-        try:
-            response = await self.clients[shard].post(endpoint.chat_url, content=payload)
+        try:  # the deadline bounds the whole exchange: a body trickled a byte at a time cannot outlast it
+            response = await asyncio.wait_for(
+                self.clients[shard].post(endpoint.chat_url, content=payload), timeout=self.teacher.timeout
+            )
+        except asyncio.TimeoutError:
+            return _Retry(f"timed out (no complete answer within {self.teacher.timeout:g} s) ({endpoint.label})")
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             endpoint.connect_failures += 1
             cool_down = min(max(self.teacher.backoff_base, 0.1) * 2 ** (endpoint.connect_failures - 1), 30.0)
             endpoint.down_until = time.monotonic() + cool_down
-            return _Retry(f"{_describe(exc)} ({endpoint.base_url})", connect_failure=True)
+            return _Retry(f"{redact_text(_describe(exc))} ({endpoint.label})", connect_failure=True)
         except httpx.TransportError as exc:  # timeouts, dropped connections, protocol errors
-            return _Retry(f"{_describe(exc)} ({endpoint.base_url})")
+            return _Retry(f"{redact_text(_describe(exc))} ({endpoint.label})")
         finally:
             endpoint.in_flight -= 1
             self.client_load[shard] -= 1
@@ -314,7 +320,7 @@ class OpenAITeacher:
         self._retry_log = {"at": -math.inf, "quiet": 0}
 
     def __repr__(self) -> str:
-        return f"OpenAITeacher(model={self.model!r}, base_urls={self.base_urls!r})"
+        return f"OpenAITeacher(model={self.model!r}, base_urls={[redact_text(url) for url in self.base_urls]!r})"
 
     @property
     def usage(self) -> dict[str, int]:
@@ -323,7 +329,7 @@ class OpenAITeacher:
 
     def identity(self) -> dict[str, Any]:
         """Backend, model and ``extra_body``: what defines the outputs (no URLs, no key)."""
-        return {"backend": "openai", "model": self.model, **self.extra_body}
+        return {"backend": "openai", "model": self.model, **redact(self.extra_body)}
 
     def generate(
         self,
@@ -451,19 +457,19 @@ class OpenAITeacher:
         if status in (401, 403):
             sent = f"the key in ${self.api_key_env}" if self._api_key else f"no key (${self.api_key_env} is unset)"
             raise TeacherError(
-                f"{endpoint.base_url} rejected the API key (HTTP {status}); sent {sent}: "
+                f"{endpoint.label} rejected the API key (HTTP {status}); sent {sent}: "
                 f"{self._redact(_short(response.text))}"
             )
         if status in RETRYABLE_STATUS:
             return _Retry(
-                f"HTTP {status} from {endpoint.base_url}: {self._redact(_short(response.text))}",
+                f"HTTP {status} from {endpoint.label}: {self._redact(_short(response.text))}",
                 retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         if not 200 <= status < 300:
             return TeacherResponse(
                 text=None,
                 model=self.model,
-                error=f"HTTP {status} from {endpoint.base_url}: {self._redact(_short(response.text))}",
+                error=f"HTTP {status} from {endpoint.label}: {self._redact(_short(response.text))}",
             )
         try:
             data = json.loads(response.content)
@@ -471,6 +477,14 @@ class OpenAITeacher:
             content = choice["message"].get("content")
             if content is not None and not isinstance(content, str):
                 raise TypeError(f"message content is {type(content).__name__}, not a string")
+            if content is None:  # no answer at all (not an empty one): a failed request, never cached
+                return TeacherResponse(
+                    text=None,
+                    model=self.model,
+                    finish_reason=choice.get("finish_reason"),
+                    error=f"empty answer: message content is null (finish_reason {choice.get('finish_reason')!r}) "
+                    f"from {endpoint.label}",
+                )
             usage = data.get("usage") or {}
             return TeacherResponse(
                 text=content or "",
@@ -482,7 +496,7 @@ class OpenAITeacher:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"missing key {exc}"
             return _Retry(
-                f"malformed response: {_short(detail, 120)} (from {endpoint.base_url}); "
+                f"malformed response: {_short(detail, 120)} (from {endpoint.label}); "
                 f"body: {self._redact(_short(response.text, 120))}"
             )
 
