@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..common.validation import template_fields
 from ..space.knn_regions import selection_template
 from ..space.regions import GridSpec
 from .coverage import EMBEDDING_KEYS, CoverageReport, coverage_report
@@ -49,13 +50,20 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _read_train(run_dir: Path):
+def _read_train(run_dir: Path, text_template: str):
+    """The run's accepted rows with their ``question`` / ``answer`` under the pool's column names (the template's
+    two fields, e.g. ``problem`` / ``solution``), so that they are embedded with the pool's own template."""
     from datasets import Dataset, load_dataset
 
     path = _need(run_dir, "train.jsonl", _TRAIN)
     if not path.read_text(encoding="utf-8").strip():  # no accepted rows: coverage_report reports zero points
         return Dataset.from_dict({})
-    return load_dataset("json", data_files=str(path), split="train")
+    rows = load_dataset("json", data_files=str(path), split="train")
+    names = dict(zip(("question", "answer"), template_fields(text_template)))
+    keep = [c for c in ("region_id", "method") if c not in names.values()] + list(names)
+    return rows.select_columns([c for c in keep if c in rows.column_names]).rename_columns(
+        {old: new for old, new in names.items() if old != new and old in rows.column_names}
+    )
 
 
 def coverage_from_run(
@@ -101,7 +109,7 @@ def coverage_from_run(
         raise ValueError(f"{str(run_dir)!r} has selector={selector!r}; coverage knows 'grid' and 'knn'.")
     for name in ("pool", "regions", "reducer") + (("grid.json",) if selector == "grid" else ()):
         _need(run_dir, name, _ANALYSIS)
-    synthetic = {"embedsdg": _read_train(run_dir)}
+    synthetic = {"embedsdg": _read_train(run_dir, config["text_template"])}
     runs = {"embedsdg": {"run_dir": str(run_dir), "budget": _budget(config)}}
     for name, other in (compare or {}).items():
         if name in synthetic:
@@ -127,7 +135,7 @@ def coverage_from_run(
                 _budget(config),
                 config.get("seed_pool"),
             )
-        synthetic[name] = _read_train(other)
+        synthetic[name] = _read_train(other, config["text_template"])
         runs[name] = {"run_dir": str(other), "budget": _budget(other_config)}
 
     pool = load_from_disk(str(run_dir / "pool"))
