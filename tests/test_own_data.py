@@ -18,9 +18,8 @@ TEMPLATE = "{problem}\n{solution}"
 
 def _embedsdg(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "embedsdg_hf.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900
-    )
+    command = [sys.executable, "-m", "embedsdg_hf.cli", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
