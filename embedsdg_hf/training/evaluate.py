@@ -130,7 +130,7 @@ def check_adapter(adapter: Path, model: str) -> str | None:
     """Raise ``ValueError`` unless ``adapter`` is a PEFT adapter folder; warn when it names another base model.
 
     Returns the base model the adapter says it was trained on."""
-    from ..common.models import resolve_model
+    from ..common.models import hub_id, resolve_model
 
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
@@ -138,7 +138,7 @@ def check_adapter(adapter: Path, model: str) -> str | None:
         raise ValueError(f"Adapter {str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json): {present}.")
     trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
     resolved = resolve_model(model)
-    same_name = trained_on in (model, resolved) or (
+    same_name = trained_on in (model, resolved, hub_id(model)) or (
         trained_on is not None and Path(trained_on).exists() and Path(trained_on).resolve() == Path(resolved).resolve()
     )
     if not same_name:  # the same weights may live under another name (a Hub id vs a local copy): shapes decide

@@ -27,6 +27,7 @@ Writes to ``output_dir``: the adapter and tokenizer (``trainer.save_model``), ``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -414,9 +415,10 @@ def _load_tokenizer(path: str, model_args: ModelConfig, *, trust_remote_code: bo
 
 
 def name_base_model(output_dir: str | os.PathLike, model: str) -> str | None:
-    """Make the model card in ``output_dir`` name its base model by Hub id (PEFT writes the local folder it loaded,
-    e.g. the built-in student's cache path). Returns the id written, or None when there is no card or no Hub id
-    (a local folder): then the card is left as it is.
+    """Make the adapter in ``output_dir`` name its base model by Hub id: ``base_model_name_or_path`` in
+    ``adapter_config.json``, the card's ``base_model`` and its ``base_model:adapter:...`` tag (PEFT writes the local
+    folder it loaded, e.g. the built-in student's cache path, which loads nowhere else). Returns the id written, or
+    None when there is no Hub id (a local folder): then the folder is left as it is.
 
     Example:
         >>> name_base_model("outputs/gsm8k-cpu/sft-lora", "smollm2-135m-instruct")  # doctest: +SKIP
@@ -426,12 +428,20 @@ def name_base_model(output_dir: str | os.PathLike, model: str) -> str | None:
 
     from ..common.models import hub_id
 
-    readme, repo = Path(output_dir) / "README.md", hub_id(model)
-    if repo is None or not readme.is_file():
+    folder, repo = Path(output_dir), hub_id(model)
+    config_file, readme = folder / "adapter_config.json", folder / "README.md"
+    if repo is None or not (config_file.is_file() or readme.is_file()):
         return None
-    card = ModelCard.load(readme)
-    card.data.base_model = repo
-    card.save(readme)
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = repo
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if readme.is_file():
+        card = ModelCard.load(readme)
+        card.data.base_model = repo
+        tags = card.data.tags or []
+        card.data.tags = [f"base_model:adapter:{repo}" if t.startswith("base_model:adapter:") else t for t in tags]
+        card.save(readme)
     return repo
 
 
