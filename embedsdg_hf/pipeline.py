@@ -460,7 +460,7 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
     train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
-    to_json_atomic(without_embeddings(train), out / "train.jsonl")
+    _write_train(without_embeddings(train), out)
     manifest["counts"]["train"] = len(train)
     if len(train) == 0:
         why = {"teacher errors": errors["by_kind"], "rejected": manifest["generation"]["rejects_by_reason"]}
@@ -474,6 +474,31 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
     if config.coverage and config.method == "embedsdg":
         _coverage(config, out, timer, manifest)
+
+
+_RUN_DIR_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train.jsonl
+---
+An embedsdg run dir. `load_dataset("<this folder>")` and `trl sft --dataset_name <this folder>` read `train.jsonl`:
+the rows that passed the parser and every quality gate. `manifest.json` has the counts and timings.
+"""
+
+
+def _write_train(train, out: Path) -> None:
+    """``train.jsonl`` with the rows that passed every gate, and the run dir's ``README.md`` that makes it the one
+    file ``load_dataset(<run dir>)`` reads. With no row, no ``train.jsonl`` (an earlier attempt's goes): an empty
+    JSON-lines file makes ``load_dataset`` die with a bare StopIteration; a missing one is named."""
+    if len(train):
+        to_json_atomic(train, out / "train.jsonl")
+    elif (out / "train.jsonl").exists():
+        (out / "train.jsonl").unlink()
+    tmp = out / ".README.md.tmp"
+    tmp.write_text(_RUN_DIR_CARD, encoding="utf-8")
+    tmp.replace(out / "README.md")
 
 
 def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):

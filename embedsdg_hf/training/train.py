@@ -319,6 +319,11 @@ def _load_any(spec: str, *, split: str) -> Dataset:
     path = Path(spec).expanduser()
     if path.is_dir() and (path / _RUN_TRAIN_FILE).is_file():
         path = path / _RUN_TRAIN_FILE  # a run output dir: its accepted rows
+    elif path.is_dir() and (path / "quality").is_dir():
+        raise ValueError(
+            f"Run dir {str(path)!r} has no {_RUN_TRAIN_FILE}: no row passed the quality gates, so there is nothing "
+            "to train on. dropped.jsonl and synthetic.jsonl there say why each row was dropped."
+        )
     elif path.is_dir() and (path / _RUN_SYNTHETIC_DIR).is_dir():
         path = path / _RUN_SYNTHETIC_DIR  # a run dir without train.jsonl: all rows, rejects dropped later
     if path.is_file():
@@ -327,8 +332,8 @@ def _load_any(spec: str, *, split: str) -> Dataset:
             raise ValueError(f"Cannot read {str(path)!r}: expected one of {sorted(_DATA_FILE_BUILDERS)}.")
         if path.suffix.lower() == ".jsonl" or path.stat().st_size == 0:
             hint = (
-                " A run writes an empty train.jsonl when no row passed; see dropped.jsonl and synthetic.jsonl next "
-                "to it for why. There is nothing to train on."
+                " An empty train.jsonl (older runs wrote one when no row passed): see dropped.jsonl and synthetic.jsonl "
+                "next to it for why. There is nothing to train on."
             )
             check_json_lines(path, what="training data", hint=hint if path.name == _RUN_TRAIN_FILE else "")
         return load_dataset(builder, data_files=str(path), split="train")
