@@ -332,8 +332,8 @@ def _load_any(spec: str, *, split: str) -> Dataset:
             raise ValueError(f"Cannot read {str(path)!r}: expected one of {sorted(_DATA_FILE_BUILDERS)}.")
         if path.suffix.lower() == ".jsonl" or path.stat().st_size == 0:
             hint = (
-                " An empty train.jsonl (older runs wrote one when no row passed): see dropped.jsonl and synthetic.jsonl "
-                "next to it for why. There is nothing to train on."
+                " An empty train.jsonl (older runs wrote one when no row passed): see dropped.jsonl and "
+                "synthetic.jsonl next to it for why. There is nothing to train on."
             )
             check_json_lines(path, what="training data", hint=hint if path.name == _RUN_TRAIN_FILE else "")
         return load_dataset(builder, data_files=str(path), split="train")
