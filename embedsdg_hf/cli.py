@@ -29,7 +29,9 @@ def _parse_config(command: str, rest: list[str], description: str):
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__
         print(f"embedsdg {command}: error: {err}", file=sys.stderr)
         return None
-    return config
+    from .common.recipes import resolve_recipe_paths
+
+    return resolve_recipe_paths(config, rest)  # a recipe's relative paths are relative to its own folder
 
 
 #: Exit codes of ``embedsdg run``: 0 done, 1 the run failed (no usable result; finished work kept), 2 bad input or

@@ -93,10 +93,10 @@ def test_recipe_with_unknown_key_is_rejected(tmp_path):
 EXPECTED_ACCELERATE = {
     "cpu": ("NO", "no", 1),
     "single-gpu": ("NO", "bf16", 1),
-    "multi-gpu": ("MULTI_GPU", "bf16", 8),
-    "deepspeed-zero2": ("DEEPSPEED", "bf16", 8),
-    "deepspeed-zero3": ("DEEPSPEED", "bf16", 8),
-    "fsdp": ("FSDP", "bf16", 8),
+    "multi-gpu": ("MULTI_GPU", "bf16", -1),  # -1: not in the file, the launcher gives it (one process per GPU)
+    "deepspeed-zero2": ("DEEPSPEED", "bf16", -1),
+    "deepspeed-zero3": ("DEEPSPEED", "bf16", -1),
+    "fsdp": ("FSDP", "bf16", -1),
 }
 
 
@@ -121,6 +121,18 @@ def test_accelerate_config_loads(name):
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
     if name == "fsdp":
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.parametrize("name", ["multi-gpu", "deepspeed-zero2", "deepspeed-zero3", "fsdp"])
+def test_multi_process_configs_take_the_process_count_from_the_launcher(name):
+    """No GPU count is written in the multi-GPU configs: `accelerate launch` asks for --num_processes and uses it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    parser, config = launch_command_parser(), str(resolve_accelerate_config(name))
+    with pytest.raises(ValueError, match="num_processes"):
+        _validate_launch_command(parser.parse_args(["--config_file", config, "train.py"]))
+    args, _, _ = _validate_launch_command(parser.parse_args(["--config_file", config, "--num_processes", "4", "t.py"]))
+    assert args.num_processes == 4
 
 
 def test_resolve_accelerate_config_path_and_unknown(tmp_path):
