@@ -46,13 +46,15 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
+    from .common.progress import quiet_progress
     from .common.rundir import RunDirLockedError
     from .generation.teachers import TeacherError
     from .validate import format_checks, validate_config
 
     resume = f"rerun the same command to resume (finished work in {config.output_dir}/ is reused)."
     try:
-        failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
+        with quiet_progress():
+            failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
         if failed:
             print(format_checks(failed))
             print("embedsdg run: error: the recipe failed the checks above; nothing was run.", file=sys.stderr)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common.mapping import vector_matrix, without_embeddings
+from .common.progress import quiet_progress
 from .common.rundir import (
     LOCK_FILE,
     PID_FILE,
@@ -206,7 +207,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
 def _run(config: PipelineConfig, out: Path) -> dict:
     timer = _Timer()
     started = time.perf_counter()
-    with timer.step("load seed pool") as rec:
+    with timer.step("load seed pool") as rec, quiet_progress():
         pool = load_seed_pool(
             config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
         )
@@ -444,7 +445,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
         rec["rows_out"] = len(synthetic)
     with timer.step("filter rejects", len(synthetic)) as rec:
-        accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
+        with quiet_progress():
+            accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
         rec["rows_out"] = len(accepted)
     save_dataset_atomic(synthetic, out / "synthetic")
     to_json_atomic(synthetic, out / "synthetic.jsonl")
@@ -459,7 +461,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             f"{out / 'cache'}, so the same command resumes once the teacher is fixed."
         )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
-    train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
+    with quiet_progress():
+        train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
     _write_train(without_embeddings(train), out)
     manifest["counts"]["train"] = len(train)
     if len(train) == 0:
@@ -549,9 +552,10 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
                 cache_dir=out / "cache",
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
-    checked = add_quality_reason(checked)
+    with quiet_progress():
+        checked = add_quality_reason(checked)
+        dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
     save_dataset_atomic(checked, out / "quality")
-    dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
     to_json_atomic(without_embeddings(dropped), out / "dropped.jsonl")
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
@@ -560,7 +564,8 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
 
 def _eval_sets(spec: str, load_eval_sets) -> dict:
     try:
-        return load_eval_sets(spec)
+        with quiet_progress():
+            return load_eval_sets(spec)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Could not load the evaluation set(s) {spec!r} for decontamination: {err}. Give local files "

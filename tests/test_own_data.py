@@ -72,6 +72,10 @@ def test_own_columns_run_end_to_end_with_default_gates_and_coverage(own_pool, st
         )  # fmt: skip
         prompts = [r.body["messages"][0]["content"] for r in server.chat_requests]
     assert done.returncode == 0, done.stderr[-3000:]
+    # one progress bar per stage; the bookkeeping (saving, JSON export, picking rows, loading weights) shows none
+    assert "Embedding with smollm2-135m-instruct" in done.stderr and "Teacher requests" in done.stderr
+    for internal in ("Saving the dataset", "Creating json from Arrow", "Generating train split", "Loading weights"):
+        assert internal not in done.stderr, internal
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "ok" and manifest["config"]["text_template"] == TEMPLATE
     assert manifest["counts"]["train"] == 3 and manifest["coverage"]  # every gate ran and kept the new rows
@@ -100,3 +104,18 @@ def test_validate_names_a_template_column_the_pool_lacks(own_pool):
         assert repr(missing) in line and "problem" in line, line  # names the column and the ones there are
     three = _embedsdg("validate", "--seed_pool", str(own_pool), "--text_template", "{problem} {solution} {source}")
     assert "[FAIL] seed pool + text template" in three.stdout and "exactly two columns" in three.stdout
+
+
+def test_quiet_progress_restores_the_switches_it_found():
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from embedsdg_hf.common.progress import quiet_progress
+
+    for before in (True, False):
+        (datasets.enable_progress_bars if before else datasets.disable_progress_bars)()
+        with pytest.raises(RuntimeError), quiet_progress():
+            assert datasets.are_progress_bars_disabled() and not hf_logging.is_progress_bar_enabled()
+            raise RuntimeError("a step failed")
+        assert datasets.are_progress_bars_disabled() is not before and hf_logging.is_progress_bar_enabled()
+    datasets.enable_progress_bars()

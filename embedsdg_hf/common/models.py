@@ -203,10 +203,13 @@ def load_student(spec: str, *, dtype: str = "auto", attn_implementation: str | N
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .progress import quiet_progress
+
     kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(spec), **kwargs).to(device).eval()
+    with quiet_progress():  # transformers' "Loading weights" bar
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(spec), **kwargs).to(device).eval()
     return model, load_tokenizer(spec)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..common.progress import quiet_progress
 from ..common.validation import template_fields
 from ..space.knn_regions import selection_template
 from ..space.regions import GridSpec
@@ -58,7 +59,8 @@ def _read_train(run_dir: Path, text_template: str):
     path = _need(run_dir, "train.jsonl", _TRAIN)
     if not path.read_text(encoding="utf-8").strip():  # no accepted rows: coverage_report reports zero points
         return Dataset.from_dict({})
-    rows = load_dataset("json", data_files=str(path), split="train")
+    with quiet_progress():
+        rows = load_dataset("json", data_files=str(path), split="train")
     names = dict(zip(("question", "answer"), template_fields(text_template)))
     keep = [c for c in ("region_id", "method") if c not in names.values()] + list(names)
     return rows.select_columns([c for c in keep if c in rows.column_names]).rename_columns(
