@@ -97,6 +97,9 @@ def _reference_answers(texts: list, kind: str, column: str) -> list[str]:
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (sound at 0 or n successes, unlike the normal one).
 
+    ``statsmodels``' ``proportion_confint(..., method="wilson")`` gives the same numbers; it is not a dependency of
+    this package, and this closed form (a few lines over the standard library) is all that is needed of it.
+
     Example:
         >>> tuple(round(x, 4) for x in wilson_interval(9, 200))
         (0.0239, 0.0833)
