@@ -29,9 +29,6 @@ _NOT_RESULTS = (
     "report_to",
     "tracking_project",
 )
-# Keys that may name a local file or folder to read (comma-separated for decontaminate): in a recipe, a relative one
-# is relative to the recipe file's folder (common/recipes.py: resolve_recipe_paths).
-INPUT_PATH_KEYS = ("seed_pool", "student", "generate_prompt", "decontaminate")
 # Teacher specs whose server URLs are operational: the same model behind another URL gives the same results.
 _TEACHER_KEYS = ("teacher", "consistency_teacher")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -115,8 +116,10 @@ def test_a_copied_recipe_validates_from_any_folder(tmp_path, student):
 def test_relative_recipe_paths_are_read_from_the_recipe_folder_unless_a_flag_sets_them(tmp_path, gsm8k_rows):
     from trl import TrlParser
 
-    from embedsdg_hf.common.recipes import resolve_recipe_paths
+    from embedsdg_hf.common.recipes import INPUT_PATH_KEYS, resolve_recipe_paths
     from embedsdg_hf.config import PipelineConfig
+
+    assert set(INPUT_PATH_KEYS) <= {f.name for f in dataclasses.fields(PipelineConfig)}
 
     (tmp_path / "r" / "data").mkdir(parents=True)
     (tmp_path / "r" / "data" / "own.jsonl").write_text("".join(json.dumps(r) + "\n" for r in gsm8k_rows[:4]))

@@ -14,11 +14,12 @@ import re
 import shutil
 from pathlib import Path
 
-from ..config import INPUT_PATH_KEYS
-
-__all__ = ["RECIPES_DIR", "copy_recipes", "list_recipes", "resolve_recipe_paths"]
+__all__ = ["INPUT_PATH_KEYS", "RECIPES_DIR", "copy_recipes", "list_recipes", "resolve_recipe_paths"]
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+# The pipeline recipe keys (``PipelineConfig`` fields) that may name a local file or folder to read (comma-separated
+# for ``decontaminate``): in a recipe, a relative one is relative to the recipe file's folder.
+INPUT_PATH_KEYS = ("seed_pool", "student", "generate_prompt", "decontaminate")
 
 
 def list_recipes() -> list[str]:
@@ -78,7 +79,7 @@ def _absolute_paths(text: str, folder: Path) -> str:
 
 
 def resolve_recipe_paths(config, argv: list[str]):
-    """Make the relative input paths a recipe gives (:data:`~embedsdg_hf.config.INPUT_PATH_KEYS`: ``seed_pool``,
+    """Make the relative input paths a recipe gives (:data:`INPUT_PATH_KEYS`: ``seed_pool``,
     ``student``, ``generate_prompt``, ``decontaminate``) relative to the recipe file's folder, as the recipe's author
     wrote them, rather than to the current directory. A path that does not exist there, or a value a command-line
     flag set, is left as it is (read from the current directory). Returns ``config``.
