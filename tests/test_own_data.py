@@ -90,6 +90,11 @@ def test_own_columns_run_end_to_end_with_default_gates_and_coverage(own_pool, st
         assert pool[pair["seed_a"]]["problem"] in prompt and pool[pair["seed_b"]]["solution"] in prompt
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert sorted(row["final_answer"] for row in train) == ["100", "50", "7"]
+    from datasets import load_dataset
+
+    # what `trl sft --dataset_name <run dir>` loads: train.jsonl alone (the run dir's README.md says so)
+    loaded = load_dataset(str(out), split="train")
+    assert len(loaded) == 3 and {"prompt", "completion", "messages"} <= set(loaded.column_names)
 
 
 def test_validate_names_a_template_column_the_pool_lacks(own_pool):
