@@ -31,7 +31,9 @@ def _parse_config(command: str, rest: list[str], description: str):
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__
         print(f"embedsdg {command}: error: {err}", file=sys.stderr)
         return None
-    return config
+    from .common.recipes import resolve_recipe_paths
+
+    return resolve_recipe_paths(config, rest)  # a recipe's relative paths are relative to its own folder
 
 
 def _check_config_file(args: list[str]) -> None:
@@ -74,13 +76,15 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     config = _parse_config("run", rest, _RUN_HELP)
     if config is None:
         return 2
+    from .common.progress import quiet_progress
     from .generation.teachers import TeacherError
     from .validate import format_checks, validate_config
 
     user_errors = _user_errors()
     resume = f"rerun the same command to resume (finished work in {config.output_dir}/ is reused)."
     try:
-        failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
+        with quiet_progress():
+            failed = [check for check in validate_config(config) if not check.ok]  # cheap checks before expensive work
         if failed:
             print(format_checks(failed))
             print("embedsdg run: error: the recipe failed the checks above; nothing was run.", file=sys.stderr)

@@ -1,16 +1,20 @@
-"""Push a run to the Hugging Face Hub as one commit: the rows it trains on (config ``default``), every generated row
-(config ``all``) and the rows a quality gate dropped (config ``dropped``) as Parquet, a dataset card built with
-``huggingface_hub``'s :class:`~huggingface_hub.DatasetCardData` (with the ``dataset_info`` and ``configs`` blocks
-``Dataset.push_to_hub`` would write), the figures, the manifest and the run's recipe.
+"""Push a run to the Hugging Face Hub as one commit: the rows it trains on (config ``default``: ``messages``,
+``prompt``/``completion`` and the :data:`TRAINING_COLUMNS` of provenance), every generated row with every column
+(config ``all``) and the rows a quality gate dropped (config ``dropped``, only when there are some) as Parquet, a
+dataset card built with ``huggingface_hub``'s :class:`~huggingface_hub.DatasetCardData` (with the ``dataset_info``
+and ``configs`` blocks ``Dataset.push_to_hub`` would write), the figures, the manifest and the run's recipe.
 
 :func:`stage_run_for_hub` writes that repository into a local folder first (``load_dataset(folder, "dropped")``
-reads it as the Hub would); :func:`push_run_to_hub` uploads the folder with ``HfApi.upload_folder``.
+reads it as the Hub would); :func:`push_run_to_hub` uploads the folder with ``HfApi.upload_folder``. Nothing staged
+names a server URL or an absolute local path (:func:`public_text`): the teacher shows as ``openai:<model>@<url>``,
+a local seed pool by its file name.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -24,11 +28,57 @@ logger = logging.getLogger(__name__)
 PAPER = "https://arxiv.org/abs/2603.22294"
 # config name -> (folder in the repo, what it holds); "default" is what `load_dataset(repo_id)` gives
 CONFIGS = {
-    "default": ("data", "the rows that passed the parser and every quality gate: the training set"),
+    "default": (
+        "data",
+        "the rows that passed the parser and every quality gate, in training form (`messages`, TRL's "
+        "`prompt`/`completion`) with a few provenance columns: the training set",
+    ),
     "all": ("all", "every generated row, with its `reject_reason` (None when the parser accepted it)"),
     "dropped": ("dropped", "the parsed rows a quality gate dropped, with `quality_reason` and each gate's columns"),
 }
 DEFAULT_LICENSE_NAME = "teacher-and-seed-data-terms"
+# The columns of the default (training) config; every column (raw responses, request keys, gate details) is in
+# `all`, and the dropped rows with their gates' columns in `dropped`.
+TRAINING_COLUMNS = (
+    "messages",
+    "prompt",
+    "completion",
+    "question",
+    "answer",
+    "final_answer",
+    "method",
+    "region_id",
+    "seed_a",
+    "seed_b",
+    "teacher_model",
+    "prompt_version",
+)
+_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"]*[^\s'\".,:;)\]]", re.IGNORECASE)
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/-])(?:~|/)[^\s'\"]*/([^\s'\"/]+)")
+
+
+def public_text(text: str) -> str:
+    """``text`` without server URLs (a teacher's base URL: ``<url>``) or absolute local paths (only their last part),
+    for what leaves the machine (the Hub card, recipe, manifest and the rows' ``error`` column).
+
+    Example:
+        >>> public_text("openai:Qwen/Qwen2.5-7B-Instruct@http://10.0.0.5:8000/v1")
+        'openai:Qwen/Qwen2.5-7B-Instruct@<url>'
+        >>> public_text("/home/me/data/own.jsonl"), public_text("openai/gsm8k")
+        ('own.jsonl', 'openai/gsm8k')
+    """
+    return _ABSOLUTE_PATH.sub(r"\1", _URL.sub("<url>", text))
+
+
+def _public(value):
+    """``value`` (a manifest, a config) with :func:`public_text` applied to every string in it."""
+    if isinstance(value, str):
+        return public_text(value)
+    if isinstance(value, dict):
+        return {key: _public(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_public(item) for item in value]
+    return value
 
 
 def _size_category(n: int) -> str:
@@ -142,6 +192,7 @@ def make_dataset_card(
     """
     from huggingface_hub import DatasetCard
 
+    manifest = _public(manifest)
     config, counts = manifest["config"], manifest["counts"]
     gen = manifest.get("generation") or {}
     method = config["method"]
@@ -281,7 +332,8 @@ def _config_rows(out: Path) -> dict:
     a quality gate dropped, when the run has gates)."""
     from .common.mapping import without_embeddings
 
-    configs = {"default": _training_rows(out)}
+    training = _training_rows(out)
+    configs = {"default": training.select_columns([c for c in TRAINING_COLUMNS if c in training.column_names])}
     configs["all"] = without_embeddings(load_saved_dataset(out / "synthetic"))
     if (out / "quality").exists():
         from .quality.gates import filter_passed
@@ -289,6 +341,10 @@ def _config_rows(out: Path) -> dict:
         quality = load_saved_dataset(out / "quality")
         configs["dropped"] = without_embeddings(quality.filter(lambda row: not filter_passed(row)))
     return configs
+
+
+def _public_errors(errors: list) -> dict:
+    return {"error": [None if e is None else public_text(e) for e in errors]}
 
 
 def stage_run_for_hub(
@@ -314,7 +370,7 @@ def stage_run_for_hub(
     from datasets import DatasetInfo, SplitDict, SplitInfo
 
     out, folder = Path(output_dir), Path(folder)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = _public(json.loads((out / "manifest.json").read_text()))
     if "accepted" not in manifest.get("counts", {}):
         raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
     configs = _config_rows(out)
@@ -329,6 +385,8 @@ def stage_run_for_hub(
             logger.info("Config %r has no rows: not uploaded.", name)
             continue
         rows = rows.flatten_indices()
+        if "error" in rows.column_names:  # a failed request's message names the server it tried
+            rows = rows.map(_public_errors, batched=True, input_columns="error", desc="Removing URLs from errors")
         path = folder / CONFIGS[name][0] / "train-00000-of-00001.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows.to_parquet(str(path))
@@ -351,7 +409,7 @@ def stage_run_for_hub(
             raise ValueError(f"{out / name} is listed under 'figures' in {out / 'manifest.json'} but is missing.")
         (folder / "figures").mkdir(exist_ok=True)
         (folder / "figures" / name).write_bytes((out / name).read_bytes())
-    (folder / "manifest.json").write_bytes((out / "manifest.json").read_bytes())
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     (folder / "run_config.yaml").write_text(_recipe(manifest["config"]))
     return folder
 

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .common.mapping import without_embeddings
+from .common.progress import quiet_progress
 from .common.rundir import (
     MARKER_FILE,
     RUN_MARKERS,
@@ -209,7 +210,7 @@ def run_pipeline(config: PipelineConfig) -> dict:
 def _run(config: PipelineConfig, out: Path) -> dict:
     timer = _Timer()
     started = time.perf_counter()
-    with timer.step("load seed pool") as rec:
+    with timer.step("load seed pool") as rec, quiet_progress():
         pool = load_seed_pool(
             config.seed_pool, split=config.pool_split, name=config.pool_name, n=config.pool_size, seed=config.seed
         )
@@ -389,7 +390,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
         rec["rows_out"] = len(synthetic)
     with timer.step("filter rejects", len(synthetic)) as rec:
-        accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
+        with quiet_progress():
+            accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
         rec["rows_out"] = len(accepted)
     save_dataset_atomic(synthetic, out / "synthetic")
     to_json_atomic(synthetic, out / "synthetic.jsonl")
@@ -404,8 +406,9 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             f"{out / 'cache'}, so the same command resumes once the teacher is fixed."
         )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
-    train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
-    to_json_atomic(without_embeddings(train), out / "train.jsonl")
+    with quiet_progress():
+        train = checked.filter(filter_passed, desc="Keeping rows that passed every gate")
+    _write_train(without_embeddings(train), out)
     manifest["counts"]["train"] = len(train)
     if len(train) == 0:
         why = {"teacher errors": errors["by_kind"], "rejected": manifest["generation"]["rejects_by_reason"]}
@@ -419,6 +422,31 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
     if config.coverage and config.method == "embedsdg":
         _coverage(config, out, timer, manifest)
+
+
+_RUN_DIR_CARD = """---
+configs:
+- config_name: default
+  data_files:
+  - split: train
+    path: train.jsonl
+---
+An embedsdg run dir. `load_dataset("<this folder>")` and `trl sft --dataset_name <this folder>` read `train.jsonl`:
+the rows that passed the parser and every quality gate. `manifest.json` has the counts and timings.
+"""
+
+
+def _write_train(train, out: Path) -> None:
+    """``train.jsonl`` with the rows that passed every gate, and the run dir's ``README.md`` that makes it the one
+    file ``load_dataset(<run dir>)`` reads. With no row, no ``train.jsonl`` (an earlier attempt's goes): an empty
+    JSON-lines file makes ``load_dataset`` die with a bare StopIteration; a missing one is named."""
+    if len(train):
+        to_json_atomic(train, out / "train.jsonl")
+    elif (out / "train.jsonl").exists():
+        (out / "train.jsonl").unlink()
+    tmp = out / ".README.md.tmp"
+    tmp.write_text(_RUN_DIR_CARD, encoding="utf-8")
+    tmp.replace(out / "README.md")
 
 
 def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):
@@ -469,9 +497,10 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
                 cache_dir=out / "cache",
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
-    checked = add_quality_reason(checked)
+    with quiet_progress():
+        checked = add_quality_reason(checked)
+        dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
     save_dataset_atomic(checked, out / "quality")
-    dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
     to_json_atomic(without_embeddings(dropped), out / "dropped.jsonl")
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
@@ -480,7 +509,8 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
 
 def _eval_sets(spec: str, load_eval_sets) -> dict:
     try:
-        return load_eval_sets(spec)
+        with quiet_progress():
+            return load_eval_sets(spec)
     except (OSError, ValueError) as err:
         raise ValueError(
             f"Could not load the evaluation set(s) {spec!r} for decontamination: {err}. Give local files "

@@ -249,12 +249,18 @@ def test_nothing_survives_to_train_jsonl_fails_and_train_says_the_data_is_empty(
     with FaultyOpenAIServer(default=ok(bad_sum)) as server:
         code, text = _cli(capsys, _random_run(short_pool, out, server.base_url))
     assert code == 1 and "No row survived" in text and "verification" in text, text
-    assert (out / "train.jsonl").read_text() == "" and (out / "dropped.jsonl").read_text().count("\n") == 4
+    # no 0-byte train.jsonl (load_dataset dies on one with a bare StopIteration): none, and the run dir's README.md
+    # makes `load_dataset(<run dir>)` / `trl sft --dataset_name <run dir>` name it instead of mixing the other files
+    assert not (out / "train.jsonl").exists() and (out / "dropped.jsonl").read_text().count("\n") == 4
+    from datasets import load_dataset
+
+    with pytest.raises(FileNotFoundError, match="train.jsonl"):
+        load_dataset(str(out), split="train")
     from embedsdg_hf.training.train import run_train
 
     code = run_train(["--dataset", str(out), "--model", "smollm2-135m-instruct", "--output_dir", str(tmp_path / "t")])
     text = capsys.readouterr().err
-    assert code == 2 and "train.jsonl' is empty (0 rows)" in text and "nothing to train on" in text
+    assert code == 2 and "no row passed the quality gates" in text and "nothing to train on" in text
 
 
 # ---------------------------------------------------------------------------------------------------------------

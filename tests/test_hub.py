@@ -136,3 +136,37 @@ def test_a_config_without_rows_is_left_out_and_a_run_without_training_rows_is_re
     empty.save_to_disk(str(tmp_path / "empty"))
     loaded = load_saved_dataset(tmp_path / "empty")
     assert len(loaded) == 0 and loaded.features == empty.features
+
+
+def test_staged_repo_has_no_url_or_local_path_and_a_lean_training_config(tmp_path, gsm8k_rows):
+    """What leaves the machine: no teacher URL and no absolute path in any staged file (card, recipe, manifest, the
+    Parquet rows' ``error``), the default config holds the training columns and a few provenance ones, `all` every
+    column, and a config without rows (no `dropped` here) is not promised anywhere in the card."""
+    from datasets import load_dataset, load_from_disk
+
+    from embedsdg_hf.hub import TRAINING_COLUMNS
+
+    run = write_run_dir(tmp_path / "run", gsm8k_rows, n=3)
+    url, pool = "http://10.1.2.3:8000/v1", str(tmp_path / "private" / "own.jsonl")
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["config"].update(teacher=f"openai:my-model@{url}", seed_pool=pool, output_dir=str(run))
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    synthetic = load_from_disk(str(run / "synthetic"))
+    failed = synthetic.map(lambda _, i: {"error": f"HTTP 503 from {url}: busy" if i == 0 else None}, with_indices=True)
+    failed.save_to_disk(str(tmp_path / "synthetic"))
+    (run / "synthetic").rename(tmp_path / "old-synthetic")
+    (tmp_path / "synthetic").rename(run / "synthetic")
+
+    folder = stage_run_for_hub(run, "me/lean", tmp_path / "repo")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            assert "10.1.2.3" not in text and str(tmp_path) not in text, path
+    card = (folder / "README.md").read_text()
+    assert "openai:my-model@<url>" in card and "`own.jsonl`" in card
+    assert "dropped" not in card.split("## Counts")[0]  # the config table and the load_dataset lines
+    train = load_dataset(str(folder), split="train")
+    assert set(train.column_names) == set(TRAINING_COLUMNS) and len(train) == 3
+    every = load_dataset(str(folder), "all", split="train")
+    assert {"raw_response", "request_key", "sampling"} <= set(every.column_names)
+    assert every["error"][0] == "HTTP 503 from <url>: busy"

@@ -93,10 +93,10 @@ def test_recipe_with_unknown_key_is_rejected(tmp_path):
 EXPECTED_ACCELERATE = {
     "cpu": ("NO", "no", 1),
     "single-gpu": ("NO", "bf16", 1),
-    "multi-gpu": ("MULTI_GPU", "bf16", 8),
-    "deepspeed-zero2": ("DEEPSPEED", "bf16", 8),
-    "deepspeed-zero3": ("DEEPSPEED", "bf16", 8),
-    "fsdp": ("FSDP", "bf16", 8),
+    "multi-gpu": ("MULTI_GPU", "bf16", -1),  # -1: not in the file, the launcher gives it (one process per GPU)
+    "deepspeed-zero2": ("DEEPSPEED", "bf16", -1),
+    "deepspeed-zero3": ("DEEPSPEED", "bf16", -1),
+    "fsdp": ("FSDP", "bf16", -1),
 }
 
 
@@ -121,6 +121,18 @@ def test_accelerate_config_loads(name):
         assert config.deepspeed_config["zero_stage"] == int(name[-1])
     if name == "fsdp":
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+@pytest.mark.parametrize("name", ["multi-gpu", "deepspeed-zero2", "deepspeed-zero3", "fsdp"])
+def test_multi_process_configs_take_the_process_count_from_the_launcher(name):
+    """No GPU count is written in the multi-GPU configs: `accelerate launch` asks for --num_processes and uses it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    parser, config = launch_command_parser(), str(resolve_accelerate_config(name))
+    with pytest.raises(ValueError, match="num_processes"):
+        _validate_launch_command(parser.parse_args(["--config_file", config, "train.py"]))
+    args, _, _ = _validate_launch_command(parser.parse_args(["--config_file", config, "--num_processes", "4", "t.py"]))
+    assert args.num_processes == 4
 
 
 def test_resolve_accelerate_config_path_and_unknown(tmp_path):
@@ -278,6 +290,41 @@ def test_adapter_card_names_the_base_model_by_its_hub_id(student, tmp_path):
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and card.data.library_name == "peft"
     assert name_base_model(tmp_path / "adapter", path) is None  # a local folder has no Hub id: card left as is
     assert ModelCard.load(tmp_path / "adapter" / "README.md").data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_trained_adapter_names_the_hub_id_and_loads_from_its_folder_alone(student, sft_rows, tmp_path, single_thread):
+    """Two LoRA steps; the folder names the built-in's Hub id (config, card, PEFT tag), never the local cache path,
+    and PEFT loads it from the folder alone: the base named in adapter_config.json resolves offline through the
+    built-in's local folder (``resolve_model``), and the loaded adapter gives the trained logits."""
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from embedsdg_hf.common.models import load_tokenizer, resolve_model
+
+    data = _write_jsonl(tmp_path / "train.jsonl", sft_rows[:4])
+    out = tmp_path / "adapter"
+    argv = ["--config", str(CPU_RECIPE), "--dataset", str(data), "--output_dir", str(out), "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "2", "--max_length", "96", "--learning_rate", "1e-2", "--merge", "false"]
+    assert run_train([*argv, "--disable_tqdm", "true", "--lora_r", "4"]) == 0
+
+    local = resolve_model(student)
+    config = PeftConfig.from_pretrained(str(out))
+    assert config.base_model_name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "base_model:adapter:HuggingFaceTB/SmolLM2-135M-Instruct" in card.data.tags
+    assert local not in (out / "README.md").read_text() + (out / "adapter_config.json").read_text()
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(config.base_model_name_or_path), dtype=torch.float32)
+    inputs = load_tokenizer(student)(sft_rows[5]["messages"][0]["content"], return_tensors="pt")
+    with torch.no_grad():
+        base_logits = base.eval()(**inputs).logits
+        adapted = PeftModel.from_pretrained(base, str(out)).eval()
+        adapted_logits = adapted(**inputs).logits
+    assert adapted.peft_config["default"].r == 4
+    assert (adapted_logits - base_logits).abs().max() > 1e-3, "the loaded adapter changes nothing"
 
 
 # CPU smoke run

@@ -87,6 +87,9 @@ def hub_id(spec: str) -> str | None:
 def resolve_model(spec: str) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts (a local folder or a Hub id).
 
+    A built-in's Hub id (``HuggingFaceTB/SmolLM2-135M-Instruct``, what a trained adapter names as its base) resolves
+    to the built-in's local folder when the Hub is offline and has no cached copy of it.
+
     Example:
         >>> resolve_model("smollm2-135m-instruct")  # doctest: +SKIP
         '/root/.cache/embedsdg_hf/models/smollm2-135m-instruct'
@@ -110,6 +113,10 @@ def resolve_model(spec: str) -> str:
             f"Model path {spec!r} does not exist. Give a local model folder, a Hub id like 'org/name', "
             f"or a built-in name: {sorted(BUILTIN_MODELS)}."
         )
+    builtin = next((name for name, repo in BUILTIN_HUB_IDS.items() if repo == spec), None)
+    if builtin is not None and _hub_offline() and not _in_hub_cache(spec):  # e.g. an adapter's base, offline
+        logger.warning("%s: offline and not in the Hub cache; using the built-in %r made from it.", spec, builtin)
+        return str(_ensure_builtin(builtin))
     if _hub_offline() and not _in_hub_cache(spec):
         raise ValueError(
             f"Model {spec!r} is not a built-in name ({', '.join(sorted(BUILTIN_MODELS))}), not a local folder, and "
@@ -196,10 +203,13 @@ def load_student(spec: str, *, dtype: str = "auto", attn_implementation: str | N
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .progress import quiet_progress
+
     kwargs = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype)}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(spec), **kwargs).to(device).eval()
+    with quiet_progress():  # transformers' "Loading weights" bar
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(spec), **kwargs).to(device).eval()
     return model, load_tokenizer(spec)
 
 

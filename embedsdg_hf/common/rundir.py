@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .progress import quiet_progress
+
 LOCK_FILE = "run.lock"
 PID_FILE = "run.lock.pid"
 #: The ownership marker: only embedsdg writes it, into a folder that was empty or absent when the run started. A
@@ -103,7 +105,8 @@ def save_dataset_atomic(ds, path: str | os.PathLike) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        ds.save_to_disk(str(tmp))
+        with quiet_progress():  # bookkeeping: no bar of its own (embedsdg -v shows it)
+            ds.save_to_disk(str(tmp))
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise with_path(err, path) from err
@@ -115,7 +118,8 @@ def to_json_atomic(ds, path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        ds.to_json(str(tmp))
+        with quiet_progress():
+            ds.to_json(str(tmp))
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -245,6 +249,7 @@ def load_saved_dataset(path: str | os.PathLike):
 
     path = Path(path)
     if json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files"):
-        return load_from_disk(str(path))
+        with quiet_progress():
+            return load_from_disk(str(path))
     features = DatasetInfo.from_directory(str(path)).features
     return Dataset.from_dict({name: [] for name in features}, features=features)

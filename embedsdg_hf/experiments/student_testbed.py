@@ -46,7 +46,7 @@ METHODS = ("embedsdg", "random")
 
 @dataclass(frozen=True)
 class StudentPlan:
-    """What the training half runs. The defaults took 85 min on 2 CPU cores (README "Targeting testbed")."""
+    """What the training half runs. The defaults took 85 min on 2 CPU cores (docs/results.md "Targeting testbed")."""
 
     pattern: str = "r4s2"  # the first pattern the k-NN selector was not tuned on
     n: int = 1000  # rows of D

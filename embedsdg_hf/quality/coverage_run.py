@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..common.progress import quiet_progress
+from ..common.validation import template_fields
 from .coverage import EMBEDDING_KEYS, CoverageReport
 from .selectors import EmbeddingSettings, SelectionContext, get_selector
 
@@ -47,13 +49,21 @@ def _run_config(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _read_train(run_dir: Path):
+def _read_train(run_dir: Path, text_template: str):
+    """The run's accepted rows with their ``question`` / ``answer`` under the pool's column names (the template's
+    two fields, e.g. ``problem`` / ``solution``), so that they are embedded with the pool's own template."""
     from datasets import Dataset, load_dataset
 
     path = _need(run_dir, "train.jsonl", _TRAIN)
     if not path.read_text(encoding="utf-8").strip():  # no accepted rows: coverage_report reports zero points
         return Dataset.from_dict({})
-    return load_dataset("json", data_files=str(path), split="train")
+    with quiet_progress():
+        rows = load_dataset("json", data_files=str(path), split="train")
+    names = dict(zip(("question", "answer"), template_fields(text_template)))
+    keep = [c for c in ("region_id", "method") if c not in names.values()] + list(names)
+    return rows.select_columns([c for c in keep if c in rows.column_names]).rename_columns(
+        {old: new for old, new in names.items() if old != new and old in rows.column_names}
+    )
 
 
 def coverage_from_run(
@@ -98,7 +108,7 @@ def coverage_from_run(
     selector = get_selector(config.get("selector", "grid")).from_config(config)  # old run dirs: the grid
     for name in ("pool", "regions", "reducer", *selector.saved_files):
         _need(run_dir, name, _ANALYSIS)
-    synthetic = {"embedsdg": _read_train(run_dir)}
+    synthetic = {"embedsdg": _read_train(run_dir, config["text_template"])}
     runs = {"embedsdg": {"run_dir": str(run_dir), "budget": _budget(config)}}
     for name, other in (compare or {}).items():
         if name in synthetic:
@@ -124,7 +134,7 @@ def coverage_from_run(
                 _budget(config),
                 config.get("seed_pool"),
             )
-        synthetic[name] = _read_train(other)
+        synthetic[name] = _read_train(other, config["text_template"])
         runs[name] = {"run_dir": str(other), "budget": _budget(other_config)}
 
     pool = load_from_disk(str(run_dir / "pool"))

@@ -97,6 +97,9 @@ def _reference_answers(texts: list, kind: str, column: str) -> list[str]:
 def wilson_interval(successes: int, n: int, *, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion (sound at 0 or n successes, unlike the normal one).
 
+    ``statsmodels``' ``proportion_confint(..., method="wilson")`` gives the same numbers; it is not a dependency of
+    this package, and this closed form (a few lines over the standard library) is all that is needed of it.
+
     Example:
         >>> tuple(round(x, 4) for x in wilson_interval(9, 200))
         (0.0239, 0.0833)
@@ -130,7 +133,7 @@ def check_adapter(adapter: Path, model: str) -> str | None:
     """Raise ``ValueError`` unless ``adapter`` is a PEFT adapter folder; warn when it names another base model.
 
     Returns the base model the adapter says it was trained on."""
-    from ..common.models import resolve_model
+    from ..common.models import hub_id, resolve_model
 
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
@@ -138,7 +141,7 @@ def check_adapter(adapter: Path, model: str) -> str | None:
         raise ValueError(f"Adapter {str(adapter)!r} is not a PEFT adapter folder (no adapter_config.json): {present}.")
     trained_on = json.loads(config_file.read_text()).get("base_model_name_or_path")
     resolved = resolve_model(model)
-    same_name = trained_on in (model, resolved) or (
+    same_name = trained_on in (model, resolved, hub_id(model)) or (
         trained_on is not None and Path(trained_on).exists() and Path(trained_on).resolve() == Path(resolved).resolve()
     )
     if not same_name:  # the same weights may live under another name (a Hub id vs a local copy): shapes decide

@@ -27,6 +27,7 @@ Writes to ``output_dir``: the adapter and tokenizer (``trainer.save_model``), ``
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -318,6 +319,11 @@ def _load_any(spec: str, *, split: str) -> Dataset:
     path = Path(spec).expanduser()
     if path.is_dir() and (path / _RUN_TRAIN_FILE).is_file():
         path = path / _RUN_TRAIN_FILE  # a run output dir: its accepted rows
+    elif path.is_dir() and (path / "quality").is_dir():
+        raise ValueError(
+            f"Run dir {str(path)!r} has no {_RUN_TRAIN_FILE}: no row passed the quality gates, so there is nothing "
+            "to train on. dropped.jsonl and synthetic.jsonl there say why each row was dropped."
+        )
     elif path.is_dir() and (path / _RUN_SYNTHETIC_DIR).is_dir():
         path = path / _RUN_SYNTHETIC_DIR  # a run dir without train.jsonl: all rows, rejects dropped later
     if path.is_file():
@@ -326,8 +332,8 @@ def _load_any(spec: str, *, split: str) -> Dataset:
             raise ValueError(f"Cannot read {str(path)!r}: expected one of {sorted(_DATA_FILE_BUILDERS)}.")
         if path.suffix.lower() == ".jsonl" or path.stat().st_size == 0:
             hint = (
-                " A run writes an empty train.jsonl when no row passed; see dropped.jsonl and synthetic.jsonl next "
-                "to it for why. There is nothing to train on."
+                " An empty train.jsonl (older runs wrote one when no row passed): see dropped.jsonl and "
+                "synthetic.jsonl next to it for why. There is nothing to train on."
             )
             check_json_lines(path, what="training data", hint=hint if path.name == _RUN_TRAIN_FILE else "")
         return load_dataset(builder, data_files=str(path), split="train")
@@ -414,9 +420,10 @@ def _load_tokenizer(path: str, model_args: ModelConfig, *, trust_remote_code: bo
 
 
 def name_base_model(output_dir: str | os.PathLike, model: str) -> str | None:
-    """Make the model card in ``output_dir`` name its base model by Hub id (PEFT writes the local folder it loaded,
-    e.g. the built-in student's cache path). Returns the id written, or None when there is no card or no Hub id
-    (a local folder): then the card is left as it is.
+    """Make the adapter in ``output_dir`` name its base model by Hub id: ``base_model_name_or_path`` in
+    ``adapter_config.json``, the card's ``base_model`` and its ``base_model:adapter:...`` tag (PEFT writes the local
+    folder it loaded, e.g. the built-in student's cache path, which loads nowhere else). Returns the id written, or
+    None when there is no Hub id (a local folder): then the folder is left as it is.
 
     Example:
         >>> name_base_model("outputs/gsm8k-cpu/sft-lora", "smollm2-135m-instruct")  # doctest: +SKIP
@@ -426,12 +433,20 @@ def name_base_model(output_dir: str | os.PathLike, model: str) -> str | None:
 
     from ..common.models import hub_id
 
-    readme, repo = Path(output_dir) / "README.md", hub_id(model)
-    if repo is None or not readme.is_file():
+    folder, repo = Path(output_dir), hub_id(model)
+    config_file, readme = folder / "adapter_config.json", folder / "README.md"
+    if repo is None or not (config_file.is_file() or readme.is_file()):
         return None
-    card = ModelCard.load(readme)
-    card.data.base_model = repo
-    card.save(readme)
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        config["base_model_name_or_path"] = repo
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    if readme.is_file():
+        card = ModelCard.load(readme)
+        card.data.base_model = repo
+        tags = card.data.tags or []
+        card.data.tags = [f"base_model:adapter:{repo}" if t.startswith("base_model:adapter:") else t for t in tags]
+        card.save(readme)
     return repo
 
 

@@ -1,7 +1,7 @@
 """``FamilyTeacher``: an experimental control, not a model. It answers the generation prompts (P_g, P_b) with a correct
 fresh instance of a seed's problem family from the built-in word-problem generator.
 
-Why: the targeting testbed (README "Targeting testbed") compares EmbedSDG with RandomSDG on what they are about,
+Why: the targeting testbed (docs/results.md) compares EmbedSDG with RandomSDG on what they are about,
 *which seeds are chosen*. A 135M teacher on a CPU writes wrong or off-topic problems, which would drown that signal.
 This teacher answers every request with a new, correct problem (new names and numbers) of the family of one of the
 prompt's seeds, so the arms differ only in their seeds. It is not a way to make data for real use.
