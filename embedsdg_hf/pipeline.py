@@ -9,6 +9,7 @@ the figures, the teacher's request cache (so an interrupted run resumes where it
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -43,7 +44,7 @@ from .quality.coverage_run import coverage_from_run
 from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
-from .quality.verify import add_verification
+from .quality.verify import add_verification, check_solution
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
 from .space.knn_regions import knn_seed_pairs, selection_template
@@ -106,7 +107,7 @@ _STAGES = (
 _AFTER_DECODING = (
     ("method", "teacher", "generate_prompt", "samples_per_item", "temperature", "top_p", "max_tokens", "verify")
     + ("answer_format", "dedup", "dedup_threshold", "decontaminate", "decontam_ngram", "decontam_threshold")
-    + ("self_consistency", "consistency_teacher")
+    + ("self_consistency", "consistency_teacher", "teacher_attempts", "teacher_calculator", "teacher_grammar")
 )
 
 
@@ -441,6 +442,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             cache_dir=out / "cache",
             question_column=question,
             answer_column=answer,
+            attempts=config.teacher_decoding()["attempts"],
+            row_check=functools.partial(_verify_row, kind=config.answer_format) if config.verify else None,
         )
         rec["rows_out"] = len(synthetic)
     with timer.step("filter rejects", len(synthetic)) as rec:
@@ -474,6 +477,11 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         )
     if config.coverage and config.method == "embedsdg":
         _coverage(config, out, timer, manifest)
+
+
+def _verify_row(parsed, *, kind: str) -> str | None:
+    """Best-of-n's per-row gate: the verification reason of a parsed example (None: it passes)."""
+    return check_solution(parsed.answer, parsed.final_answer, kind=kind)[0]
 
 
 def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):
@@ -586,5 +594,10 @@ def _make_teacher(config: PipelineConfig, spec: str, *, writes_examples: bool = 
             max_retries=config.teacher_max_retries,
             extra_body=config.teacher_extra_body,
             response_format=response_format_from_spec(response_format),
+        )
+    if spec.startswith("transformers:") and writes_examples:
+        decoding = config.teacher_decoding()
+        return load_teacher(
+            spec, batch_size=config.teacher_batch_size, calculator=decoding["calculator"], grammar=decoding["grammar"]
         )
     return load_teacher(spec, batch_size=config.teacher_batch_size)
