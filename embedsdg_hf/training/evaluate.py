@@ -220,9 +220,8 @@ def _generate_with_calculator(model, tokenizer, prompts: list[str], max_new_toke
     tokens, finish = generate_after_prefix(
         model, ids[0][:shared], tails, budgets, stops=stops, control=RowConstraints(tokenizer, budgets)
     )
-    return [
-        (tokenizer.decode(row, skip_special_tokens=True).strip(), len(row), reason) for row, reason in zip(tokens, finish)
-    ]
+    texts = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+    return [(text, len(row), reason) for text, row, reason in zip(texts, tokens, finish)]
 
 
 def vllm_request(model: str, adapter: str | Path | None, max_new_tokens: int) -> dict[str, Any]:
