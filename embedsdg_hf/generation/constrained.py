@@ -62,7 +62,7 @@ def _ll_tokenizer(tokenizer):
 
 @dataclass
 class _Row:
-    text: str = ""  # what the row has emitted so far (after the prefill)
+    text: str = ""  # the prefill, then what the row has emitted
     produced: int = 0
     handled: int = -1  # start of the last annotation the calculator has answered (or given up on)
     last_value: str | None = None
@@ -106,7 +106,8 @@ class RowConstraints:
         self.grammar = grammar
         self.stop_id = tokenizer.eos_token_id if stop_id is None else stop_id
         self.question_share, self.reserve = question_share, reserve
-        self.rows = [_Row() for _ in self.budgets]
+        prefills = list(prefills or [""] * len(self.budgets))
+        self.rows = [_Row(text=prefill) for prefill in prefills]
         self.counts: dict[str, int] = {}
         self._bitmask = None
         if grammar is not None:
@@ -121,7 +122,7 @@ class RowConstraints:
             self._bitmask = llguidance.torch.allocate_token_bitmask(len(self.rows), ll_tokenizer.vocab_size)
             for index, row in enumerate(self.rows):
                 row.matcher = first if index == 0 else first.deep_copy()
-            for row, prefill in zip(self.rows, prefills or [""] * len(self.rows)):
+            for row, prefill in zip(self.rows, prefills):
                 ids = self._ids(prefill)
                 if ids and not row.matcher.consume_tokens(ids):
                     raise ValueError(f"The prefill {prefill!r} does not start a text the grammar allows.")
