@@ -199,7 +199,11 @@ def json_response_format(*, strict: bool = True, answer_format: str | None = Non
     """
     return {
         "type": "json_schema",
-        "json_schema": {"name": "generated_example", "schema": example_json_schema(answer_format), "strict": strict},
+        "json_schema": {
+            "name": "generated_example",
+            "schema": EXAMPLE_JSON_SCHEMA if answer_format is None else example_json_schema(answer_format),
+            "strict": strict,
+        },
     }
 
 
