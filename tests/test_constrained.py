@@ -174,3 +174,25 @@ def test_real_model_annotation_results_are_the_evaluators_values():
     assert matches, response.text
     for match in matches:
         assert match[2] == calculator_result(match[1]), response.text
+
+
+@pytest.mark.slow
+def test_evaluate_with_the_calculator_writes_the_evaluators_values():
+    """``evaluate_model(..., calculator=True)``: the student decodes through the engine with the calculator; every
+    evaluable annotation in its completions holds the evaluator's value, and the results say how it decoded."""
+    import datasets
+
+    from embedsdg_hf.training.evaluate import evaluate_model
+
+    rows = [__import__("json").loads(line) for line in open("../shared/data/gsm8k/test.jsonl")][:4]
+    data = datasets.Dataset.from_list(rows)
+    predictions, results = evaluate_model(MODEL, data, kind="gsm8k", calculator=True, max_new_tokens=96, batch_size=4)
+    assert results["decoding"] == "greedy + calculator" and results["n"] == 4
+    matches = [m for text in predictions["completion"] for m in ANNOTATION.finditer(text)]
+    if not matches:
+        pytest.skip("the student wrote no calculator annotation on these problems")
+    for match in matches:
+        if calculator_result(match[1]) is not None:
+            assert match[2] == calculator_result(match[1])
+    with pytest.raises(ValueError, match="calculator needs backend='transformers' and kind='gsm8k'"):
+        evaluate_model(MODEL, data, kind="gsm8k", calculator=True, backend="vllm")
