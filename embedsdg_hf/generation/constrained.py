@@ -60,6 +60,23 @@ def _ll_tokenizer(tokenizer):
     return llguidance.hf.from_tokenizer(tokenizer)
 
 
+class _ByteBits:
+    """``_BYTE_BITS[byte]``: the 8 bits of a byte as bools, lowest first (built on first use)."""
+
+    @functools.cached_property
+    def table(self):
+        from ..common.models import fork_safe_torch
+
+        torch = fork_safe_torch()
+        return (torch.arange(256).unsqueeze(-1) >> torch.arange(8)) & 1 == 1
+
+    def __getitem__(self, index):
+        return self.table[index]
+
+
+_BYTE_BITS = _ByteBits()
+
+
 @dataclass
 class _Row:
     text: str = ""  # the prefill, then what the row has emitted
@@ -146,12 +163,12 @@ class RowConstraints:
         for slot, row in enumerate(rows):
             llguidance.torch.fill_next_token_bitmask(self.rows[row].matcher, bitmask, slot)
         width = min(logits.shape[-1], bitmask.shape[-1] * 32)
-        allowed = (bitmask.unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
-        allowed = allowed.reshape(len(rows), -1)[:, :width].bool()
+        # bit j of byte b (little-endian words) allows token 8*b + j: one table lookup per byte
+        allowed = _BYTE_BITS[bitmask.view(torch.uint8).long()].reshape(len(rows), -1)[:, :width]
         logits[:, :width].masked_fill_(~allowed.to(logits.device), float("-inf"))
         if logits.shape[-1] > width:
             logits[:, width:] = float("-inf")
-        dead = ~torch.isfinite(logits).any(dim=-1)
+        dead = ~allowed.any(dim=-1)
         if bool(dead.any()):  # a matcher in an error state allows nothing: end the row
             logits[dead, self.stop_id] = 0.0
 
