@@ -40,6 +40,20 @@ _OPEN = re.compile(r"<<([^<>]*)$")  # an annotation still open at the end of the
 _ANSWER, _FINAL = (header + "\n" for _, header, _ in EXAMPLE_SECTIONS[1:])
 
 
+_RESULT = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d.]*\s*[-+*/x=])")
+
+
+def _stated_result(text: str) -> str | None:
+    """Without an annotation: the last number of the answer's last line that is not an operand (``= 12`` or
+    ``12 apples``, not ``12 *``), or None."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    line = lines[-1]
+    numbers = [m for m in _RESULT.finditer(line) if not re.search(r"[-+*/x]\s*$", line[: m.start()])]
+    return numbers[-1][0] if numbers else None
+
+
 def calculator_result(expression: str) -> str | None:
     """What the calculator writes after ``<<expression=``: the evaluator's value, formatted; None when refused.
 
@@ -221,11 +235,14 @@ class RowConstraints:
         return self._ids(newline + state.waiting)
 
     def _final(self, state: _Row) -> list[int] | None:
-        if state.final_forced or state.last_value is None or not state.text.endswith(_FINAL):
+        if state.final_forced or not state.text.endswith(_FINAL):
+            return None
+        value = state.last_value or _stated_result(state.text[: -len(_FINAL)])
+        if value is None:
             return None
         state.final_forced = True
         self._count("final_forced")
-        return [*self._ids(state.last_value), self.stop_id]
+        return [*self._ids(value), self.stop_id]
 
     def _checked(self, state: _Row, forced: list[int]) -> list[int]:
         """``forced`` if the row's grammar accepts it from where the row will be, else nothing."""
