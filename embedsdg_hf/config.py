@@ -305,6 +305,30 @@ class PipelineConfig:
     samples_per_item: int = field(
         default=1, metadata=_declare("generate", help="Teacher samples per pair (or per random seed).")
     )
+    teacher_attempts: int | None = field(
+        default=None,
+        metadata=_declare(
+            "generate",
+            help="Best-of-n: responses drawn per sample (new seed each, all cached) until one parses and passes "
+            "verification. Default (null): 2 for an in-process 'transformers:' teacher, 1 for others.",
+        ),
+    )
+    teacher_calculator: bool | None = field(
+        default=None,
+        metadata=_declare(
+            "generate",
+            help="In-process teacher: answer '<<expr=' with the exact value and '>>' (GSM8K calculator). "
+            "Default (null): on for 'transformers:' teachers with answer_format gsm8k; not for HTTP teachers.",
+        ),
+    )
+    teacher_grammar: bool | None = field(
+        default=None,
+        metadata=_declare(
+            "generate",
+            help="In-process teacher: constrain responses to the parser's format (llguidance), within "
+            "max_tokens. Default (null): on for 'transformers:' teachers (HTTP: see teacher_response_format).",
+        ),
+    )
     temperature: float = field(default=0.7, metadata=_declare("generate", help="Teacher sampling temperature."))
     top_p: float = field(default=0.95, metadata=_declare("generate", help="Teacher nucleus sampling."))
     max_tokens: int = field(default=320, metadata=_declare("generate", help="Teacher completion budget per request."))
@@ -565,11 +589,40 @@ class PipelineConfig:
                 ) from None
         if self.teacher_extra_body is not None and not isinstance(self.teacher_extra_body, dict):
             raise ValueError(f"teacher_extra_body must be a JSON object, got {self.teacher_extra_body!r}.")
+        if self.teacher_attempts is not None and self.teacher_attempts < 1:
+            raise ValueError(f"teacher_attempts must be >= 1 (or null: the default), got {self.teacher_attempts}.")
+        in_process = [n for n in ("teacher_calculator", "teacher_grammar") if getattr(self, n)]
+        if in_process and not self.teacher.startswith("transformers:"):
+            raise ValueError(
+                f"{' and '.join(in_process)} apply to in-process 'transformers:' teachers only; the teacher is "
+                f"{self.teacher!r} (an HTTP teacher's output format is teacher_response_format)."
+            )
+        if self.teacher_calculator and self.answer_format != "gsm8k":
+            raise ValueError("teacher_calculator writes GSM8K annotations <<a*b=c>>; it needs answer_format 'gsm8k'.")
         set_options = [n for n in ("teacher_response_format", "teacher_extra_body") if getattr(self, n) is not None]
         if set_options and not self.teacher.startswith("openai:"):
             raise ValueError(
                 f"{' and '.join(set_options)} apply to 'openai:' teachers only; the teacher is {self.teacher!r}."
             )
+
+    def teacher_decoding(self) -> dict:
+        """What the teacher fields resolve to: ``attempts``, ``calculator`` and ``grammar`` (an answer format or
+        None). The defaults (null) turn all three on for an in-process teacher and leave HTTP teachers as they are.
+
+        Example:
+            >>> PipelineConfig().teacher_decoding()
+            {'attempts': 2, 'calculator': True, 'grammar': 'gsm8k'}
+        """
+        in_process = self.teacher.startswith("transformers:")
+
+        def chosen(value, default):
+            return default if value is None else value
+
+        return {
+            "attempts": chosen(self.teacher_attempts, 2 if in_process else 1),
+            "calculator": chosen(self.teacher_calculator, in_process and self.answer_format == "gsm8k"),
+            "grammar": self.answer_format if chosen(self.teacher_grammar, in_process) else None,
+        }
 
     def knn_settings(self) -> dict:
         """The keyword arguments of ``knn_seed_pairs`` this config sets."""

@@ -9,6 +9,7 @@ the figures, the teacher's request cache (so an interrupted run resumes where it
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
@@ -49,7 +50,7 @@ from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
 from .quality.selectors import SELECTORS, EmbeddingSettings, SelectionContext, get_selector
-from .quality.verify import add_verification
+from .quality.verify import add_verification, check_solution
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
 from .space.reduce import Reducer, add_coords, fit_reducer
@@ -100,7 +101,8 @@ def _finished(out: Path) -> bool:
 def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
     """Delete what the run wrote into ``out`` but ``keep`` and the teacher cache (content-hash keys: always safe to
     reuse); a file or folder the run did not write is never touched (common/rundir.py ``RUN_OUTPUTS``)."""
-    clear_run_outputs(out, keep=("cache", "run_config.json", *keep))
+    saved = tuple(f for cls in SELECTORS.values() for f in cls.saved_files)  # every selector's fitted parts
+    clear_run_outputs(out, keep=("cache", "run_config.json", *keep), extra=saved)
 
 
 def _stage_outputs(stage: str) -> tuple[str, ...]:
@@ -387,6 +389,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             cache_dir=out / "cache",
             question_column=question,
             answer_column=answer,
+            attempts=config.teacher_decoding()["attempts"],
+            row_check=functools.partial(_verify_row, kind=config.answer_format) if config.verify else None,
         )
         rec["rows_out"] = len(synthetic)
     with timer.step("filter rejects", len(synthetic)) as rec:
@@ -447,6 +451,11 @@ def _write_train(train, out: Path) -> None:
     tmp = out / ".README.md.tmp"
     tmp.write_text(_RUN_DIR_CARD, encoding="utf-8")
     tmp.replace(out / "README.md")
+
+
+def _verify_row(parsed, *, kind: str) -> str | None:
+    """Best-of-n's per-row gate: the verification reason of a parsed example (None: it passes)."""
+    return check_solution(parsed.answer, parsed.final_answer, kind=kind)[0]
 
 
 def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Timer, manifest: dict):
@@ -561,5 +570,10 @@ def _make_teacher(config: PipelineConfig, spec: str, *, writes_examples: bool = 
             max_retries=config.teacher_max_retries,
             extra_body=config.teacher_extra_body,
             response_format=response_format_from_spec(response_format),
+        )
+    if spec.startswith("transformers:") and writes_examples:
+        decoding = config.teacher_decoding()
+        return load_teacher(
+            spec, batch_size=config.teacher_batch_size, calculator=decoding["calculator"], grammar=decoding["grammar"]
         )
     return load_teacher(spec, batch_size=config.teacher_batch_size)

@@ -27,6 +27,10 @@ def format_summary(manifest: dict) -> str:
             f"rejects: {rejects}; {gen['from_cache']} from the request cache."
         )
         lines.append(f"teacher tokens: {gen['prompt_tokens']:,} prompt + {gen['completion_tokens']:,} completion.")
+        if gen.get("attempts", gen["rows"]) > gen["rows"]:  # best-of-n asked again for rows that failed a gate
+            lines.append(
+                f"teacher requests: {gen['attempts']} for {gen['rows']} rows (best-of-n: failed rows asked again)."
+            )
     lines += format_quality(manifest)
     return "\n".join(lines)
 

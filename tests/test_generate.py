@@ -188,6 +188,7 @@ def test_rejects_are_kept_with_reasons(pool, pairs, caplog):
         "prompt_tokens": 0,
         "completion_tokens": 256,
         "from_cache": 0,
+        "attempts": 4,
     }
     assert "4 rows, 1 accepted" in caplog.text
 
@@ -220,6 +221,46 @@ def test_failures_are_not_cached_and_are_retried(pool, pairs, tmp_path):
     assert len(retry.sent) == 1 and "partial three" in user_prompt(retry.sent[0])
     assert ds2["reject_reason"][:] == [None] * 4
     assert ds2["from_cache"][:] == [True, True, False, True]
+
+
+def test_best_of_n_asks_again_only_for_rows_that_fail_a_gate(pool, pairs, tmp_path):
+    """attempts=3: attempt 0 of pairs 11 and 13 fails (a parse reject, a failed row check), attempt 1 of pair 13
+    fails again; each retry has its own seed and cache entry, the first passing row is kept, and a rerun resumes."""
+    failing = {request_seed(0, 11, 0), request_seed(0, 13, 0), request_seed(0, 13, 0, 1)}
+
+    def respond(request):
+        if request.seed == request_seed(0, 11, 0):
+            return TeacherResponse("no sections at all", "stop", model="fake-1", prefill_applied=True)
+        response = good_response(request)
+        if request.seed in failing:
+            response.text = response.text.replace("<<x>>3", "<<x>>4 (bad)")
+        return response
+
+    def row_check(parsed):
+        return "bad" if "(bad)" in parsed.answer else None
+
+    teacher = FakeTeacher(respond)
+    kwargs = {"cache_dir": tmp_path, "attempts": 3, "row_check": row_check}
+    ds = make_synthetic_dataset(pool, pairs, teacher=teacher, **kwargs)
+    assert [r.seed for r in teacher.sent] == [
+        *(request_seed(0, pair, 0) for pair in (10, 11, 12, 13)),
+        request_seed(0, 11, 0, 1),
+        request_seed(0, 13, 0, 1),
+        request_seed(0, 13, 0, 2),
+    ]
+    assert ds["attempt"][:] == [0, 1, 0, 2] and ds["reject_reason"][:] == [None] * 4
+    assert ds["seed"][:] == [request_seed(0, 10, 0), request_seed(0, 11, 0, 1), request_seed(0, 12, 0),
+                             request_seed(0, 13, 0, 2)]  # fmt: skip
+    assert summarize_generation(ds)["attempts"] == 7
+    again = FakeTeacher(respond=lambda request: pytest.fail("nothing should be sent"))
+    resumed = make_synthetic_dataset(pool, pairs, teacher=again, **kwargs)
+    assert (
+        again.sent == []
+        and resumed.remove_columns("from_cache").to_list() == ds.remove_columns("from_cache").to_list()
+    )
+    # One attempt (the default) sends exactly the requests it always did, and keeps the failing rows.
+    single = make_synthetic_dataset(pool, pairs, teacher=FakeTeacher(respond), row_check=row_check)
+    assert single["attempt"][:] == [0] * 4 and single["reject_reason"][:] == [None, "missing_answer", None, None]
 
 
 def test_teacher_error_keeps_finished_results_for_the_next_run(pool, tmp_path):

@@ -32,7 +32,7 @@ MARKER_FORMAT = 1
 RUN_OUTPUTS = (
     *("run_config.json", "manifest.json", "cache", "pool", "reducer", "grid.json", "regions", "pairs", "decoded"),
     *("synthetic", "synthetic.jsonl", "quality", "train.jsonl", "dropped.jsonl", "regions.jsonl", "pairs.jsonl"),
-    *("density_histogram.png", "embedding_map.png", "coverage.json", "coverage.md", "coverage.png"),
+    *("density_histogram.png", "embedding_map.png", "coverage.json", "coverage.md", "coverage.png", "README.md"),
 )
 #: Files that mark a folder as an older embedsdg's run dir (or another tool's): refused without the marker.
 RUN_MARKERS = ("run_config.json", "manifest.json")
@@ -172,21 +172,23 @@ def is_fresh_dir(path: str | os.PathLike) -> bool:
     return not path.exists() or all(entry.name in (LOCK_FILE, PID_FILE) for entry in path.iterdir())
 
 
-def is_run_output(name: str) -> bool:
-    """Whether a top-level entry called ``name`` is one a run writes (or a temp / old copy of one)."""
-    if name in RUN_OUTPUTS:
+def is_run_output(name: str, extra: tuple[str, ...] = ()) -> bool:
+    """Whether a top-level entry called ``name`` is one a run writes (or a temp / old copy of one); ``extra``: more
+    names a run writes (the selectors' fitted parts, which the pipeline knows)."""
+    outputs = (*RUN_OUTPUTS, *extra)
+    if name in outputs:
         return True
     if name.startswith(".") and name.endswith((".tmp", ".old")):
-        return any(name[1:].startswith(f"{output}.") for output in RUN_OUTPUTS)
+        return any(name[1:].startswith(f"{output}.") for output in outputs)
     return False
 
 
-def clear_run_outputs(path: str | os.PathLike, keep: tuple[str, ...] = ()) -> list[str]:
+def clear_run_outputs(path: str | os.PathLike, keep: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> list[str]:
     """Delete what a run wrote into ``path`` (:data:`RUN_OUTPUTS`) except ``keep``; return the names deleted.
     Nothing else is touched, and links are removed, never followed (a link to a user's folder leaves it intact)."""
     deleted = []
     for entry in sorted(Path(path).iterdir()):
-        if entry.name in keep or not is_run_output(entry.name):
+        if entry.name in keep or not is_run_output(entry.name, extra):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)

@@ -35,6 +35,7 @@ import logging
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ FEATURES = datasets.Features(
         "sampling": _string,
         "seed": _int64,
         "sample_index": _int64,
+        "attempt": _int64,
         "request_key": _string,
         "raw_response": _string,
         "finish_reason": _string,
@@ -149,6 +151,8 @@ def make_synthetic_dataset(
     question_column: str = "question",
     answer_column: str = "answer",
     prefill: str = "### Question\n",
+    attempts: int = 1,
+    row_check: Callable[[ParsedExample], str | None] | None = None,
 ) -> datasets.Dataset:
     """Ask the teacher for new examples from seed pairs (EmbedSDG) or random seeds (RandomSDG); one row per request.
 
@@ -167,6 +171,10 @@ def make_synthetic_dataset(
         cache_dir: where finished requests are recorded (``requests.jsonl``) so an interrupted run resumes.
         question_column / answer_column: the pool's columns.
         prefill: text the assistant turn starts with (kept in ``raw_response`` when the backend applied it).
+        attempts: best-of-n: responses drawn per (item, sample) until one passes the parser and ``row_check``; each
+            attempt has its own seed and cache entry (attempt 0 is the request ``attempts=1`` sends). The row of the
+            first passing attempt is kept, else the last attempt's; its ``attempt`` column says which (0-based).
+        row_check: a per-row gate beyond the parser, e.g. verification: the reason a parsed example fails, or None.
 
     Returns:
         A new Dataset with the columns of :data:`FEATURES`, rejects included (``reject_reason`` set).
@@ -179,6 +187,8 @@ def make_synthetic_dataset(
         >>> train = synthetic.filter(filter_accepted)  # doctest: +SKIP
     """
     _check_arguments(teacher, method, samples_per_item, seed)
+    if not is_int(attempts) or attempts < 1:
+        raise ValueError(f"attempts must be an integer >= 1, got {attempts!r}.")
     require_rows(pool, what="seed pool", step="make_synthetic_dataset")
     require_columns(pool, [question_column, answer_column], what="seed pool")
     template = _resolve_prompt(prompt, method)
@@ -194,9 +204,6 @@ def make_synthetic_dataset(
         _job(item, k, template, sampling, seed, prefill, identity) for item in items for k in range(samples_per_item)
     ]
     cache_path = Path(cache_dir) / CACHE_FILE if cache_dir is not None else None
-    results = run_cached(
-        teacher, [job.request for job in jobs], [job.key for job in jobs], cache_path, what="teacher_error rows"
-    )
     run = _Run(
         method=method,
         prompt_version=template.tag,
@@ -205,7 +212,30 @@ def make_synthetic_dataset(
         sampling=json.dumps(sampling.to_dict(), sort_keys=True),
         prefill=prefill,
     )
-    rows = [_row(job, response, from_cache, run) for job, (response, from_cache) in zip(jobs, results)]
+    rows: list[dict[str, Any]] = [{} for _ in jobs]
+    pending = list(range(len(jobs)))
+    for attempt in range(attempts):  # best-of-n: only the rows that failed a gate are asked again
+        if attempt:
+            logger.info("Teacher attempt %d of %d: %d row(s) failed a gate and are asked again.", attempt + 1,
+                        attempts, len(pending))  # fmt: skip
+            for index in pending:
+                job = jobs[index]
+                jobs[index] = _job(job.item, job.sample_index, template, sampling, seed, prefill, identity, attempt)
+        results = run_cached(
+            teacher, [jobs[i].request for i in pending], [jobs[i].key for i in pending], cache_path,
+            what="teacher_error rows",
+        )  # fmt: skip
+        failed = []
+        for index, (response, from_cache) in zip(pending, results):
+            rows[index] = row = _row(jobs[index], response, from_cache, run, attempt)
+            if row["reject_reason"] is not None or (
+                row_check is not None
+                and row_check(ParsedExample(row["question"], row["answer"], row["final_answer"])) is not None
+            ):
+                failed.append(index)
+        pending = failed
+        if not pending:
+            break
     ds = datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in FEATURES}, features=FEATURES)
     summary = summarize_generation(ds)
     logger.info(
@@ -244,6 +274,7 @@ def summarize_generation(ds: datasets.Dataset) -> dict[str, Any]:
         ds, ["reject_reason", "prompt_tokens", "completion_tokens", "from_cache"], what="generated dataset"
     )
     table = ds.with_format("arrow")
+    attempts = len(ds) + (int(pc.sum(table["attempt"]).as_py() or 0) if "attempt" in ds.column_names else 0)
     reasons = Counter(table["reject_reason"].to_pylist())
     accepted = reasons.pop(None, 0)
 
@@ -257,6 +288,7 @@ def summarize_generation(ds: datasets.Dataset) -> dict[str, Any]:
         "prompt_tokens": total("prompt_tokens"),
         "completion_tokens": total("completion_tokens"),
         "from_cache": total("from_cache"),
+        "attempts": attempts,
     }
 
 
@@ -398,14 +430,15 @@ def _random_items(
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def request_seed(seed: int, identity: int, sample_index: int) -> int:
-    """The sampling seed of one request: 31 bits of sha256 of (run seed, item identity, sample index).
+def request_seed(seed: int, identity: int, sample_index: int, attempt: int = 0) -> int:
+    """The sampling seed of one request: 31 bits of sha256 of (run seed, item identity, sample index[, attempt]).
 
     Example:
-        >>> request_seed(0, 7, 0) == request_seed(0, 7, 0) != request_seed(0, 7, 1)
+        >>> request_seed(0, 7, 0) == request_seed(0, 7, 0) != request_seed(0, 7, 1) != request_seed(0, 7, 0, 1)
         True
     """
-    digest = hashlib.sha256(f"embedsdg-request:{seed}:{identity}:{sample_index}".encode()).digest()
+    key = f"embedsdg-request:{seed}:{identity}:{sample_index}" + (f":{attempt}" if attempt else "")
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
@@ -417,11 +450,12 @@ def _job(
     seed: int,
     prefill: str,
     identity: dict[str, Any],
+    attempt: int = 0,
 ) -> _Job:
     request = TeacherRequest(
         messages=({"role": "user", "content": template.render(**item.values)},),
         sampling=sampling,
-        seed=request_seed(seed, item.identity, sample_index),
+        seed=request_seed(seed, item.identity, sample_index, attempt),
         prefill=prefill,
     )
     return _Job(item, sample_index, request, request_key(identity, request, sample_index))
@@ -435,7 +469,7 @@ def _training_answer(parsed: ParsedExample) -> str:
     return f"{parsed.answer.rstrip()}\n#### {parsed.final_answer}"
 
 
-def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run) -> dict[str, Any]:
+def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run, attempt: int = 0) -> dict[str, Any]:
     if response.ok:
         raw = run.prefill + response.text if response.prefill_applied else response.text
         parsed = parse_generation(raw, finish_reason=response.finish_reason)
@@ -467,6 +501,7 @@ def _row(job: _Job, response: TeacherResponse, from_cache: bool, run: _Run) -> d
         "sampling": run.sampling,
         "seed": job.request.seed,
         "sample_index": job.sample_index,
+        "attempt": attempt,
         "request_key": job.key,
         "raw_response": raw,
         "finish_reason": response.finish_reason,

@@ -36,8 +36,11 @@ from typing import Any
 
 __all__ = [
     "EXAMPLE_JSON_SCHEMA",
+    "EXAMPLE_SECTIONS",
     "REJECT_REASONS",
     "ParsedExample",
+    "example_grammar",
+    "example_json_schema",
     "json_response_format",
     "parse_generation",
     "response_format_from_spec",
@@ -59,17 +62,64 @@ REJECT_REASONS = (
     INVALID_JSON,
     TEACHER_ERROR,
 )
+#: The one description of a generated example, in order: (JSON field, text header, what it holds). The text form's
+#: grammar (:func:`example_grammar`, the in-process teacher) and the JSON form's schema (:func:`example_json_schema`,
+#: ``response_format`` for OpenAI-compatible servers) are both made from it.
+EXAMPLE_SECTIONS = (
+    ("question", "### Question", "The new problem."),
+    ("answer", "### Answer", "Its step-by-step solution."),
+    ("final_answer", "### <final_answer>", "The final answer alone, e.g. a number."),
+)
+#: What a final answer may be, per ``answer_format`` (a regex; None: any one line).
+FINAL_ANSWER_PATTERNS = {"gsm8k": r"-?[0-9]{1,12}(\.[0-9]{1,4})?", "math": None}
+
+
+def example_json_schema(answer_format: str | None = None) -> dict[str, Any]:
+    """The JSON form of a generated example; with ``answer_format="gsm8k"`` the final answer must be a number.
+
+    Example:
+        >>> example_json_schema("gsm8k")["properties"]["final_answer"]["pattern"].startswith("^-?[0-9]{1,12}")
+        True
+    """
+    properties = {name: {"type": "string", "description": what} for name, _, what in EXAMPLE_SECTIONS}
+    pattern = FINAL_ANSWER_PATTERNS.get(answer_format) if answer_format is not None else None
+    if pattern is not None:
+        properties["final_answer"]["pattern"] = f"^{pattern}$"
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": [name for name, _, _ in EXAMPLE_SECTIONS],
+        "additionalProperties": False,
+    }
+
+
+def example_grammar(answer_format: str | None = "gsm8k") -> str:
+    """The text form as a Lark grammar (llguidance): the three headers in order, each on its own line; question and
+    answer lines that do not start a header (no ``#``, ``<`` or ``>``, so no ``#### N`` line either); calculator
+    annotations ``<<expr=result>>`` in the answer (an arithmetic expression, a number); the final answer one line
+    (a number for ``"gsm8k"``), then the end. The token budget is not in it (see ``generation/constrained.py``).
+
+    Example:
+        >>> "### <final_answer>" in example_grammar("gsm8k")
+        True
+    """
+    question, answer, final = (json.dumps(header + "\n") for _, header, _ in EXAMPLE_SECTIONS)
+    pattern = FINAL_ANSWER_PATTERNS.get(answer_format) if answer_format is not None else None
+    rules = [
+        f"start: {question} line+ {answer} aline+ {final} FINAL",
+        r'line: TEXT "\n"',
+        r'aline: (TEXT | annotation)+ "\n"',
+        'annotation: "<<" EXPR "=" NUMBER ">>"',
+        r"TEXT: /[^#<>\n]+/",
+        r"EXPR: /[0-9(][0-9.+\-*\/() ]*/",
+        r"NUMBER: /-?[0-9]{1,12}(\.[0-9]{1,6})?/",
+        "FINAL: /" + (pattern or r"[^#<>\n]+") + "/",
+    ]
+    return "\n".join(rules)
+
+
 #: The JSON form of a generated example (structured output / guided decoding).
-EXAMPLE_JSON_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "question": {"type": "string", "description": "The new problem."},
-        "answer": {"type": "string", "description": "Its step-by-step solution."},
-        "final_answer": {"type": "string", "description": "The final answer alone, e.g. a number."},
-    },
-    "required": ["question", "answer", "final_answer"],
-    "additionalProperties": False,
-}
+EXAMPLE_JSON_SCHEMA = example_json_schema()
 _JSON_FENCE = re.compile(r"^```(?:json)?[ \t]*\n(?P<body>.*?)\n?```[ \t]*$", re.DOTALL | re.IGNORECASE)
 
 # A section header on its own line: "### Question", "## answer:", "### **Final Answer**", "### <final_answer> ####",
@@ -139,8 +189,9 @@ def _example(question: str, answer: str, final_answer: str) -> ParsedExample:
     return ParsedExample(question=question, answer=answer, final_answer=final_answer, reject_reason=reason)
 
 
-def json_response_format(*, strict: bool = True) -> dict[str, Any]:
-    """The OpenAI ``response_format`` asking for :data:`EXAMPLE_JSON_SCHEMA` (vLLM: guided decoding to that schema).
+def json_response_format(*, strict: bool = True, answer_format: str | None = None) -> dict[str, Any]:
+    """The OpenAI ``response_format`` asking for :data:`EXAMPLE_JSON_SCHEMA` (vLLM: guided decoding to that schema);
+    with ``answer_format``, :func:`example_json_schema` of it (``"gsm8k"``: a numeric final answer).
 
     Example:
         >>> json_response_format()["json_schema"]["schema"]["required"]
@@ -148,7 +199,11 @@ def json_response_format(*, strict: bool = True) -> dict[str, Any]:
     """
     return {
         "type": "json_schema",
-        "json_schema": {"name": "generated_example", "schema": EXAMPLE_JSON_SCHEMA, "strict": strict},
+        "json_schema": {
+            "name": "generated_example",
+            "schema": EXAMPLE_JSON_SCHEMA if answer_format is None else example_json_schema(answer_format),
+            "strict": strict,
+        },
     }
 
 

@@ -26,10 +26,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..common.models import fork_safe_torch
 
@@ -53,6 +55,19 @@ class _State:
             for layer, tensor in store.items():
                 store[layer] = tensor.index_select(0, rows)
         self.valid = self.valid.index_select(0, rows)
+
+
+class DecodeControl(Protocol):
+    """Per-row constraints on :func:`generate_after_prefix` (e.g. :mod:`~embedsdg_hf.generation.constrained`).
+
+    ``mask`` sets the logits of tokens a row may not emit to ``-inf`` (in place; ``logits[i]`` is row ``rows[i]``);
+    ``advance`` is told every token a row emitted (drawn or queued, stop tokens excepted) and returns the tokens that
+    row must emit next, in order (usually none). Rows are the indexes of ``suffixes``.
+    """
+
+    def mask(self, rows: list[int], logits) -> None: ...
+
+    def advance(self, row: int, token: int) -> list[int]: ...
 
 
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None, **kwargs):
@@ -179,6 +194,7 @@ def generate_after_prefix(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int | Sequence[int | None] | None = None,
+    control: DecodeControl | None = None,
 ) -> tuple[list[list[int]], list[str]]:
     """Generate after ``prefix_ids`` + each suffix (an (L_i, hidden) embedding tensor), each within its own budget.
 
@@ -187,6 +203,8 @@ def generate_after_prefix(
     (one for all rows, or one per row; ``None``: torch's global generator), so a row's sample is reproducible and
     does not depend on which rows share its batch.
     Suffixes may differ in length (they are left-padded after the prefix, the padding masked out).
+    ``control`` (a :class:`DecodeControl`) constrains rows: it masks each step's logits (a grammar) and may queue
+    tokens a row must emit next (a calculator's result), which the batched step takes instead of the drawn token.
     """
     torch = fork_safe_torch()
     if not suffixes:
@@ -217,6 +235,7 @@ def generate_after_prefix(
     active = torch.arange(rows, device=device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     finish = ["length"] * rows
+    queued = [collections.deque() for _ in range(rows)]  # tokens ``control`` makes a row emit next
     next_positions = n_prefix + lengths  # where each row's first new token goes
     with _shared_prefix_attention(model), torch.inference_mode():
         step_inputs, step_positions = inputs, positions
@@ -227,11 +246,19 @@ def generate_after_prefix(
             ).logits[:, -1]  # fmt: skip
             state.length += step_inputs.shape[1]
             drawn_with = None if generators is None else [generators[r] for r in active.tolist()]
+            if control is not None:
+                control.mask(active.tolist(), logits)
             chosen = _next_tokens(logits, do_sample=do_sample, temperature=temperature, top_p=top_p,
                                   generators=drawn_with)  # fmt: skip
+            if control is not None:  # a row with queued tokens emits the next one instead of the drawn token
+                for slot, row in enumerate(active.tolist()):
+                    if queued[row]:
+                        chosen[slot] = queued[row].popleft()
             keep = []
             for slot, (row, token) in enumerate(zip(active.tolist(), chosen.tolist())):
                 tokens[row].append(token)
+                if control is not None and token not in stops:
+                    queued[row].extend(control.advance(row, token))
                 if token in stops:
                     finish[row] = "stop"
                 elif len(tokens[row]) < budgets[row]:

@@ -51,12 +51,9 @@ Example:
 
 from __future__ import annotations
 
-import ast
 import logging
-import operator
 import re
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -74,6 +71,8 @@ from ..common.answers import (
     number_from_match,
     strip_boxed,
 )
+from ..common.arithmetic import evaluate_arithmetic
+from ..common.arithmetic import shorten as _shorten
 from ..common.splits import is_streaming, map_batched, splitwise
 from ..common.validation import require_columns
 
@@ -102,109 +101,13 @@ VERIFY_REASONS = (
     MISSING_BOXED,
     BOXED_MISMATCH,
 )
-
-MAX_EXPRESSION_CHARS = 200  # real GSM8K annotations are at most 36 characters
-MAX_EXPONENT = 64
-MAX_BITS = 4096  # numerator and denominator of every intermediate value; 2**4096 is a 1234-digit number
-
 _ANNOTATION = re.compile(r"<<([^<>]*)>>")
 _GSM8K_LINE = re.compile(r"^[ \t]*####[^\n]*$", re.MULTILINE)
-# "1,000" / "12,345,678" inside an expression: a thousands separator, not a tuple.
-_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d,])")
 _FRACTION_RESULT = re.compile(r"\s*-?\d+\s*/\s*\d+\s*")
 # An operand: a number right after or before + - * / × ÷ or "x" used as a times sign ("2 x $3"); "/" before a word
 # is a unit ("$0.49/week").
 _OPERATOR_AFTER = re.compile(r"\s*(?:[-+*×÷]|/(?!\s*[A-Za-z])|x(?=\s*[$\d(.]))")
 _OPERATOR_BEFORE = re.compile(r"(?:[-+*/×÷]|(?<![A-Za-z])x)\s*\$?\s*$")
-_LITERAL = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_BINARY: dict[type, Callable[[Fraction, Fraction], Fraction]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: lambda a, b: Fraction(a // b),
-    ast.Mod: operator.mod,
-}
-_ALLOWED = "numbers, + - * / // % **, unary + and -, and parentheses"
-
-
-def evaluate_arithmetic(expr: str) -> Fraction:
-    """The exact value of an arithmetic expression, computed from its syntax tree (never ``eval``).
-
-    Allowed: integer and decimal literals (``12``, ``1.5``, ``.5``, ``1,000`` with thousands separators), binary
-    ``+ - * / // % **``, unary ``+``/``-`` and parentheses. ``**`` needs an integer exponent with
-    ``|exponent| <= 64``, and no value may grow past 4096 bits, so ``9**9**9`` fails at once instead of running for
-    hours. Everything else (names, calls, attributes, strings, comparisons, ``1e5``, ``0x1f``, an expression over
-    200 characters) raises ``ValueError``, as does a division by zero.
-
-    Example:
-        >>> evaluate_arithmetic("2*(3+4) - 1,000/8")
-        Fraction(-111, 1)
-        >>> evaluate_arithmetic("10/3"), evaluate_arithmetic(".5**2")
-        (Fraction(10, 3), Fraction(1, 4))
-    """
-    if not isinstance(expr, str):
-        raise ValueError(f"An arithmetic expression must be a string, got {type(expr).__name__}.")
-    if len(expr) > MAX_EXPRESSION_CHARS:
-        raise ValueError(
-            f"Arithmetic expression of {len(expr)} characters refused (at most {MAX_EXPRESSION_CHARS}): "
-            f"{_shorten(expr)}."
-        )
-    text = _THOUSANDS.sub(lambda m: m.group(0).replace(",", ""), expr.strip())
-    if not text:
-        raise ValueError("Empty arithmetic expression.")
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, MemoryError, RecursionError) as err:
-        raise ValueError(f"Not an arithmetic expression ({type(err).__name__}): {_shorten(expr)}.") from None
-    try:
-        return _value(tree.body, text)
-    except RecursionError:
-        raise ValueError(f"Arithmetic expression nested too deeply: {_shorten(expr)}.") from None
-
-
-def _value(node: ast.AST, text: str) -> Fraction:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        literal = ast.get_source_segment(text, node) or ""
-        if not _LITERAL.fullmatch(literal):
-            raise ValueError(f"Number literal {literal!r} is not allowed (only 12, 1.5, .5, 1,000): {_shorten(text)}.")
-        return Fraction(literal)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        operand = _value(node.operand, text)
-        return -operand if isinstance(node.op, ast.USub) else operand
-    if isinstance(node, ast.BinOp) and (type(node.op) in _BINARY or isinstance(node.op, ast.Pow)):
-        left, right = _value(node.left, text), _value(node.right, text)
-        if isinstance(node.op, ast.Pow):
-            return _bounded(_power(left, right, text), text)
-        if isinstance(node.op, (ast.Div, ast.FloorDiv, ast.Mod)) and right == 0:
-            raise ValueError(f"Division by zero in {_shorten(text)}.")
-        return _bounded(_BINARY[type(node.op)](left, right), text)
-    what = f"The constant {node.value!r}" if isinstance(node, ast.Constant) else type(node).__name__
-    raise ValueError(f"{what} is not allowed in arithmetic (only {_ALLOWED}): {_shorten(text)}.")
-
-
-def _power(base: Fraction, exponent: Fraction, text: str) -> Fraction:
-    if exponent.denominator != 1 or abs(exponent) > MAX_EXPONENT:
-        raise ValueError(
-            f"Exponent {exponent} refused (it must be an integer from -{MAX_EXPONENT} to {MAX_EXPONENT}): "
-            f"{_shorten(text)}."
-        )
-    if base == 0 and exponent < 0:
-        raise ValueError(f"Division by zero (0 to a negative power) in {_shorten(text)}.")
-    bits = max(base.numerator.bit_length(), base.denominator.bit_length()) * abs(int(exponent))
-    if bits > MAX_BITS:
-        raise ValueError(f"Power too large (about {bits} bits, at most {MAX_BITS}): {_shorten(text)}.")
-    return base ** int(exponent)
-
-
-def _bounded(value: Fraction, text: str) -> Fraction:
-    if max(value.numerator.bit_length(), value.denominator.bit_length()) > MAX_BITS:
-        raise ValueError(f"Value too large (over {MAX_BITS} bits) in {_shorten(text)}.")
-    return value
-
-
-def _shorten(text: str, limit: int = 80) -> str:
-    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _show(value: Fraction) -> str:

@@ -204,6 +204,29 @@ def _generate(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list
     return completions
 
 
+def _generate_with_calculator(model, tokenizer, prompts: list[str], max_new_tokens: int) -> list[tuple[str, int, str]]:
+    """Greedy completions through the shared-prefix engine with the calculator on
+    (:mod:`~embedsdg_hf.generation.constrained`): ``<<expr=`` is answered with the exact value, so an arithmetic slip
+    inside an annotation cannot hide what the student learned. Same output as :func:`_generate`."""
+    from ..common.models import fork_safe_torch, stop_token_ids
+    from ..generation.constrained import RowConstraints
+    from ..generation.shared_prefix import common_prefix_length, generate_after_prefix
+
+    torch = fork_safe_torch()
+    ids = [tokenizer(prompt, add_special_tokens=False)["input_ids"] for prompt in prompts]
+    shared = common_prefix_length(ids)
+    embed = model.get_input_embeddings()
+    with torch.inference_mode():
+        tails = [embed(torch.tensor(row[shared:], device=model.device)) for row in ids]
+    stops = stop_token_ids(model, tokenizer)
+    budgets = [max_new_tokens] * len(prompts)
+    tokens, finish = generate_after_prefix(
+        model, ids[0][:shared], tails, budgets, stops=stops, control=RowConstraints(tokenizer, budgets)
+    )
+    texts = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in tokens]
+    return [(text, len(row), reason) for text, row, reason in zip(texts, tokens, finish)]
+
+
 def vllm_request(model: str, adapter: str | Path | None, max_new_tokens: int) -> dict[str, Any]:
     """What the vLLM backend asks vLLM for, as plain data: ``LLM`` arguments, greedy ``SamplingParams`` arguments
     and the ``LoRARequest`` arguments of the adapter (None without one). Needs no vLLM (tested without it).
@@ -265,6 +288,7 @@ def _complete(
     batch_size: int,
     max_new_tokens: int,
     system_prompt: str | None,
+    calculator: bool = False,
 ) -> tuple[list[tuple[str, int, str]], Any, str]:
     """Greedy completions of our prompt (``PROMPTS[kind]`` through the chat template) with ``transformers`` or vLLM:
     ``(completions, the loaded model or None, device)``."""
@@ -299,9 +323,10 @@ def _complete(
     if backend == "vllm":
         completions = _generate_vllm(request, prompts)
     else:
+        generate = _generate_with_calculator if calculator else _generate
         with tqdm(total=len(prompts), desc=f"Evaluating on {kind}", unit="problem") as bar:
             for start in range(0, len(prompts), batch_size):
-                completions += _generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
+                completions += generate(student, tokenizer, prompts[start : start + batch_size], max_new_tokens)
                 bar.update(len(prompts[start : start + batch_size]))
     return completions, student, device
 
@@ -320,6 +345,7 @@ def evaluate_model(
     strict: bool = False,
     device: str | None = None,
     backend: str = "transformers",
+    calculator: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Generate an answer to every problem and score it; return ``(predictions, results)``.
 
@@ -344,6 +370,10 @@ def evaluate_model(
             numbers (:mod:`embedsdg_hf.training.lm_eval_backend`); the same predictions and results format, with
             lm-eval's metrics and task config under ``results["lm_eval"]``. Needs ``pip install
             'embedsdg-hf[lm-eval]'``.
+        calculator: ``backend="transformers"`` only: decode through the shared-prefix engine with the calculator
+            (``<<expr=`` answered with the exact value and ``>>``, :mod:`~embedsdg_hf.generation.constrained`), so
+            arithmetic slips inside annotations do not hide what the student learned. Off by default (the plain
+            ``generate`` path; the accuracy then compares with other evaluations).
 
     Returns:
         ``predictions``: a ``Dataset`` in the order of ``data`` with columns question, reference, completion,
@@ -379,6 +409,8 @@ def evaluate_model(
 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}.")
+    if calculator and (backend != "transformers" or kind != "gsm8k"):
+        raise ValueError(f"calculator needs backend='transformers' and kind='gsm8k', got {backend!r} and {kind!r}.")
     run = None
     generation_started = time.perf_counter()
     if backend == "lm-eval":
@@ -394,7 +426,7 @@ def evaluate_model(
     else:
         completions, student, device = _complete(
             backend, model, adapter, kind, questions, device=device, batch_size=batch_size,
-            max_new_tokens=max_new_tokens, system_prompt=system_prompt,
+            max_new_tokens=max_new_tokens, system_prompt=system_prompt, calculator=calculator,
         )  # fmt: skip
         predicted, correct = _score([text for text, _, _ in completions], references, kind, strict=strict)
     generation_seconds = time.perf_counter() - generation_started
@@ -447,7 +479,7 @@ def evaluate_model(
         "system_prompt": system_prompt,
         "max_new_tokens": max_new_tokens,
         "batch_size": batch_size,
-        "decoding": "greedy",
+        "decoding": "greedy + calculator" if calculator else "greedy",
         "backend": backend,
         "device": device,
         "dtype": "auto" if student is None else str(student.dtype).removeprefix("torch."),
@@ -530,6 +562,11 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
         "hendrycks_math500 task on the same rows; pip install 'embedsdg-hf[lm-eval]').",
     )
     parser.add_argument(
+        "--calculator",
+        action="store_true",
+        help="GSM8K, transformers backend: answer '<<expr=' with the exact value (arithmetic slips stop counting).",
+    )
+    parser.add_argument(
         "--output-dir", default=None, help="Where to write results (default: outputs/eval/<model-name>-<data>)."
     )
     return parser
@@ -569,6 +606,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             strict=args.strict,
             device=args.device,
             backend=getattr(args, "backend", "transformers"),
+            calculator=getattr(args, "calculator", False),
         )
     except (ValueError, FileNotFoundError) as err:
         if getattr(args, "verbose", False):

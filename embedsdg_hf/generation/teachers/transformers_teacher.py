@@ -23,6 +23,8 @@ from .base import SamplingParams, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
+CONSTRAINTS_VERSION = "v2"  # bump when the calculator / grammar / budget rules change what is generated
+
 
 class TransformersTeacher:
     """Generate with a local ``transformers`` causal LM, loaded lazily from a model spec.
@@ -34,33 +36,64 @@ class TransformersTeacher:
     template (with the generation prompt) followed by :attr:`TeacherRequest.prefill`; the returned text is only what
     the model generated after it. The tokens all prompts of a group share are run once for the whole call.
 
+    With ``calculator`` and/or ``grammar`` the decoding is constrained (:mod:`~embedsdg_hf.generation.constrained`):
+    ``<<expr=`` is answered with the evaluator's value, and the text follows the example format of the answer format
+    named by ``grammar`` (``"gsm8k"``: a numeric final answer, made to equal the last computed value when the
+    calculator is on too). Both are part of :meth:`identity` (so of the request cache key) when set.
+
     Args:
         model: a model spec accepted by :func:`embedsdg_hf.common.models.resolve_model` (built-in name, path, Hub id).
         batch_size: requests per ``generate`` call.
         device: torch device of the model.
+        calculator: evaluate ``<<expr=`` and force the result.
+        grammar: ``"gsm8k"`` or ``"math"``: constrain responses to that example format; None: free text.
 
     Example:
         >>> TransformersTeacher("smollm2-135m-instruct").identity()  # doctest: +SKIP
         {'backend': 'transformers', 'model': 'smollm2-135m-instruct', 'revision': '3f1c...'}
     """
 
-    def __init__(self, model: str = "smollm2-135m-instruct", *, batch_size: int = 32, device: str = "cpu"):
+    def __init__(
+        self,
+        model: str = "smollm2-135m-instruct",
+        *,
+        batch_size: int = 32,
+        device: str = "cpu",
+        calculator: bool = False,
+        grammar: str | None = None,
+    ):
+        from ..parse import FINAL_ANSWER_PATTERNS
+
         if not isinstance(model, str) or not model.strip():
             raise ValueError(f"model must be a non-empty model spec string, got {model!r}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if grammar is not None and grammar not in FINAL_ANSWER_PATTERNS:
+            raise ValueError(f"grammar must be one of {sorted(FINAL_ANSWER_PATTERNS)} or None, got {grammar!r}.")
         self.model = model
         self.batch_size = batch_size
         self.device = device
+        self.calculator = bool(calculator)
+        self.grammar = grammar
 
     def __repr__(self) -> str:
-        return f"TransformersTeacher(model={self.model!r}, batch_size={self.batch_size}, device={self.device!r})"
+        extra = (", calculator=True" if self.calculator else "") + (
+            f", grammar={self.grammar!r}" if self.grammar else ""
+        )
+        return (
+            f"TransformersTeacher(model={self.model!r}, batch_size={self.batch_size}, device={self.device!r}{extra})"
+        )
 
     def identity(self) -> dict[str, Any]:
-        """Backend, model spec and a content stamp of the local model folder."""
+        """Backend, model spec and a content stamp of the local model folder (and the constraints, when set)."""
         from ...space.embed import model_revision
 
-        return {"backend": "transformers", "model": self.model, "revision": model_revision(self.model)}
+        identity = {"backend": "transformers", "model": self.model, "revision": model_revision(self.model)}
+        if self.calculator:
+            identity["calculator"] = CONSTRAINTS_VERSION
+        if self.grammar:
+            identity["grammar"] = f"{self.grammar}:{CONSTRAINTS_VERSION}"
+        return identity
 
     def generate(
         self,
@@ -115,11 +148,23 @@ class TransformersTeacher:
         embed = model.get_input_embeddings()
         with torch.inference_mode():
             tails = [embed(torch.tensor(row[shared:], device=model.device)) for row in ids]
+        budgets = [sampling.max_tokens] * len(batch)
+        control = None
+        if self.calculator or self.grammar:
+            from ..constrained import RowConstraints
+            from ..parse import example_grammar
+
+            control = RowConstraints(
+                tokenizer, budgets, calculator=self.calculator, prefills=[request.prefill for request in batch],
+                grammar=example_grammar(self.grammar) if self.grammar else None,
+            )  # fmt: skip
         tokens, finish = generate_after_prefix(
-            model, ids[0][:shared], tails, [sampling.max_tokens] * len(batch), stops=stop_token_ids(model, tokenizer),
+            model, ids[0][:shared], tails, budgets, stops=stop_token_ids(model, tokenizer),
             do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
-            seed=[request.seed for request in batch],
+            seed=[request.seed for request in batch], control=control,
         )  # fmt: skip
+        if control is not None:
+            logger.info("Constrained decoding of %d requests: %s", len(batch), control.counts)
         return [
             TeacherResponse(
                 text=tokenizer.decode(row, skip_special_tokens=True),
