@@ -9,7 +9,7 @@ REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config import
 SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
 # Operational settings: where results go, how fast they come, how hard to try, not what they are. A run dir may be
 # resumed with other values of these. Every other key (a new one too) counts as changing the results.
-SELECTORS = ("knn", "grid")
+SELECTORS = ("knn", "grid", "rarity")
 _NOT_RESULTS = (
     "output_dir",
     "overwrite",
@@ -110,7 +110,10 @@ class PipelineConfig:
     # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
     selector: str = field(
         default="knn",
-        metadata={"help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds') or grid (paper)"},
+        metadata={
+            "help": "knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper) or "
+            "rarity (pool-fitted token weights + TF-IDF, k as a share of the pool; docs/selection-benchmark.md)"
+        },
     )
     knn_k: int = field(default=20, metadata={"help": "knn: the neighbour whose distance measures sparsity."})
     knn_dims: int | None = field(
