@@ -147,6 +147,15 @@ def _knn_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
     return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
 
 
+def _rarity_seeds(pool, n_pairs: int, seed: int, settings: Mapping) -> np.ndarray:
+    from ..space.rarity import rarity_seed_pairs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, pairs, _ = rarity_seed_pairs(pool, n_pairs=n_pairs, seed=seed, **settings)
+    return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
+
+
 def _random_seeds(n_rows: int, n_pairs: int, repeats: int) -> list[np.ndarray]:
     """RandomSDG's draw (``generate._random_items``): as many seeds as pairs, uniform without replacement."""
     return [np.random.default_rng(r).choice(n_rows, size=min(n_pairs, n_rows), replace=False) for r in range(repeats)]
@@ -160,7 +169,7 @@ def _available_reducers() -> tuple[str, ...]:
 
 @dataclass
 class _Setting:
-    selector: str  # "grid" or "knn"
+    selector: str  # "grid", "knn" or "rarity"
     label: str
     settings: dict
     per_map: bool  # True when the selection depends on the map (the grid); k-NN depends only on the embeddings
@@ -186,6 +195,7 @@ def _default_settings() -> list[_Setting]:
         _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {**knn, "density_dims": "map"}, True),
         _Setting("knn", "knn, 16-D PCA", {**knn, "density_dims": 16}, False),
         _Setting("knn", "knn with suppression (suppress=k)", {**knn, "suppress": knn["k"]}, False),
+        _Setting("rarity", "rarity (defaults)", {"model": c.student, "text_column": "question"}, False, True),
     ]
 
 
@@ -237,13 +247,15 @@ def measure_targeting(
             mapped = add_coords(embedded, fit_reducer(embedded, method=reducer, n_components=k, seed=seed))
             t_map = time.perf_counter() - t0
             for s in _default_settings():
+                if s.selector == "rarity" and s.settings["text_column"] not in embedded.column_names:
+                    continue  # the rarity selector reads the question text, which a pool of bare vectors lacks
                 t0 = time.perf_counter()
                 args = {**s.settings}
                 if args.get("density_dims") == "map":
                     args["density_dims"] = k
                 key = (s.label, _describe(args))
                 if s.per_map or key not in done:
-                    pick = _grid_seeds if s.selector == "grid" else _knn_seeds
+                    pick = {"grid": _grid_seeds, "knn": _knn_seeds, "rarity": _rarity_seeds}[s.selector]
                     done[key] = pick(mapped, n_pairs, seed, args)
                 seeds = done[key]
                 result = family_shares(
