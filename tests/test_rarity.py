@@ -107,9 +107,14 @@ def _planted_pool(n=600, seed=0):
     return add_coords(pool, fit_reducer(pool, method="pca", n_components=2, seed=0))
 
 
+# a rare kind of 15 near-identical rows is dense at every k below 15: the "drop" score (near at a small k, far at the
+# next) is what finds it; the distance score at k = 0.5/1/2% of 600 rows (5, 6, 12) does not (lift 0 measured)
+DROP = {"score": "drop", "fractions": (0.0025, 0.01, 0.04), "views": ("student", "lexical")}
+
+
 def test_rarity_selector_finds_a_planted_rare_kind_and_reloads():
     pool = _planted_pool()
-    regions, pairs, spec = rarity_seed_pairs(pool, n_pairs=10, model=MODEL, seed=0)
+    regions, pairs, spec = rarity_seed_pairs(pool, n_pairs=10, model=MODEL, seed=0, **DROP)
     assert len(pairs) == 10 and set(pairs["region_id"]) <= set(regions["region_id"])
     seeds = np.concatenate([pairs["seed_a"], pairs["seed_b"]])
     rare = np.asarray(pool["kind"]) == "reading_pages"
@@ -129,3 +134,16 @@ def test_rarity_settings_are_checked():
         fit_rarity(["a b"], model=MODEL, views=("pixels",))
     with pytest.raises(ValueError, match="score="):
         fit_rarity(["a b"], model=MODEL, score="lof")
+
+
+@pytest.mark.slow
+def test_selection_benchmark_quick_from_the_cli(tmp_path):
+    """``embedsdg testbed --part selection --quick``: 3 pools (one per source), every selector row (minutes)."""
+    from embedsdg_hf.cli import main
+
+    assert main(["testbed", "--part", "selection", "--quick", "--output-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "selection.json").read_text())
+    assert {p["source"] for p in report["pools"]} == {"word_problems", "gsm8k", "math_dataset"}
+    random = next(s for s in report["summary"] if s["selector"].startswith("RandomSDG"))
+    assert 0.7 < random["all_mean"] < 1.3
+    assert "held-out worst" in (tmp_path / "selection.md").read_text()

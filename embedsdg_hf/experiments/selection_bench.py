@@ -129,6 +129,9 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         ("student SIF, numbers kept, k=0.5/1/2%", "rarity", {**d, "views": ("student",), "numbers": "keep"}),
         ("student SIF, numbers masked, k=1% only", "rarity", {**d, "views": ("student",), "fractions": (0.01,)}),
         ("student SIF + lexical, k=0.5/1/2%", "rarity", {**d, "score": "distance"}),
+        ("student mean + lexical, k=0.5/1/2%", "rarity", {**d, "token_weights": "mean"}),
+        ("lexical TF-IDF, numbers masked, k=1/2/4%", "rarity",
+         {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04)}),
         ("drop: lexical, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("lexical",)}),
         ("drop: student SIF, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("student",)}),
         ("drop: student mean, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("student",), "token_weights": "mean"}),
@@ -167,16 +170,16 @@ def run_selection_bench(
     model: str = "smollm2-135m-instruct",
     quick: bool = False,
     pools: Sequence[str] | None = None,
+    selectors: Sequence[str] | None = None,
     n_pairs: int = 60,
     seed: int = 0,
     random_repeats: int = 100,
     gsm8k_path: str = "../shared/data/gsm8k/train.jsonl",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Run every selector of :func:`selector_rows` on the benchmark pools; write ``selection.{md,json}``."""
-    from ..space.embed import add_embeddings
-    from ..space.reduce import add_coords, fit_reducer
-    from .testbed import INPUT_EMBEDDING
+    """Run every selector of :func:`selector_rows` (or those labelled in ``selectors``; RandomSDG always) on the
+    benchmark pools; write ``selection.{md,json}``."""
+    import datasets
 
     chosen = [
         p for p in POOLS if (pools is None and (p.quick or not quick)) or (pools is not None and p.name in pools)
@@ -189,13 +192,15 @@ def run_selection_bench(
     sources, rows, started = _Sources(gsm8k_path, per), [], time.perf_counter()
     for spec in chosen:
         pool = build_pool(spec, sources)
-        pool = add_embeddings(pool, model=model, text_template="{question}\n{answer}")
-        pool = add_embeddings(
-            pool, model=model, text_template="{question}", column=INPUT_EMBEDDING, count_column="input_num_tokens"
-        )
-        pool = add_coords(pool, fit_reducer(pool, method="pca", n_components=2, seed=seed))
+        if selectors is None or any(not label.startswith(("lexical", "student", "drop")) for label in selectors):
+            pool = _embed_and_map(pool, model, seed)
+        else:  # only rarity rows: they embed their own views; a placeholder map for the region boxes
+            vec = datasets.List(datasets.Value("float32"), length=2)
+            pool = pool.add_column("coords", np.zeros((len(pool), 2), np.float32).tolist(), feature=vec)
         is_rare = np.isin(np.asarray(pool["kind"]), spec.rare)
         for label, kind, settings in selector_rows():
+            if selectors is not None and label not in selectors and kind != "random":
+                continue
             t0 = time.perf_counter()
             if kind == "random":
                 draws = [np.random.default_rng(r).choice(len(pool), 2 * n_pairs) for r in range(random_repeats)]
@@ -236,6 +241,19 @@ def run_selection_bench(
     (out / "selection.json").write_text(json.dumps(report, indent=2))
     (out / "selection.md").write_text(render_selection(report))
     return report
+
+
+def _embed_and_map(pool, model: str, seed: int):
+    """The embeddings the grid (training text) and the knn selector (question) read, and the 2-D PCA map."""
+    from ..space.embed import add_embeddings
+    from ..space.reduce import add_coords, fit_reducer
+    from .testbed import INPUT_EMBEDDING
+
+    pool = add_embeddings(pool, model=model, text_template="{question}\n{answer}")
+    pool = add_embeddings(
+        pool, model=model, text_template="{question}", column=INPUT_EMBEDDING, count_column="input_num_tokens"
+    )
+    return add_coords(pool, fit_reducer(pool, method="pca", n_components=2, seed=seed))
 
 
 def _summary(rows: list[dict]) -> list[dict]:
