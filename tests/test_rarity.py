@@ -147,3 +147,21 @@ def test_selection_benchmark_quick_from_the_cli(tmp_path):
     random = next(s for s in report["summary"] if s["selector"].startswith("RandomSDG"))
     assert 0.7 < random["all_mean"] < 1.3
     assert "held-out worst" in (tmp_path / "selection.md").read_text()
+
+
+def test_pipeline_analysis_with_the_rarity_selector_saves_and_reuses_its_fitted_parts(tmp_path):
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.pipeline import run_pipeline
+
+    settings = {"seed_pool": "word-problems", "pool_size": 300, "student": MODEL, "selector": "rarity"}
+    config = PipelineConfig(**settings, n_pairs=6, stage="analysis", output_dir=str(tmp_path / "run"))
+    manifest = run_pipeline(config)
+    spec = json.loads((tmp_path / "run" / "rarity.json").read_text())
+    assert manifest["selector"] == {"name": "rarity", "settings": spec["settings"], "fitted": "rarity.json"}
+    assert spec["lexical"]["vocabulary"] and manifest["counts"]["pairs"] == 6
+    pairs = [json.loads(line) for line in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
+    import datasets
+
+    pool = datasets.load_from_disk(str(tmp_path / "run" / "pool"))
+    _, again, _ = rarity_seed_pairs(pool, n_pairs=6, model=MODEL, seed=config.seed, spec=spec)
+    assert [p["seed_a"] for p in pairs] == again["seed_a"] and [p["seed_b"] for p in pairs] == again["seed_b"]

@@ -115,7 +115,7 @@ def selector_rows() -> list[tuple[str, str, dict]]:
     """(label, kind, settings) of every selector the benchmark runs; ``rarity`` settings go to ``fit_rarity``."""
     from ..space.rarity import DEFAULTS
 
-    d = {**DEFAULTS, "score": "distance", "fractions": (0.005, 0.01, 0.02)}
+    d = {**DEFAULTS, "views": ("student", "lexical"), "score": "distance", "fractions": (0.005, 0.01, 0.02)}
     drop = {"score": "drop", "fractions": (0.0025, 0.01, 0.04)}
     return [
         ("RandomSDG (uniform seeds)", "random", {}),
@@ -130,7 +130,7 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         ("student SIF, numbers masked, k=1% only", "rarity", {**d, "views": ("student",), "fractions": (0.01,)}),
         ("student SIF + lexical, k=0.5/1/2%", "rarity", {**d, "score": "distance"}),
         ("student mean + lexical, k=0.5/1/2%", "rarity", {**d, "token_weights": "mean"}),
-        ("lexical TF-IDF, numbers masked, k=1/2/4%", "rarity",
+        ("lexical TF-IDF, numbers masked, k=1/2/4% (rarity default)", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04)}),
         ("drop: lexical, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("lexical",)}),
         ("drop: student SIF, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("student",)}),
