@@ -78,6 +78,7 @@ DEFAULTS = {
     "reference_size": 8000,
     "hood_k": 5,
 }
+_DENSE_REFERENCE_BYTES = 1 << 30  # a sparse view's reference sample is made dense below this size
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_TOKEN = re.compile(r"^[\s\d.,:/+\-$%]*\d[\s\d.,:/+\-$%]*$")
 
@@ -250,6 +251,8 @@ def _kth_distances(x, reference: np.ndarray, ks: Sequence[int], block: int = 204
     in_ref = np.full(x.shape[0], -1, dtype=np.int64)
     in_ref[reference] = np.arange(len(reference))
     out = np.empty((x.shape[0], len(ks)), dtype=np.float64)
+    if sp.issparse(ref) and ref.shape[0] * ref.shape[1] * 4 <= _DENSE_REFERENCE_BYTES:
+        ref = ref.toarray()  # sparse rows x a dense reference: much faster than a sparse x sparse product
     ref_t = ref.T.tocsr() if sp.issparse(ref) else np.ascontiguousarray(ref.T)
     for start in range(0, x.shape[0], block):
         rows = x[start : start + block]
