@@ -368,16 +368,21 @@ class _DenseRows:
         return dense[0] if np.ndim(rows) == 0 else dense
 
 
-def _hood(x, centres: np.ndarray, hood_k: int) -> np.ndarray:
-    """The ``hood_k`` nearest rows of each centre in the whole pool (exact, cosine), nearest first."""
+def _hood(x, centres: np.ndarray, hood_k: int, block: int = 64) -> np.ndarray:
+    """The ``hood_k`` nearest rows of each centre in the whole pool (exact, cosine), nearest first; ``block``
+    centres at a time, so memory is pool rows x ``block`` whatever the pool size."""
     import scipy.sparse as sp
 
-    sims = x[centres] @ (x.T.tocsr() if sp.issparse(x) else x.T)
-    sims = sims.toarray() if sp.issparse(sims) else np.asarray(sims)
-    sims[np.arange(len(centres)), centres] = -np.inf
-    top = np.argpartition(-sims, hood_k - 1, axis=1)[:, :hood_k]
-    order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
-    return np.take_along_axis(top, order, axis=1).astype(np.int64)
+    out = np.empty((len(centres), hood_k), dtype=np.int64)
+    for start in range(0, len(centres), block):
+        chunk = centres[start : start + block]
+        queries = x[chunk].toarray() if sp.issparse(x) else x[chunk]
+        sims = np.asarray(x @ queries.T).T  # (chunk, pool rows)
+        sims[np.arange(len(chunk)), chunk] = -np.inf
+        top = np.argpartition(-sims, hood_k - 1, axis=1)[:, :hood_k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        out[start : start + len(chunk)] = np.take_along_axis(top, order, axis=1)
+    return out
 
 
 def _regions(centres, members, radius, coords, spec, seed) -> datasets.Dataset:
