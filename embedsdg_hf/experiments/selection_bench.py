@@ -142,7 +142,7 @@ def selector_rows() -> list[tuple[str, str, dict]]:
 
 def _seeds(kind: str, settings: dict, pool, n_pairs: int, seed: int, model: str) -> np.ndarray:
     from ..config import PipelineConfig
-    from .testbed import INPUT_EMBEDDING, _grid_seeds, _knn_seeds
+    from .testbed import _grid_seeds, _knn_seeds
 
     c = PipelineConfig()
     if kind == "grid":
@@ -157,7 +157,6 @@ def _seeds(kind: str, settings: dict, pool, n_pairs: int, seed: int, model: str)
         return _knn_seeds(pool, n_pairs, seed, {**c.knn_settings(), "text": "input"})
     from ..space.rarity import rarity_seed_pairs
 
-    assert INPUT_EMBEDDING
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         _, pairs, _ = rarity_seed_pairs(pool, n_pairs=n_pairs, model=model, seed=seed, **settings)
