@@ -315,8 +315,10 @@ def _cmd_ablation(args: argparse.Namespace) -> int:
 
 def _cmd_testbed(args: argparse.Namespace) -> int:
     """Targeting (seconds per pattern) and, unless --quick or --part targeting, the training half (about an hour)."""
-    part = "targeting" if args.quick else args.part
+    part = args.part if args.part == "selection" else "targeting" if args.quick else args.part
     try:
+        if part == "selection":
+            return _testbed_selection(args)
         if part in ("targeting", "all"):
             _testbed_targeting(args)
         if part in ("training", "all"):
@@ -353,6 +355,20 @@ def _testbed_targeting(args: argparse.Namespace) -> None:
     )
     print((Path(args.output_dir) / "testbed.md").read_text().split("## Lift by setting, every reducer")[0])
     print(f"Wrote {args.output_dir}/testbed.md, testbed.json and {len(report['figures'])} figures.")
+
+
+def _testbed_selection(args: argparse.Namespace) -> int:
+    from .experiments.selection_bench import run_selection_bench
+
+    print(f"Selection benchmark{' (quick)' if args.quick else ''} -> {args.output_dir}")
+    try:
+        run_selection_bench(args.output_dir, quick=args.quick, n_pairs=args.n_pairs, progress=print)
+    except ValueError as err:
+        print(f"embedsdg testbed: error: {err}", file=sys.stderr)
+        return 2
+    print((Path(args.output_dir) / "selection.md").read_text())
+    print(f"Wrote {args.output_dir}/selection.md and selection.json.")
+    return 0
 
 
 def _testbed_training(args: argparse.Namespace) -> int:
@@ -502,7 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     testbed.add_argument("--n-pairs", type=int, default=60, help="Seed pairs per selector.")
     testbed.add_argument("--output-dir", default="outputs/testbed")
     testbed.add_argument(
-        "--part", choices=("all", "targeting", "training"), default="all", help="What to run (--quick: targeting)."
+        "--part",
+        choices=("all", "targeting", "training", "selection"),
+        default="all",
+        help="What to run (--quick: targeting). selection: the selection benchmark (3 sources, held out by source).",
     )
     training = testbed.add_argument_group("training half (a student fine-tuned on a pool with rare families)")
     training.add_argument("--train-pattern", default="r4s2", help="Pattern of D (default: a held-out one).")

@@ -152,8 +152,9 @@ class PipelineConfig:
         default="knn",
         metadata=_declare(
             "select",
-            help="knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), or a "
-            "selector registered with quality.selectors.register_selector",
+            help="knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), rarity "
+            "(TF-IDF of the question, k = 1/2/4% of the pool; docs/selection-benchmark.md), or a selector "
+            "registered with quality.selectors.register_selector",
         ),
     )
     knn_k: int = field(

@@ -569,3 +569,114 @@ class KnnSelector:
         return knn_coverage_report(
             ctx.pool, regions, ctx.reducer, synthetic, density_template=density, **ctx.embedding.kwargs()
         )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The rarity selector (space/rarity.py)
+
+
+@register_selector
+class RaritySelector:
+    """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF with numbers
+    masked), as mean ranks of k-th-neighbour distances at k = 1/2/4% of the pool against a fixed-size reference
+    sample; regions are the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
+    Fitted parts (``rarity.json``): token weights / TF-IDF vocabulary and every setting, in one JSON spec.
+    No coverage measure yet (the run says so in its manifest)."""
+
+    name: ClassVar[str] = "rarity"
+    config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing",)
+    saved_files: ClassVar[tuple[str, ...]] = ("rarity.json",)
+
+    def __init__(self, *, pairing: str = "near") -> None:
+        self.pairing = pairing
+        self.spec: dict | None = None
+        self.score: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, config: Any) -> RaritySelector:
+        return cls(pairing=_setting(config, "knn_pairing", "near"))
+
+    @staticmethod
+    def _texts(ctx: SelectionContext) -> tuple[str, list[str]]:
+        from ..common.validation import require_columns, template_fields
+
+        column = template_fields(ctx.embedding.text_template)[0]
+        require_columns(ctx.pool, [column])
+        return column, [str(t) for t in ctx.pool[column]]
+
+    def fit(self, ctx: SelectionContext) -> None:
+        from ..space.rarity import fit_rarity
+
+        _, texts = self._texts(ctx)
+        self.spec = fit_rarity(texts, model=ctx.embedding.model)
+
+    def select(self, ctx: SelectionContext, *, n_pairs: int):
+        from ..space.rarity import rarity_seed_pairs
+
+        if self.spec is None:
+            self.fit(ctx)
+        column, _ = self._texts(ctx)
+        regions, pairs, _ = rarity_seed_pairs(
+            ctx.pool,
+            n_pairs=n_pairs,
+            model=ctx.embedding.model,
+            text_column=column,
+            spec=self.spec,
+            seed=ctx.seed,
+            pairing=self.pairing,
+        )
+        return regions, pairs
+
+    def save(self, run_dir: Path) -> None:
+        from ..common.rundir import write_json_atomic
+
+        write_json_atomic(Path(run_dir) / "rarity.json", self.spec)
+
+    def load(self, run_dir: Path) -> bool:
+        from ..common.rundir import read_json
+
+        path = Path(run_dir) / "rarity.json"
+        if not path.exists():
+            return False
+        self.spec = read_json(path, what="rarity selector spec", fix="delete it to fit the selector again")
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        settings = dict(self.spec["settings"]) if self.spec else {}
+        return {
+            "selector": self.name,
+            "region": "a row whose question is rare by the rarity views (mean rank of its k-th-neighbour distances "
+            "at k = the fractions of the pool) and its nearest neighbours; rarest first",
+            "settings": {**settings, "pairing": self.pairing},
+            "fitted": {"spec": "rarity.json"} if self.spec else {},
+        }
+
+    def summarize(self, regions, pairs) -> dict[str, Any]:
+        views = "+".join(self.spec["settings"]["views"]) if self.spec else "?"
+        return {"counts": {}, "text": f"{len(regions)} rare regions (rarity, {views} view), {len(pairs)} seed pairs."}
+
+    def plot(self, ctx: SelectionContext, regions, pairs, out_dir: Path) -> dict[str, str]:
+        from ..common.mapping import vector_matrix
+        from ..plots import plot_knn_map, plot_sparsity_histogram
+        from ..space.rarity import rarity_scores, view_matrices
+
+        if self.spec is None:
+            self.fit(ctx)
+        _, texts = self._texts(ctx)
+        _, radius = rarity_scores(view_matrices(self.spec, texts), self.spec["settings"], seed=ctx.seed)
+        k = int(regions["k"][0]) if len(regions) else None
+        out_dir = Path(out_dir)
+        centres = list(regions["centre"]) if len(regions) else []
+        density = plot_sparsity_histogram(radius, out_dir / "density_histogram.png", chosen=centres, k=k)
+        labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
+        mapped = plot_knn_map(
+            vector_matrix(ctx.pool, "coords"), radius, out_dir / "embedding_map.png", regions=regions, pairs=pairs,
+            axis_labels=labels, k=k,
+        )  # fmt: skip
+        return {"density": density.name, "map": mapped.name}
+
+    def coverage(self, ctx: SelectionContext, regions, synthetic: Mapping[str, Any]):
+        raise NotImplementedError(
+            "the rarity selector has no coverage measure yet (its regions live in the TF-IDF view of the question); "
+            "use selector knn or grid for a coverage report."
+        )

@@ -1,0 +1,209 @@
+"""Labelled text sources for the selection benchmark (``experiments/selection_bench.py``): rows with a ``kind``.
+
+Three independent sources, each a function returning a ``Dataset`` with ``question``, ``answer`` and ``kind``:
+
+- :func:`word_problem_rows`: the built-in generator (``data/word_problems.py``); kind = its problem family.
+- :func:`gsm8k_rows`: GSM8K train (real human-written text, MIT); kind = a *topic* found by keyword rules
+  (:data:`GSM8K_TOPICS`, first rule that matches), so a kind is written many ways (varied wording).
+- :func:`math_dataset_rows`: DeepMind's ``mathematics_dataset`` (PyPI ``mathematics-dataset``, Apache-2.0);
+  kind = its module (tight templates: instances differ in numbers and letters).
+
+:func:`make_kind_pool` then draws a pool where chosen kinds are rare. Only the benchmark reads ``kind``.
+
+Example:
+    >>> rows = word_problem_rows(200, seed=0)
+    >>> pool = make_kind_pool(rows, n=100, rare_kinds=["ages"], rare_share=0.02, seed=0)
+    >>> pool["kind"].count("ages")
+    2
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "GSM8K_TOPICS",
+    "MATH_DATASET_MODULES",
+    "gsm8k_rows",
+    "make_kind_pool",
+    "math_dataset_rows",
+    "word_problem_rows",
+]
+
+#: GSM8K topics: (kind, regex over the lower-cased question); the first rule that matches names the row's kind.
+GSM8K_TOPICS: tuple[tuple[str, str], ...] = (
+    ("percent", r"%|\bpercent"),
+    ("speed", r"\bmph\b|miles per hour|km/h|kilometers per hour|\bspeed\b|\bmiles an hour"),
+    ("age", r"years old|\bage\b|\bolder than\b|\byounger than\b|\bbirthday"),
+    ("time_clock", r"\b\d{1,2}:\d{2}\b|\bo'clock\b|\ba\.m\.|\bp\.m\.|\bam\b|\bpm\b"),
+    ("fraction", r"\b\d+/\d+\b|\bhalf\b|\bthird\b|\bquarter\b|\bfourth\b|\bfifth\b"),
+    ("weekly", r"\bweek\b|\bweeks\b|\bdaily\b|\bper day\b|\beach day\b|\bmonth\b"),
+    ("money", r"\$|\bdollars?\b|\bcents?\b"),
+)
+
+#: The ``mathematics_dataset`` modules the benchmark draws (those that run with today's numpy / sympy).
+MATH_DATASET_MODULES: tuple[str, ...] = (
+    "algebra__linear_1d",
+    "algebra__linear_2d",
+    "algebra__sequence_next_term",
+    "arithmetic__add_or_sub",
+    "arithmetic__add_sub_multiple",
+    "arithmetic__mul_div_multiple",
+    "arithmetic__mixed",
+    "arithmetic__nearest_integer_root",
+    "comparison__pair",
+    "comparison__kth_biggest",
+    "comparison__closest",
+    "comparison__sort",
+    "measurement__conversion",
+    "measurement__time",
+    "numbers__base_conversion",
+    "numbers__gcd",
+    "numbers__lcm",
+    "numbers__div_remainder",
+    "numbers__is_prime",
+    "numbers__is_factor",
+    "numbers__round_number",
+    "numbers__place_value",
+    "numbers__list_prime_factors",
+    "polynomials__evaluate",
+    "probability__swr_p_sequence",
+    "probability__swr_p_level_set",
+)
+
+
+def _dataset(questions: list[str], answers: list[str], kinds: list[str]) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({"question": questions, "answer": answers, "kind": kinds})
+
+
+def word_problem_rows(n: int, *, seed: int = 0) -> datasets.Dataset:
+    """``n`` built-in word problems, families equally often; ``kind`` = the family."""
+    from .word_problems import make_word_problems
+
+    ds = make_word_problems(n, seed=seed)
+    return _dataset(ds["question"], ds["answer"], ds["problem_type"])
+
+
+def gsm8k_topic(question: str) -> str:
+    """The :data:`GSM8K_TOPICS` kind of a question (``"other"`` when no rule matches).
+
+    Example:
+        >>> gsm8k_topic("Tom is 12 years old. How old is his sister?")
+        'age'
+    """
+    text = question.lower()
+    for kind, pattern in GSM8K_TOPICS:
+        if re.search(pattern, text):
+            return kind
+    return "other"
+
+
+def gsm8k_rows(path: str | Path = "../shared/data/gsm8k/train.jsonl") -> datasets.Dataset:
+    """GSM8K train rows (``question``, ``answer``) with ``kind`` = :func:`gsm8k_topic` of the question."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"GSM8K file {path} does not exist; point gsm8k_path at GSM8K's train.jsonl.")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    questions = [r["question"] for r in rows]
+    return _dataset(questions, [r["answer"] for r in rows], [gsm8k_topic(q) for q in questions])
+
+
+def _import_math_dataset():
+    """``mathematics_dataset``'s modules; it imports a name sympy >= 1.7 moved, which is put back first."""
+    import importlib
+    import sys
+
+    try:
+        import mathematics_dataset  # noqa: F401
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ValueError(
+            "The math_dataset source needs the mathematics-dataset package: pip install -e '.[bench]'."
+        ) from err
+    moved = importlib.import_module("sympy.solvers.diophantine.diophantine")
+    package = sys.modules["sympy.solvers.diophantine"]
+    if not hasattr(package, "base_solution_linear"):
+        package.base_solution_linear = moved.base_solution_linear
+    from mathematics_dataset.modules import modules
+
+    return modules
+
+
+def math_dataset_rows(
+    n_per_module: int | dict[str, int], *, modules: Sequence[str] = MATH_DATASET_MODULES, seed: int = 0
+) -> datasets.Dataset:
+    """``n_per_module`` questions of each ``mathematics_dataset`` module (train difficulty); ``kind`` = module.
+
+    ``n_per_module`` may map a module to its own count. Generation is seeded (numpy's and python's global RNGs,
+    which the package draws from; they are restored afterwards).
+    """
+    import random
+
+    lib = _import_math_dataset()
+    counts = n_per_module if isinstance(n_per_module, dict) else dict.fromkeys(modules, int(n_per_module))
+    unknown = sorted(set(counts) - set(MATH_DATASET_MODULES))
+    if unknown:
+        raise ValueError(f"Unknown math_dataset module(s) {unknown}; choose from {list(MATH_DATASET_MODULES)}.")
+    flat = {}
+    for group, entries in lib.train(lambda entropy: entropy).items():
+        for name, fn in entries.items():
+            flat[f"{group}__{name}"] = fn
+    np_state, py_state = np.random.get_state(), random.getstate()
+    questions, answers, kinds = [], [], []
+    try:
+        for i, (name, count) in enumerate(counts.items()):
+            np.random.seed(seed * 1000 + i)
+            random.seed(seed * 1000 + i)
+            for _ in range(count):
+                problem = flat[name]()
+                questions.append(str(problem.question))
+                answers.append(str(problem.answer))
+                kinds.append(name)
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    return _dataset(questions, answers, kinds)
+
+
+def make_kind_pool(
+    rows: datasets.Dataset,
+    *,
+    n: int,
+    rare_kinds: Sequence[str],
+    rare_share: float,
+    seed: int = 0,
+    kind_column: str = "kind",
+) -> datasets.Dataset:
+    """``n`` rows of ``rows`` in which each of ``rare_kinds`` makes ``rare_share`` of the pool (rounded to a row
+    count of at least 1); the rest is drawn uniformly from the rows of the other kinds. Rows are shuffled.
+
+    Raises ``ValueError`` when ``rows`` has too few rows of a rare kind or of the other kinds.
+    """
+    kinds = np.asarray(rows[kind_column])
+    rng = np.random.default_rng(seed)
+    rare = list(dict.fromkeys(rare_kinds))
+    if not rare or not 0 < rare_share * len(rare) < 1:
+        raise ValueError(f"rare_kinds={list(rare_kinds)} at rare_share={rare_share} must leave room for the rest.")
+    n_rare = max(1, round(rare_share * n))
+    picked = []
+    for kind in rare:
+        where = np.flatnonzero(kinds == kind)
+        if len(where) < n_rare:
+            raise ValueError(f"kind {kind!r} has {len(where)} rows; the pool needs {n_rare} of it.")
+        picked.append(rng.choice(where, size=n_rare, replace=False))
+    rest = np.flatnonzero(~np.isin(kinds, rare))
+    n_rest = n - n_rare * len(rare)
+    if len(rest) < n_rest:
+        raise ValueError(f"Only {len(rest)} rows are of other kinds; a pool of {n} needs {n_rest}.")
+    picked.append(rng.choice(rest, size=n_rest, replace=False))
+    order = np.concatenate(picked)
+    rng.shuffle(order)
+    return rows.select(order.tolist())

@@ -1,0 +1,302 @@
+"""The selection benchmark: do the seed selectors find rare kinds on pools from sources nobody tuned them on?
+
+Pools (:data:`POOLS`) are drawn from three independent sources (``data/bench_sources.py``): the built-in word-problem
+generator (the **tuning** source), GSM8K train (real text, topics as kinds: varied wording) and DeepMind's
+``mathematics_dataset`` (modules as kinds: tight templates), the last two **held out**. In each pool some kinds are
+made rare (0.5-5%). Lift = rare share of the chosen seeds (2 per pair, repeats count) / rare share of the pool.
+The report gives lift per pool and selector, the mean and the worst case over held-out and tuning pools::
+
+    embedsdg testbed --part selection [--quick] --output-dir outputs/selection
+
+Only the benchmark reads the ``kind`` column; the selectors see the texts / embeddings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["POOLS", "TUNE_SOURCES", "BenchPool", "build_pool", "run_selection_bench", "selector_rows"]
+
+#: Sources the selector's defaults were chosen on; every other source is held out.
+TUNE_SOURCES: tuple[str, ...] = ("word_problems",)
+
+
+@dataclass(frozen=True)
+class BenchPool:
+    """One benchmark pool: ``n`` rows of ``source`` with each of ``rare`` at ``rare_share``."""
+
+    name: str
+    source: str
+    n: int
+    rare: tuple[str, ...]
+    rare_share: float
+    shape: str  # "template" (instances differ in names / numbers) or "wording" (a topic written many ways)
+    quick: bool = False
+    seed: int = 0
+
+
+POOLS: tuple[BenchPool, ...] = (
+    BenchPool("wp-4x1%", "word_problems", 3000, ("ages", "inventory", "reading_pages", "unit_price"), 0.01,
+              "template", quick=True),
+    BenchPool("wp-2x2%", "word_problems", 3000, ("compare_collections", "shopping_change"), 0.02, "template"),
+    BenchPool("wp-3x0.5%-8k", "word_problems", 8000, ("rectangle_area_perimeter", "savings", "work_rate"), 0.005,
+              "template"),
+    BenchPool("gsm-3x1%", "gsm8k", 3000, ("age", "speed", "time_clock"), 0.01, "wording", quick=True),
+    BenchPool("gsm-2x0.5%-6k", "gsm8k", 6000, ("percent", "speed"), 0.005, "wording"),
+    BenchPool("gsm-age5%", "gsm8k", 4000, ("age",), 0.05, "wording"),
+    BenchPool("gsm-frac2%", "gsm8k", 4000, ("fraction",), 0.02, "wording"),
+    BenchPool("md-3x1%", "math_dataset", 3000,
+              ("probability__swr_p_level_set", "numbers__place_value", "numbers__is_prime"), 0.01, "template",
+              quick=True),
+    BenchPool("md-2x0.5%-7.5k", "math_dataset", 7500, ("measurement__conversion", "algebra__sequence_next_term"),
+              0.005, "template"),
+    BenchPool("md-1x3%", "math_dataset", 4000, ("numbers__div_remainder",), 0.03, "template"),
+    BenchPool("md-4x1%-20k", "math_dataset", 20000,
+              ("probability__swr_p_sequence", "numbers__round_number", "comparison__sort", "numbers__gcd"), 0.01,
+              "template"),
+)  # fmt: skip
+
+
+@dataclass
+class _Sources:
+    """Source rows, built once per run (``mathematics_dataset`` takes ~4 ms a question)."""
+
+    gsm8k_path: str
+    md_per_module: int = 0  # questions per mathematics_dataset module: enough for the largest pool of the run
+    cache: dict = field(default_factory=dict)
+
+    def rows(self, pool: BenchPool):
+        from ..data import bench_sources as src
+
+        if pool.source == "word_problems":
+            key = ("wp", pool.n)
+            if key not in self.cache:
+                self.cache[key] = src.word_problem_rows(2 * pool.n, seed=1000 + pool.n)
+        elif pool.source == "gsm8k":
+            key = ("gsm8k",)
+            if key not in self.cache:
+                self.cache[key] = src.gsm8k_rows(self.gsm8k_path)
+        elif pool.source == "math_dataset":
+            per = max(self.md_per_module, _md_per_module(pool))
+            key = ("md", per)
+            if key not in self.cache:
+                self.cache[key] = src.math_dataset_rows(per, seed=pool.seed)
+        else:
+            raise ValueError(f"Unknown benchmark source {pool.source!r}.")
+        return self.cache[key]
+
+
+def _md_per_module(pool: BenchPool) -> int:
+    from ..data.bench_sources import MATH_DATASET_MODULES
+
+    return -(-pool.n // (len(MATH_DATASET_MODULES) - len(pool.rare))) + 20
+
+
+def build_pool(pool: BenchPool, sources: _Sources):
+    """The pool's rows (``question``, ``answer``, ``kind``)."""
+    from ..data.bench_sources import make_kind_pool
+
+    return make_kind_pool(
+        sources.rows(pool), n=pool.n, rare_kinds=pool.rare, rare_share=pool.rare_share, seed=pool.seed
+    )
+
+
+def selector_rows() -> list[tuple[str, str, dict]]:
+    """(label, kind, settings) of every selector the benchmark runs; ``rarity`` settings go to ``fit_rarity``."""
+    from ..space.rarity import DEFAULTS
+
+    d = {**DEFAULTS, "views": ("student", "lexical"), "score": "distance", "fractions": (0.005, 0.01, 0.02)}
+    drop = {"score": "drop", "fractions": (0.0025, 0.01, 0.04)}
+    return [
+        ("RandomSDG (uniform seeds)", "random", {}),
+        ("grid (paper defaults)", "grid", {}),
+        ("knn (current default: mean, k=20)", "knn", {}),
+        ("lexical TF-IDF, numbers masked, k=0.5/1/2%", "rarity", {**d, "views": ("lexical",)}),
+        ("student SIF, numbers masked, k=0.5/1/2%", "rarity", {**d, "views": ("student",)}),
+        ("student IDF, numbers masked, k=0.5/1/2%", "rarity", {**d, "views": ("student",), "token_weights": "idf"}),
+        ("student mean, numbers masked, k=0.5/1/2%", "rarity",
+         {**d, "views": ("student",), "token_weights": "mean"}),
+        ("student SIF, numbers kept, k=0.5/1/2%", "rarity", {**d, "views": ("student",), "numbers": "keep"}),
+        ("student SIF, numbers masked, k=1% only", "rarity", {**d, "views": ("student",), "fractions": (0.01,)}),
+        ("student SIF + lexical, k=0.5/1/2%", "rarity", {**d, "score": "distance"}),
+        ("student mean + lexical, k=0.5/1/2%", "rarity", {**d, "token_weights": "mean"}),
+        ("lexical TF-IDF, numbers masked, k=1/2/4% (rarity default)", "rarity",
+         {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04)}),
+        ("drop: lexical, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("lexical",)}),
+        ("drop: student SIF, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("student",)}),
+        ("drop: student mean, k=0.25/1/4%", "rarity", {**d, **drop, "views": ("student",), "token_weights": "mean"}),
+        ("drop: student SIF + lexical, k=0.25/1/4%", "rarity", {**d, **drop}),
+        ("drop: student mean + lexical, k=0.25/1/4%", "rarity", {**d, **drop, "token_weights": "mean"}),
+    ]  # fmt: skip
+
+
+def _seeds(kind: str, settings: dict, pool, n_pairs: int, seed: int, model: str) -> np.ndarray:
+    """The seeds of one benchmark row: ``grid`` / ``knn`` through the same selector calls as ``embedsdg run``
+    (their defaults); the ``rarity`` rows through ``rarity_seed_pairs`` with the row's settings (variants that are
+    not config fields)."""
+    from ..config import PipelineConfig
+    from .testbed import _selector_seeds
+
+    if kind != "rarity":
+        return _selector_seeds(pool, PipelineConfig(selector=kind, n_pairs=n_pairs, seed=seed), model=model)
+    from ..space.rarity import rarity_seed_pairs
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        _, pairs, _ = rarity_seed_pairs(pool, n_pairs=n_pairs, model=model, seed=seed, **settings)
+    return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
+
+
+def run_selection_bench(
+    output_dir: str | Path,
+    *,
+    model: str = "smollm2-135m-instruct",
+    quick: bool = False,
+    pools: Sequence[str] | None = None,
+    selectors: Sequence[str] | None = None,
+    n_pairs: int = 60,
+    seed: int = 0,
+    random_repeats: int = 100,
+    gsm8k_path: str = "../shared/data/gsm8k/train.jsonl",
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Run every selector of :func:`selector_rows` (or those labelled in ``selectors``; RandomSDG always) on the
+    benchmark pools; write ``selection.{md,json}``."""
+    import datasets
+
+    chosen = [
+        p for p in POOLS if (pools is None and (p.quick or not quick)) or (pools is not None and p.name in pools)
+    ]
+    if pools is not None and len(chosen) != len(set(pools)):
+        raise ValueError(f"Unknown pool(s) in {list(pools)}; the pools are {[p.name for p in POOLS]}.")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
+    sources, rows, started = _Sources(gsm8k_path, per), [], time.perf_counter()
+    for spec in chosen:
+        pool = build_pool(spec, sources)
+        if selectors is None or any(not label.startswith(("lexical", "student", "drop")) for label in selectors):
+            pool = _embed_and_map(pool, model, seed)
+        else:  # only rarity rows: they embed their own views; a placeholder map for the region boxes
+            vec = datasets.List(datasets.Value("float32"), length=2)
+            pool = pool.add_column("coords", np.zeros((len(pool), 2), np.float32).tolist(), feature=vec)
+        is_rare = np.isin(np.asarray(pool["kind"]), spec.rare)
+        for label, kind, settings in selector_rows():
+            if selectors is not None and label not in selectors and kind != "random":
+                continue
+            t0 = time.perf_counter()
+            if kind == "random":
+                draws = [np.random.default_rng(r).choice(len(pool), 2 * n_pairs) for r in range(random_repeats)]
+                lift = float(np.mean([is_rare[d].mean() for d in draws]) / is_rare.mean())
+                n_seeds, hit = 2 * n_pairs, None
+            else:
+                seeds = _seeds(kind, settings, pool, n_pairs, seed, model)
+                lift = float(is_rare[seeds].mean() / is_rare.mean()) if len(seeds) else 0.0
+                n_seeds = len(seeds)
+                hit = len(set(np.asarray(pool["kind"])[seeds][is_rare[seeds]].tolist()))
+            rows.append(
+                {
+                    "pool": spec.name,
+                    "source": spec.source,
+                    "held_out": spec.source not in TUNE_SOURCES,
+                    "shape": spec.shape,
+                    "n": spec.n,
+                    "rare_share": round(float(is_rare.mean()), 4),
+                    "selector": label,
+                    "lift": round(lift, 2),
+                    "rare_hit": hit,
+                    "n_rare": len(spec.rare),
+                    "n_seeds": n_seeds,
+                    "seconds": round(time.perf_counter() - t0, 2),
+                }
+            )
+        if progress:
+            progress(f"{spec.name}: done ({time.perf_counter() - started:.0f}s)")
+    report = {
+        "pools": [spec.__dict__ for spec in chosen],
+        "tune_sources": list(TUNE_SOURCES),
+        "n_pairs": n_pairs,
+        "model": model,
+        "rows": rows,
+        "summary": _summary(rows),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "selection.json").write_text(json.dumps(report, indent=2))
+    (out / "selection.md").write_text(render_selection(report))
+    return report
+
+
+def _embed_and_map(pool, model: str, seed: int):
+    """The embeddings the grid (training text) and the knn selector (question) read, and the 2-D PCA map."""
+    from ..space.embed import add_embeddings
+    from ..space.reduce import add_coords, fit_reducer
+    from .testbed import INPUT_EMBEDDING
+
+    pool = add_embeddings(pool, model=model, text_template="{question}\n{answer}")
+    pool = add_embeddings(
+        pool, model=model, text_template="{question}", column=INPUT_EMBEDDING, count_column="input_num_tokens"
+    )
+    return add_coords(pool, fit_reducer(pool, method="pca", n_components=2, seed=seed))
+
+
+def _summary(rows: list[dict]) -> list[dict]:
+    out = []
+    for label in dict.fromkeys(r["selector"] for r in rows):
+        mine = [r for r in rows if r["selector"] == label]
+        entry = {"selector": label}
+        for part, keep in (("held_out", True), ("tuning", False), ("all", None)):
+            lifts = [r["lift"] for r in mine if keep is None or r["held_out"] == keep]
+            entry[f"{part}_mean"] = round(float(np.mean(lifts)), 2) if lifts else None
+            entry[f"{part}_worst"] = round(float(np.min(lifts)), 2) if lifts else None
+            if lifts:
+                worst = min((r for r in mine if keep is None or r["held_out"] == keep), key=lambda r: r["lift"])
+                entry[f"{part}_worst_pool"] = worst["pool"]
+        out.append(entry)
+    return out
+
+
+def render_selection(report: dict) -> str:
+    """The Markdown of a :func:`run_selection_bench` report."""
+    pools = [p["name"] for p in report["pools"]]
+    by = {(r["selector"], r["pool"]): r for r in report["rows"]}
+    lines = [
+        "# Selection benchmark",
+        "",
+        f"{report['n_pairs']} seed pairs per selector; lift = rare share of the seeds / rare share of the pool "
+        f"(1 = uniform). Tuning source(s): {', '.join(report['tune_sources'])}; every other source is held out. "
+        f"Student: {report['model']}.",
+        "",
+        "| pool | source | held out | kind shape | rows | rare kinds x share |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in report["pools"]:
+        held = "yes" if p["source"] not in report["tune_sources"] else "no (tuning)"
+        rare = f"{len(p['rare'])} x {p['rare_share']:.1%} ({', '.join(p['rare'])})"
+        lines.append(f"| {p['name']} | {p['source']} | {held} | {p['shape']} | {p['n']} | {rare} |")
+    lines += [
+        "",
+        "## Lift per pool",
+        "",
+        "| selector | " + " | ".join(pools) + " | held-out mean | held-out worst | tuning mean | tuning worst |",
+        "|---|" + "---|" * (len(pools) + 4),
+    ]
+    for s in report["summary"]:
+        cells = [f"{by[(s['selector'], p)]['lift']:.2f}" for p in pools]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+        worst = fmt(s["held_out_worst"]) + (f" ({s['held_out_worst_pool']})" if s.get("held_out_worst_pool") else "")
+        lines.append(
+            f"| {s['selector']} | " + " | ".join(cells) + f" | {fmt(s['held_out_mean'])} | {worst} | "
+            f"{fmt(s['tuning_mean'])} | {fmt(s['tuning_worst'])} |"
+        )
+    lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,167 @@
+"""The ``rarity`` selector's parts (space/rarity.py) and the selection benchmark's pool builders, on a real student."""
+
+import json
+
+import numpy as np
+import pytest
+
+from embedsdg_hf.data.bench_sources import gsm8k_rows, gsm8k_topic, make_kind_pool, word_problem_rows
+from embedsdg_hf.space.rarity import (
+    apply_token_weights,
+    fit_lexical,
+    fit_rarity,
+    fit_token_weights,
+    lexical_matrix,
+    mask_numbers,
+    number_token_ids,
+    rarity_seed_pairs,
+)
+
+MODEL = "smollm2-135m-instruct"
+
+
+def _ids(texts):
+    from embedsdg_hf.common.models import load_tokenizer
+
+    return load_tokenizer(MODEL)(texts, add_special_tokens=False)["input_ids"]
+
+
+def test_idf_gives_a_token_in_every_text_the_lowest_weight():
+    texts = ["apples are red", "apples are green today", "apples grow on trees", "apples and pears"]
+    ids = _ids(texts)
+    spec = fit_token_weights(ids, model=MODEL, scheme="idf")
+    common = set(ids[0]) & set(ids[1]) & set(ids[2]) & set(ids[3])
+    assert common, "the constructed texts must share a token"
+    weights = {int(t): w for t, w in spec["weights"].items()}
+    lowest = min(weights.values())
+    assert all(weights[t] == lowest for t in common)
+    assert all(w > lowest for t, w in weights.items() if t not in common)
+    json.dumps(spec)  # a frozen, JSON-serialisable spec
+
+
+def test_sif_weights_fall_with_frequency_and_numbers_are_masked():
+    texts = ["There are 123 apples in 4 boxes.", "There are 56 pears.", "There are 7 cats and 8 dogs."]
+    ids = _ids(texts)
+    spec = fit_token_weights(ids, model=MODEL, scheme="sif", a=1e-3)
+    counts = {}
+    for seq in ids:
+        for t in seq:
+            counts[t] = counts.get(t, 0) + 1
+    most, least = max(counts, key=counts.get), min(counts, key=counts.get)
+    assert spec["weights"][str(most)] < spec["weights"][str(least)]
+    numbers = number_token_ids(MODEL)
+    for seq, w in zip(ids, apply_token_weights(spec, ids)):
+        assert w.sum() == pytest.approx(1.0, abs=1e-5)
+        is_number = np.array([t in numbers for t in seq])
+        assert is_number.any() and (w[is_number] == 0).all() and (w[~is_number] > 0).all()
+    kept = apply_token_weights({**spec, "numbers": "keep"}, ids)
+    assert all((w > 0).all() for w in kept)
+
+
+def test_lexical_view_masks_numbers_and_finds_the_reworded_neighbour():
+    assert mask_numbers("Is 1,234 a multiple of 7.5?") == "Is NUM a multiple of NUM?"
+    texts = [
+        "What is the remainder when 81 is divided by 7?",
+        "What is the remainder when 1024 is divided by 13?",
+        "Sort 3, 1, 2 in descending order.",
+        "Which is bigger: 4 or 9?",
+    ]
+    spec = fit_lexical(texts)
+    assert "num" in spec["vocabulary"] and not any(w.isdigit() for w in spec["vocabulary"])
+    x = lexical_matrix(spec, texts)
+    sims = (x @ x.T).toarray()
+    np.fill_diagonal(sims, -1)
+    assert sims[0].argmax() == 1 and sims[1].argmax() == 0
+    assert np.allclose(np.linalg.norm(x.toarray(), axis=1), 1.0, atol=1e-5)
+
+
+def test_kind_pool_has_the_rare_share_asked_for():
+    rows = word_problem_rows(600, seed=0)
+    pool = make_kind_pool(rows, n=400, rare_kinds=["ages", "inventory"], rare_share=0.025, seed=1)
+    assert len(pool) == 400
+    assert pool["kind"].count("ages") == 10 and pool["kind"].count("inventory") == 10
+    with pytest.raises(ValueError, match="kind 'ages' has"):
+        make_kind_pool(rows, n=400, rare_kinds=["ages"], rare_share=0.4)
+
+
+def test_gsm8k_topics_on_real_rows():
+    assert gsm8k_topic("Tom is 12 years old. How old will he be in 5 years?") == "age"
+    assert gsm8k_topic("A car drives at 60 miles per hour for 2 hours.") == "speed"
+    rows = gsm8k_rows("../shared/data/gsm8k/train.jsonl")
+    kinds = set(rows["kind"])
+    assert len(rows) == 7473 and {"age", "speed", "percent", "other"} <= kinds
+
+
+def _planted_pool(n=600, seed=0):
+    """Built-in problems of 3 common families with one rare family (a tight template) at 2.5%."""
+    from embedsdg_hf.space.reduce import add_coords, fit_reducer
+
+    rows = word_problem_rows(3400, seed=seed)
+    rows = rows.filter(
+        lambda r: r["kind"] in ("shopping_change", "savings", "rectangle_area_perimeter", "reading_pages")
+    )
+    pool = make_kind_pool(rows, n=n, rare_kinds=["reading_pages"], rare_share=0.025, seed=seed)
+    from embedsdg_hf.space.embed import add_embeddings
+
+    pool = add_embeddings(pool, model=MODEL, text_template="{question}")
+    return add_coords(pool, fit_reducer(pool, method="pca", n_components=2, seed=0))
+
+
+# a rare kind of 15 near-identical rows is dense at every k below 15: the "drop" score (near at a small k, far at the
+# next) is what finds it; the distance score at k = 0.5/1/2% of 600 rows (5, 6, 12) does not (lift 0 measured)
+DROP = {"score": "drop", "fractions": (0.0025, 0.01, 0.04), "views": ("student", "lexical")}
+
+
+def test_rarity_selector_finds_a_planted_rare_kind_and_reloads():
+    pool = _planted_pool()
+    regions, pairs, spec = rarity_seed_pairs(pool, n_pairs=10, model=MODEL, seed=0, **DROP)
+    assert len(pairs) == 10 and set(pairs["region_id"]) <= set(regions["region_id"])
+    seeds = np.concatenate([pairs["seed_a"], pairs["seed_b"]])
+    rare = np.asarray(pool["kind"]) == "reading_pages"
+    lift = rare[seeds].mean() / rare.mean()
+    assert lift >= 5, f"lift {lift:.2f}"
+    again = json.loads(json.dumps(spec))  # saved with the run and read back
+    regions2, pairs2, spec2 = rarity_seed_pairs(pool, n_pairs=10, model=MODEL, seed=0, spec=again)
+    assert spec2 is again
+    assert pairs2["seed_a"] == pairs["seed_a"] and pairs2["seed_b"] == pairs["seed_b"]
+    assert regions2["centre"] == regions["centre"]
+
+
+def test_rarity_settings_are_checked():
+    with pytest.raises(ValueError, match="Unknown rarity setting"):
+        fit_rarity(["a b"], model=MODEL, k=3)
+    with pytest.raises(ValueError, match="views="):
+        fit_rarity(["a b"], model=MODEL, views=("pixels",))
+    with pytest.raises(ValueError, match="score="):
+        fit_rarity(["a b"], model=MODEL, score="lof")
+
+
+@pytest.mark.slow
+def test_selection_benchmark_quick_from_the_cli(tmp_path):
+    """``embedsdg testbed --part selection --quick``: 3 pools (one per source), every selector row (minutes)."""
+    from embedsdg_hf.cli import main
+
+    assert main(["testbed", "--part", "selection", "--quick", "--output-dir", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "selection.json").read_text())
+    assert {p["source"] for p in report["pools"]} == {"word_problems", "gsm8k", "math_dataset"}
+    random = next(s for s in report["summary"] if s["selector"].startswith("RandomSDG"))
+    assert 0.7 < random["all_mean"] < 1.3
+    assert "held-out worst" in (tmp_path / "selection.md").read_text()
+
+
+def test_pipeline_analysis_with_the_rarity_selector_saves_and_reuses_its_fitted_parts(tmp_path):
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.pipeline import run_pipeline
+
+    settings = {"seed_pool": "word-problems", "pool_size": 300, "student": MODEL, "selector": "rarity"}
+    config = PipelineConfig(**settings, n_pairs=6, stage="analysis", output_dir=str(tmp_path / "run"))
+    manifest = run_pipeline(config)
+    spec = json.loads((tmp_path / "run" / "rarity.json").read_text())
+    assert manifest["selector"] == {"name": "rarity", "settings": spec["settings"], "fitted": "rarity.json"}
+    assert spec["lexical"]["vocabulary"] and manifest["counts"]["pairs"] == 6
+    pairs = [json.loads(line) for line in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
+    import datasets
+
+    pool = datasets.load_from_disk(str(tmp_path / "run" / "pool"))
+    _, again, _ = rarity_seed_pairs(pool, n_pairs=6, model=MODEL, seed=config.seed, spec=spec)
+    assert [p["seed_a"] for p in pairs] == again["seed_a"] and [p["seed_b"] for p in pairs] == again["seed_b"]
