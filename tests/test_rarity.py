@@ -157,7 +157,9 @@ def test_pipeline_analysis_with_the_rarity_selector_saves_and_reuses_its_fitted_
     config = PipelineConfig(**settings, n_pairs=6, stage="analysis", output_dir=str(tmp_path / "run"))
     manifest = run_pipeline(config)
     spec = json.loads((tmp_path / "run" / "rarity.json").read_text())
-    assert manifest["selector"] == {"name": "rarity", "settings": spec["settings"], "fitted": "rarity.json"}
+    selection = manifest["selection"]
+    assert selection["selector"] == "rarity" and selection["fitted"] == {"spec": "rarity.json"}
+    assert {k: v for k, v in selection["settings"].items() if k != "pairing"} == spec["settings"]
     assert spec["lexical"]["vocabulary"] and manifest["counts"]["pairs"] == 6
     pairs = [json.loads(line) for line in (tmp_path / "run" / "pairs.jsonl").read_text().splitlines()]
     import datasets

@@ -163,4 +163,4 @@ def test_the_single_gpu_recipe_dry_runs(tmp_path, gsm8k_train_file, student):
             cwd=tmp_path,
         )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[ok]") == 4 and "generate_embedsdg_v1" in done.stdout, done.stdout
+    assert done.stdout.count("[ok]") == 5 and "generate_embedsdg_v1" in done.stdout, done.stdout  # + decontamination

@@ -42,7 +42,7 @@ def test_the_registry_holds_both_built_in_selectors_and_names_the_choices():
     assert SELECTORS["grid"] is GridSelector and SELECTORS["knn"] is KnnSelector
     for cls in SELECTORS.values():
         assert isinstance(cls.from_config({}), Selector)  # every method of the protocol is there
-    with pytest.raises(ValueError, match=r"selector must be one of \['grid', 'knn'\]; got 'kde'"):
+    with pytest.raises(ValueError, match=r"selector must be one of \['grid', 'knn', 'rarity'\]; got 'kde'"):
         get_selector("kde")
     with pytest.raises(TypeError, match="lacks"):
         register_selector(type("Half", (), {"name": "half", "config_fields": (), "saved_files": ()}))

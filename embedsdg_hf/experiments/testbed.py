@@ -134,12 +134,13 @@ def _selector_seeds(pool, config, *, model: str) -> np.ndarray:
     )
     selector = get_selector(config.selector).from_config(config)
     ctx = SelectionContext(pool=pool, embedding=embedding, seed=config.seed)
-    selector.fit(ctx)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # a short budget shows as fewer seeds in the table
         try:
+            selector.fit(ctx)
             _, pairs = selector.select(ctx, n_pairs=config.n_pairs)
-        except ValueError as err:  # `embedsdg run` stops here (e.g. no grid window passes the neighbour rule)
+        except ValueError as err:  # `embedsdg run` stops here (no grid window passes the neighbour rule; a pool
+            # without the question text for the rarity selector)
             logger.info("%s selector: no seeds (%s)", config.selector, err)
             return np.zeros(0, np.int64)
     return np.concatenate([pairs["seed_a"], pairs["seed_b"]]).astype(np.int64)
@@ -177,7 +178,7 @@ def _default_settings() -> list[_Setting]:
         _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {"knn_dims": "map"}, True),
         _Setting("knn", "knn, 16-D PCA", {"knn_dims": 16}, False),
         _Setting("knn", "knn with suppression (suppress=k)", {"knn_suppress": knn["k"]}, False),
-        _Setting("rarity", "rarity (defaults: lexical TF-IDF, k = 1/2/4% of the pool)", {}, False, True),
+        _Setting("rarity", "rarity (defaults: lexical TF-IDF, k = 1/2/4% of the pool)", {}, False),
     ]
 
 
