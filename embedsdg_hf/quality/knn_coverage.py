@@ -50,6 +50,7 @@ from .coverage import (
     aimed_regions,
     choose_targets,
     embed_sets,
+    landing_cells,
     resolve_aims,
     share_of,
     synthetic_sets,
@@ -201,10 +202,8 @@ class KnnCoverage:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for method, n in summary.items():
-            target = "n/a" if n.get("landed_in_target_share") is None else f"{n['landed_in_target']}/{n['aimed_rows']}"
             lines.append(
-                f"| {method} | {n['synthetic_points']} | {target} | {n['landed_in_targeted_regions']} | "
-                f"{n['regions_gaining']}/{n['targeted_regions']} | "
+                f"{landing_cells(method, n)}{n['regions_gaining']}/{n['targeted_regions']} | "
                 f"{n['regions_no_longer_sparse']}/{n['targeted_regions']} |"
             )
         return [*lines, ""]
