@@ -75,3 +75,27 @@ def write_run_dir(run: Path, gsm8k_rows: list[dict], *, n: int = 4, wrong: tuple
     }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
+
+
+#: Gates that need no model (dedup, decontamination and coverage embed rows): off in the CLI fault tests.
+QUICK = ["--dedup", "false", "--decontaminate", "none", "--coverage", "false"]
+
+
+def random_run_args(pool, out, teacher_url: str, *extra: str) -> list[str]:
+    """``embedsdg run`` arguments of a RandomSDG run (no student work) on ``pool`` against ``teacher_url``: the
+    teacher and the run dir are the only things these runs exercise."""
+    return [
+        "run",
+        "--method",
+        "random",
+        "--seed_pool",
+        str(pool),
+        "--n_pairs",
+        "4",
+        "--teacher",
+        f"openai:m@{teacher_url}",
+        "--output_dir",
+        str(out),
+        *QUICK,
+        *extra,
+    ]

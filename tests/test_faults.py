@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from _runs import QUICK
+from _runs import random_run_args as _random_run
 from _servers import FaultyOpenAIServer, delay, malformed, ok, status
 
 from embedsdg_hf.cli import main
@@ -30,7 +32,6 @@ GOOD = (
     "### Question\nTom has 3 bags of 4 apples. How many apples?\n### Answer\nHe has 3*4=<<3*4=12>>12 apples.\n#### 12"
 )
 # Fast settings: no dedup/decontamination/coverage (they embed again), few pairs, short decoding.
-QUICK = ["--dedup", "false", "--decontaminate", "none", "--coverage", "false"]
 
 
 @pytest.fixture
@@ -47,25 +48,6 @@ def good_teacher():
     """A real OpenAI-compatible server on 127.0.0.1 answering every request with :data:`GOOD`."""
     with FaultyOpenAIServer(default=ok(GOOD)) as server:
         yield server.base_url
-
-
-def _random_run(pool: Path, out: Path, teacher_url: str, *extra: str) -> list[str]:
-    """RandomSDG (no student work) against ``teacher_url``: the teacher is the only thing these runs exercise."""
-    return [
-        "run",
-        "--method",
-        "random",
-        "--seed_pool",
-        str(pool),
-        "--n_pairs",
-        "4",
-        "--teacher",
-        f"openai:m@{teacher_url}",
-        "--output_dir",
-        str(out),
-        *QUICK,
-        *extra,
-    ]
 
 
 def _embedsdg_run(pool: Path, out: Path, teacher_url: str, *extra: str) -> list[str]:

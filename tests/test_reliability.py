@@ -14,6 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import pytest
+from _runs import random_run_args as _random_run
 from _servers import FaultyOpenAIServer, malformed, ok, status
 
 from embedsdg_hf.cli import main
@@ -23,7 +24,6 @@ from embedsdg_hf.pipeline import prepare_output_dir
 GOOD = (
     "### Question\nTom has 3 bags of 4 apples. How many apples?\n### Answer\nHe has 3*4=<<3*4=12>>12 apples.\n#### 12"
 )
-QUICK = ["--dedup", "false", "--decontaminate", "none", "--coverage", "false"]
 NULL_CONTENT = '{"choices": [{"message": {"role": "assistant", "content": null}, "finish_reason": "stop"}]}'
 
 
@@ -39,25 +39,6 @@ def short_pool(gsm8k_rows, tmp_path) -> Path:
 def teacher():
     with FaultyOpenAIServer(default=ok(GOOD)) as server:
         yield server
-
-
-def _random_run(pool, out, url: str, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--method",
-        "random",
-        "--seed_pool",
-        str(pool),
-        "--n_pairs",
-        "4",
-        "--teacher",
-        f"openai:m@{url}",
-    ] + [
-        "--output_dir",
-        str(out),
-        *QUICK,
-        *extra,
-    ]
 
 
 def _cli(capsys, args: list[str]) -> tuple[int, str, str]:
