@@ -15,6 +15,7 @@ from embedsdg_hf.generation.decode import build_copy_prompt
 from embedsdg_hf.generation.shared_prefix import (
     ATTENTION,
     _next_tokens,
+    nucleus,
     common_prefix_length,
     generate_after_prefix,
 )
@@ -123,6 +124,24 @@ def test_sampling_is_seeded_and_top_p_keeps_the_nucleus(fp32, copy_prompts):
     wide = {_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.99, generators=generators)[0].item()
             for _ in range(200)}  # fmt: skip
     assert wide == {1, 2}
+
+
+def test_the_nucleus_is_the_set_generates_top_p_warper_keeps():
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    torch.manual_seed(0)
+    peaked = torch.randn(3, 49152) * 4  # a few tokens hold the mass: found among the top-k candidates
+    flat = torch.randn(2, 49152) * 0.05  # the nucleus holds thousands of tokens: the whole sorted vocabulary
+    masked = peaked.clone()
+    masked[:, 100:] = float("-inf")  # a grammar allows 100 tokens
+    for logits in (peaked, flat, masked):
+        for top_p in (0.5, 0.9, 0.95):
+            kept = TopPLogitsWarper(top_p)(None, logits.clone()) > float("-inf")
+            for row, (weights, candidates) in enumerate(nucleus(logits.softmax(dim=-1), top_p)):
+                ours, theirs = set(candidates[weights > 0].tolist()), set(kept[row].nonzero().flatten().tolist())
+                # the same set; over a nucleus of ~46k tokens the two summation orders may round one boundary
+                # token differently
+                assert len(ours ^ theirs) <= (1 if logits is flat else 0), (top_p, row, len(ours), len(theirs))
 
 
 def test_common_prefix_length_leaves_every_row_a_token():

@@ -164,23 +164,43 @@ def _shared_prefix_attention(model):
         model.set_attn_implementation(before)
 
 
+_NUCLEUS_CANDIDATES = 256  # the likeliest tokens a top-p draw looks at first (the whole vocabulary if they are short)
+
+
 def _next_tokens(logits, *, do_sample: bool, temperature: float, top_p: float, generators=None):
     """Greedy argmax, or sampling with temperature then nucleus (top-p), like ``generate``'s warpers; each row draws
-    from its own generator (``None``: torch's global one), so a row's sample does not depend on its batch."""
+    from its own generator (``None``: torch's global one), so a row's sample does not depend on its batch.
+
+    The nucleus is the likeliest tokens whose more likely neighbours hold less than ``top_p`` of the mass (the set
+    ``generate``'s ascending-sort rule keeps). It is looked for among the ``_NUCLEUS_CANDIDATES`` likeliest tokens
+    (``topk``), and over the whole sorted vocabulary only for a row whose candidates hold less than ``top_p``: the
+    same set at a fraction of a full sort, and the draw is over the candidates, not the whole vocabulary.
+    """
     torch = fork_safe_torch()
     logits = logits.to(torch.float32)
     if not do_sample:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
-    if top_p < 1.0:
-        ordered, order = torch.sort(logits, descending=False)
-        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-        drop = cumulative <= (1 - top_p)
-        drop[..., -1:] = False  # keep at least one token
-        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
-    probs = logits.softmax(dim=-1)
+    probs = (logits / temperature).softmax(dim=-1)
     generators = [None] * len(probs) if generators is None else generators
-    return torch.cat([torch.multinomial(p, num_samples=1, generator=g) for p, g in zip(probs, generators)])
+    if top_p >= 1.0:
+        return torch.cat([torch.multinomial(p, num_samples=1, generator=g) for p, g in zip(probs, generators)])
+    drawn = []
+    for row, (weights, candidates) in enumerate(nucleus(probs, top_p)):
+        drawn.append(candidates[torch.multinomial(weights, num_samples=1, generator=generators[row])])
+    return torch.cat(drawn)
+
+
+def nucleus(probs, top_p: float) -> list[tuple]:
+    """Each row's nucleus as (weights, token ids): the likeliest tokens whose more likely tokens hold less than
+    ``top_p`` of the mass (weight 0 for candidates outside it), i.e. the set ``generate``'s top-p warper keeps."""
+    top, index = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
+    rows = []
+    for row in range(len(probs)):
+        weights, candidates = top[row], index[row]
+        if float(weights.sum()) < top_p:  # a flat row: its nucleus reaches past the candidates
+            weights, candidates = probs[row].sort(descending=True)
+        rows.append((weights.masked_fill(weights.cumsum(dim=0) - weights >= top_p, 0.0), candidates))
+    return rows
 
 
 def generate_after_prefix(
