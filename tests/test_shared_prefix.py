@@ -15,9 +15,9 @@ from embedsdg_hf.generation.decode import build_copy_prompt
 from embedsdg_hf.generation.shared_prefix import (
     ATTENTION,
     _next_tokens,
-    nucleus,
     common_prefix_length,
     generate_after_prefix,
+    nucleus,
 )
 
 
