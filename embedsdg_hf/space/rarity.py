@@ -77,6 +77,8 @@ DEFAULTS = {
     "min_k": 5,
     "reference_size": 8000,
     "hood_k": 5,
+    "min_df": 1,
+    "symbols": False,
 }
 _DENSE_REFERENCE_BYTES = 1 << 30  # a sparse view's reference sample is made dense below this size
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -170,31 +172,52 @@ def _student_vectors(spec: dict, ids: Sequence[Sequence[int]]) -> np.ndarray:
     return pool(EmbeddingSpec(model=spec["model"]), [list(s) for s in ids], apply_token_weights(spec, ids))
 
 
-def fit_lexical(texts: Sequence[str]) -> dict:
+_WORDS = r"(?u)\b\w\w+\b"  # scikit-learn's default: words of two or more letters / digits
+_WORDS_AND_SYMBOLS = _WORDS + r"|[%$€£]"  # ... and the symbols that mark a kind of math question
+
+
+def _vectorizer(symbols: bool, **kwargs):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(
+        preprocessor=lambda t: mask_numbers(t).lower(), sublinear_tf=True,
+        token_pattern=_WORDS_AND_SYMBOLS if symbols else _WORDS, **kwargs,
+    )  # fmt: skip
+
+
+def fit_lexical(texts: Sequence[str], *, min_df: float = 1, symbols: bool = False) -> dict:
     """TF-IDF over ``texts`` with numbers masked (sublinear tf, smooth idf): a JSON-serialisable spec.
+
+    ``min_df``: words in fewer rows than this (a count, or a share of the pool when < 1) are left out: a word only
+    one or two rows use (a name, a one-off object) makes a row look unique without making it a rare *kind*.
+    ``symbols``: ``%``, ``$``, ``€``, ``£`` count as words.
 
     Example:
         >>> spec = fit_lexical(["the cat sat", "the dog sat", "the cat ran"])
         >>> spec["idf"][spec["vocabulary"]["the"]] < spec["idf"][spec["vocabulary"]["dog"]]
         True
+        >>> sorted(fit_lexical(["the cat sat", "the dog sat", "the cat ran"], min_df=2)["vocabulary"])
+        ['cat', 'sat', 'the']
     """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(preprocessor=lambda t: mask_numbers(t).lower(), sublinear_tf=True)
-    vectorizer.fit(list(texts))
+    texts = list(texts)
+    if min_df < 1:
+        min_df = max(1, int(np.ceil(min_df * len(texts))))
+    vectorizer = _vectorizer(symbols, min_df=int(min_df))
+    try:
+        vectorizer.fit(texts)
+    except ValueError:  # every word is in fewer than min_df rows
+        vectorizer = _vectorizer(symbols)
+        vectorizer.fit(texts)
     return {
         "vocabulary": {word: int(i) for word, i in vectorizer.vocabulary_.items()},
         "idf": [float(v) for v in vectorizer.idf_],
+        "symbols": bool(symbols),
     }
 
 
 def lexical_matrix(spec: dict, texts: Sequence[str]):
     """The texts' TF-IDF rows under a :func:`fit_lexical` spec (scipy CSR, unit rows)."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vectorizer = TfidfVectorizer(
-        preprocessor=lambda t: mask_numbers(t).lower(), sublinear_tf=True, vocabulary=spec["vocabulary"]
-    )
+    vectorizer = _vectorizer(spec.get("symbols", False), vocabulary=spec["vocabulary"])
     vectorizer.idf_ = np.asarray(spec["idf"], dtype=np.float64)
     return vectorizer.transform(list(texts)).astype(np.float32).tocsr()
 
@@ -226,7 +249,7 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
         spec["token_weights"] = weights
         spec["center"] = [float(v) for v in _student_vectors(weights, ids).mean(axis=0)]
     if "lexical" in s["views"]:
-        spec["lexical"] = fit_lexical(texts)
+        spec["lexical"] = fit_lexical(texts, min_df=s["min_df"], symbols=s["symbols"])
     return spec
 
 
@@ -280,6 +303,7 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     parts, radius = [], None
     for view in settings["views"]:
         dist = _kth_distances(views[view], reference, ks)
+        dist[_empty_rows(views[view])] = 0.0  # a row with no word of the view is not a region: least sparse
         if radius is None:
             radius = dist[:, len(ks) // 2]
         ranks = np.stack([_rank01(dist[:, j]) for j in range(len(ks))], axis=1)
@@ -288,6 +312,11 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         else:  # a small group: near at a small k, far at the next larger one
             parts.append(np.diff(ranks, axis=1).max(axis=1))
     return np.mean(parts, axis=0), radius
+
+
+def _empty_rows(x) -> np.ndarray:
+    """Rows of a view that are all zero (every word of the text left out of the vocabulary)."""
+    return np.asarray(abs(x).sum(axis=1)).ravel() == 0
 
 
 def _rank01(values: np.ndarray) -> np.ndarray:
