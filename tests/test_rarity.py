@@ -167,3 +167,74 @@ def test_pipeline_analysis_with_the_rarity_selector_saves_and_reuses_its_fitted_
     pool = datasets.load_from_disk(str(tmp_path / "run" / "pool"))
     _, again, _ = rarity_seed_pairs(pool, n_pairs=6, model=MODEL, seed=config.seed, spec=spec)
     assert [p["seed_a"] for p in pairs] == again["seed_a"] and [p["seed_b"] for p in pairs] == again["seed_b"]
+
+
+def _coverage_pool(n=400):
+    """Common questions (two templates, names and numbers varied) and one rare kind (8 rows) with its own words."""
+    import datasets
+
+    names = ["Ann", "Bob", "Cara", "Dev", "Eli", "Fay", "Gus", "Hal"]
+    texts = []
+    for i in range(n):
+        name = names[i % len(names)]
+        if i % 50 == 7:
+            texts.append(f"What is the probability that {name} draws {i % 9 + 1} red marbles from a jar?")
+        elif i % 2:
+            texts.append(f"{name} buys {i % 13 + 2} apples at {i % 5 + 1} dollars each. How much does {name} pay?")
+        else:
+            texts.append(f"{name} reads {i % 11 + 3} pages a day. How many pages in {i % 7 + 2} days?")
+    coords = np.random.default_rng(0).normal(size=(n, 2)).astype(np.float32).tolist()
+    return datasets.Dataset.from_dict({"question": texts, "coords": coords})
+
+
+def test_rarity_coverage_counts_rows_landing_in_the_regions_in_the_selectors_own_view():
+    from embedsdg_hf.quality.rarity_coverage import measure_rarity_coverage
+
+    pool = _coverage_pool()
+    regions, pairs, spec = rarity_seed_pairs(pool, n_pairs=4, model=MODEL, seed=0)
+    texts = pool["question"]
+    centres = list(regions["centre"])
+    assert all("probability" in texts[c] for c in centres), "the rare kind's rows are the sparsest"
+    # a copy of a centre's question lands in its region (distance 0); a common question lands in none
+    copies = [texts[c] for c in centres]
+    common = ["Ann buys 3 apples at 2 dollars each. How much does Ann pay?"] * 2
+    report = measure_rarity_coverage(
+        spec, texts, regions, {"embedsdg": copies + common, "random": common},
+        synthetic_region_ids={"embedsdg": list(regions["region_id"]) + [-1, -1], "random": [-1, -1]},
+    )  # fmt: skip
+    ours, theirs = report.summary["embedsdg"], report.summary["random"]
+    assert ours["landed_in_target"] == len(centres) and ours["aimed_rows"] == len(centres)
+    assert ours["landed_in_targeted_regions"] == len(centres) and theirs["landed_in_targeted_regions"] == 0
+    assert ours["regions_gaining"] == len(centres) and theirs["regions_gaining"] == 0
+    assert report.to_dict()["selector"] == "rarity" and "rarity regions" in report.text()["summary"][0]
+    assert all(r["before"] >= 1 for r in report.regions)
+    # the radius is checked against the selector's: another pool is an error naming the regions
+    other = [t.replace("apples", "pears") for t in texts]
+    other[centres[0]] = "A completely different question about trains."
+    with pytest.raises(ValueError, match="not those the selector used"):
+        measure_rarity_coverage(spec, other, regions, {"embedsdg": copies})
+
+
+def test_a_rarity_run_dir_gets_a_coverage_report(tmp_path):
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.pipeline import run_pipeline
+    from embedsdg_hf.quality.coverage_run import coverage_from_run
+
+    run = tmp_path / "run"
+    config = PipelineConfig(seed_pool="word-problems", pool_size=300, student=MODEL, selector="rarity", n_pairs=6,
+                            stage="analysis", output_dir=str(run))  # fmt: skip
+    run_pipeline(config)
+    import datasets
+
+    pool = datasets.load_from_disk(str(run / "pool"))
+    regions = datasets.load_from_disk(str(run / "regions"))
+    # kept rows as the teacher would write them: a copy of each targeted centre's question, aimed at its region
+    rows = [
+        {"question": pool[int(c)]["question"], "answer": "#### 1", "region_id": int(r), "method": "embedsdg"}
+        for r, c in zip(regions["region_id"], regions["centre"])
+    ]
+    (run / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = coverage_from_run(run)
+    numbers = report.summary["embedsdg"]
+    assert numbers["landed_in_target"] == numbers["aimed_rows"] == len(rows)
+    assert (run / "coverage.png").stat().st_size > 10_000 and "rarity" in (run / "coverage.md").read_text()

@@ -58,7 +58,7 @@ from .coverage import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["KnnCoverage", "KnnCoverageReport", "knn_coverage_report", "measure_knn_coverage"]
+__all__ = ["KnnCoverage", "KnnCoverageReport", "knn_coverage_report", "measure_balls", "measure_knn_coverage"]
 
 KNN_COVERAGE_VERSION = "1"
 _REGION_COLUMNS = ("region_id", "centre", "knn_distance", "k", "density_dims", "seed")
@@ -174,29 +174,20 @@ class KnnCoverage:
             title=title,
         )
 
-    @staticmethod
-    def after(numbers: dict[str, Any]) -> str:
+    words: ClassVar[str] = "k-NN"  # what the run summary calls the regions
+
+    def after(self, numbers: dict[str, Any]) -> str:
         targeted, k = numbers["targeted_regions"], numbers["k"]
         return (
-            f"{numbers['regions_gaining']}/{targeted} targeted k-NN regions gained rows, "
+            f"{numbers['regions_gaining']}/{targeted} targeted {self.words} regions gained rows, "
             f"{numbers['regions_no_longer_sparse']}/{targeted} are no longer sparse ({k}th-neighbour distance "
             f"now below tau = {numbers['threshold']:.4f}, the selection's cut-off)."
         )
 
-    @staticmethod
-    def card(summary: dict[str, dict[str, Any]]) -> list[str]:
+    def card(self, summary: dict[str, dict[str, Any]]) -> list[str]:
         first = next(iter(summary.values()))
-        k, tau = first["k"], first["threshold"]
-        lines = [
-            "## Coverage of the sparse regions",
-            "",
-            f"Seeds were chosen by k-NN density (k = {k}). Each targeted region is the ball around its centre (a pool "
-            f"row) whose radius is the centre's distance to its {k}th pool neighbour, in the space the selector "
-            "measured (the student's embedding of the text it read, centred on the pool mean); the kept rows are "
-            f"embedded the same way. A region is no longer sparse when its {k}th-neighbour distance, counting the "
-            f"kept rows, falls below tau = {tau:.4f}, the smallest radius among the regions the selector took. "
-            "`coverage.md` has the per-region numbers.",
-            "",
+        lines = ["## Coverage of the sparse regions", "", self.card_text(first["k"], first["threshold"]), ""]
+        lines += [
             "| method | kept rows | in their target region | in a targeted region | regions gaining rows | "
             "regions no longer sparse |",
             "|---|---:|---:|---:|---:|---:|",
@@ -207,6 +198,18 @@ class KnnCoverage:
                 f"{n['regions_no_longer_sparse']}/{n['targeted_regions']} |"
             )
         return [*lines, ""]
+
+    @staticmethod
+    def card_text(k: int, tau: float) -> str:
+        """The dataset card's paragraph: how the regions were found and when one stops being sparse."""
+        return (
+            f"Seeds were chosen by k-NN density (k = {k}). Each targeted region is the ball around its centre (a pool "
+            f"row) whose radius is the centre's distance to its {k}th pool neighbour, in the space the selector "
+            "measured (the student's embedding of the text it read, centred on the pool mean); the kept rows are "
+            f"embedded the same way. A region is no longer sparse when its {k}th-neighbour distance, counting the "
+            f"kept rows, falls below tau = {tau:.4f}, the smallest radius among the regions the selector took. "
+            "`coverage.md` has the per-region numbers."
+        )
 
 
 #: The k-NN coverage report is the one :class:`~embedsdg_hf.quality.coverage.CoverageReport` type (its ``part`` a
@@ -311,7 +314,6 @@ def measure_knn_coverage(
         else np.zeros((0, space.dims), np.float32)
         for name, v in synthetic_vectors.items()
     }
-    position = {int(r): i for i, r in enumerate(table["region_id"])}
     aims = resolve_aims({name: len(p) for name, p in points.items()}, synthetic_region_ids, table["region_id"])
     chosen = choose_targets(table["region_id"], aims, target_regions)
 
@@ -332,6 +334,41 @@ def measure_knn_coverage(
             "those the selector read (same student, weights, max_length and selection text: knn_text), or the pool "
             "changed since."
         )
+    before = {"density_dims": table["density_dims"], "dims": space.dims}
+    return measure_balls(
+        KnnCoverage(), table, k=k, pool_dist=pool_dist, others=others, radius=radius,
+        point_dist={name: _distances(x, pool_x[table["centre"]]) for name, x in points.items()}, aims=aims,
+        chosen=chosen, threshold=threshold, before=before, pool_coords=pool_coords,
+        synthetic_coords=synthetic_coords, settings=settings,
+    )  # fmt: skip
+
+
+def measure_balls(
+    part,
+    table: dict[str, Any],
+    *,
+    k: int,
+    pool_dist: np.ndarray,
+    others: np.ndarray,
+    radius: np.ndarray,
+    point_dist: Mapping[str, np.ndarray],
+    aims: Mapping[str, np.ndarray],
+    chosen: Sequence[int],
+    threshold: float | None,
+    before: dict[str, Any],
+    pool_coords: np.ndarray | None,
+    synthetic_coords: Mapping[str, np.ndarray] | None,
+    settings: dict[str, Any] | None,
+) -> CoverageReport:
+    """The coverage of regions that are balls (a centre and the radius that made it sparse), whatever the space.
+
+    ``pool_dist``: (pool rows, regions) distances to every region's centre; ``others``: (neighbour candidates,
+    regions) the distances the selector's k-th neighbour was taken over (the centre itself at inf); ``radius``: each
+    region's k-th-neighbour distance; ``point_dist``: per method, (its rows, regions) distances. A point is in a
+    region when within the radius; a region is no longer sparse when its k-th-neighbour distance, the method's rows
+    counted as neighbours, falls below ``threshold`` (default: the smallest radius, the cut-off the budget reached).
+    """
+    position = {int(r): i for i, r in enumerate(table["region_id"])}
     tau = float(radius.min()) if threshold is None else float(threshold)
     rule = (
         "the smallest radius among the regions the selector took (the cut-off its budget reached)"
@@ -340,12 +377,11 @@ def measure_knn_coverage(
     )
     rows = np.asarray([position[r] for r in chosen], dtype=np.int64)
     target_radius = radius[rows]
-    before = (pool_dist[:, rows] <= target_radius).sum(axis=0)
+    counts = (pool_dist[:, rows] <= target_radius).sum(axis=0)
     before_summary = {
-        "pool_points": len(pool_x),
+        "pool_points": len(pool_dist),
         "k": k,
-        "density_dims": table["density_dims"],
-        "dims": space.dims,
+        **before,
         "seed": int(table["seed"]),
         "threshold": tau,
         "threshold_rule": rule,
@@ -359,12 +395,11 @@ def measure_knn_coverage(
             "before": int(b),
             **{key: {} for key in ("after", "added", "knn_distance_after", "no_longer_sparse", "aimed", "landed")},
         }
-        for r, i, b in zip(chosen, rows, before)
+        for r, i, b in zip(chosen, rows, counts)
     ]
     methods: dict[str, dict[str, Any]] = {}
     in_targeted: dict[str, np.ndarray] = {}
-    for name, x in points.items():
-        dist = _distances(x, pool_x[table["centre"]])  # (m, all regions)
+    for name, dist in point_dist.items():
         within = dist <= radius
         ids = aims[name]
         aimed_rows = np.flatnonzero(ids >= 0)
@@ -374,12 +409,12 @@ def measure_knn_coverage(
         knn_after = _kth(np.concatenate([others[:, rows], dist[:, rows]]), k)
         cleared = knn_after < tau
         methods[name] = {
-            "synthetic_points": len(x),
+            "synthetic_points": len(dist),
             "aimed_rows": len(aimed_rows),
             "landed_in_target": int(landed_own.sum()),
             "landed_in_target_share": share_of(int(landed_own.sum()), len(aimed_rows)),
             "landed_in_targeted_regions": int(in_any.sum()),
-            "landed_in_targeted_regions_share": share_of(int(in_any.sum()), len(x)),
+            "landed_in_targeted_regions_share": share_of(int(in_any.sum()), len(dist)),
             "regions_gaining": int((added > 0).sum()),
             "regions_no_longer_sparse": int(cleared.sum()),
         }
@@ -394,11 +429,13 @@ def measure_knn_coverage(
             entry["aimed"][name] = int(mine.sum())
             entry["landed"][name] = int(landed_own[mine].sum())
     coords = None if pool_coords is None else as_float_matrix(pool_coords, column="pool coords")
-    if coords is not None and len(coords) != len(pool_x):
-        raise ValueError(f"pool_coords has {len(coords)} rows but the pool vectors {len(pool_x)}: give one per row.")
+    if coords is not None and len(coords) != len(pool_dist):
+        raise ValueError(
+            f"pool_coords has {len(coords)} rows but the pool vectors {len(pool_dist)}: give one per row."
+        )
     return CoverageReport(
-        part=KnnCoverage(),
-        target_regions=chosen,
+        part=part,
+        target_regions=list(chosen),
         before=before_summary,
         methods=methods,
         regions=per_region,

@@ -581,7 +581,7 @@ class RaritySelector:
     masked), as mean ranks of k-th-neighbour distances at k = 1/2/4% of the pool against a fixed-size reference
     sample; regions are the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
     Fitted parts (``rarity.json``): token weights / TF-IDF vocabulary and every setting, in one JSON spec.
-    No coverage measure yet (the run says so in its manifest)."""
+    Coverage: balls in the same view (:mod:`~embedsdg_hf.quality.rarity_coverage`)."""
 
     name: ClassVar[str] = "rarity"
     config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing",)
@@ -676,7 +676,33 @@ class RaritySelector:
         return {"density": density.name, "map": mapped.name}
 
     def coverage(self, ctx: SelectionContext, regions, synthetic: Mapping[str, Any]):
-        raise NotImplementedError(
-            "the rarity selector has no coverage measure yet (its regions live in the TF-IDF view of the question); "
-            "use selector knn or grid for a coverage report."
+        """Balls in the selector's first view, the kept rows' text placed with the saved spec
+        (:func:`~embedsdg_hf.quality.rarity_coverage.measure_rarity_coverage`); the map is the run's as usual."""
+        from ..common.mapping import vector_matrix
+        from .coverage import aimed_regions, embed_sets, synthetic_sets
+        from .rarity_coverage import measure_rarity_coverage
+
+        if self.spec is None:
+            self.fit(ctx)
+        column, texts = self._texts(ctx)
+        sets = synthetic_sets(synthetic)
+        mapped = embed_sets(sets, **ctx.embedding.kwargs())
+        dims = ctx.reducer.n_components
+        return measure_rarity_coverage(
+            self.spec,
+            texts,
+            regions,
+            {name: [] if len(rows) == 0 else rows[column] for name, rows in sets.items()},
+            synthetic_region_ids=aimed_regions(sets, "region_id"),
+            text_column=column,
+            pool_coords=vector_matrix(ctx.pool, "coords", expected_dim=dims),
+            synthetic_coords={
+                n: np.zeros((0, dims)) if v is None else ctx.reducer.transform(v) for n, v in mapped.items()
+            },
+            settings={
+                **ctx.embedding.kwargs(),
+                "rarity": "rarity.json",
+                "reducer": f"{ctx.reducer.method} ({dims}-D), for the map only",
+                "axis_labels": ctx.reducer.axis_labels(),
+            },
         )

@@ -58,6 +58,7 @@ __all__ = [
     "number_token_ids",
     "rarity_scores",
     "rarity_seed_pairs",
+    "reference_sample",
     "view_matrices",
 ]
 
@@ -253,10 +254,11 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
     return spec
 
 
-def view_matrices(spec: dict, texts: Sequence[str]) -> dict:
-    """Each view of ``texts`` under a fitted spec: ``"student"`` dense unit rows, ``"lexical"`` sparse unit rows."""
+def view_matrices(spec: dict, texts: Sequence[str], *, views: Sequence[str] | None = None) -> dict:
+    """Each view of ``texts`` under a fitted spec (or only ``views``): ``"student"`` dense unit rows, ``"lexical"``
+    sparse unit rows. The first view is the one regions and their radius live in."""
     out = {}
-    for view in spec["settings"]["views"]:
+    for view in spec["settings"]["views"] if views is None else views:
         if view == "student":
             vectors = _student_vectors(spec["token_weights"], _tokenize(spec["model"], texts))
             out[view] = unit_rows(vectors, np.asarray(spec["center"], dtype=np.float32))
@@ -295,9 +297,7 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     ``drop``: the largest rise in that rank between consecutive ks, averaged over views) and the
     first view's distance at the middle k (the region radius the coverage report reads)."""
     n = next(iter(views.values())).shape[0]
-    size = min(n - 1, settings["reference_size"])
-    reference = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-    ks = sorted({min(size - 1, max(settings["min_k"], round(f * size))) for f in settings["fractions"]})
+    reference, ks = reference_sample(n, settings, seed=seed)
     if settings["score"] == "drop" and len(ks) < 2:
         raise ValueError("score='drop' needs at least two distinct k (fractions) to compare.")
     parts, radius = [], None
@@ -312,6 +312,21 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         else:  # a small group: near at a small k, far at the next larger one
             parts.append(np.diff(ranks, axis=1).max(axis=1))
     return np.mean(parts, axis=0), radius
+
+
+def reference_sample(n: int, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """The reference rows sparsity is measured against (``reference_size`` rows drawn with ``seed``, all but one row
+    of a smaller pool) and the ks (``fractions`` of it, at least ``min_k``), ascending.
+
+    Example:
+        >>> reference, ks = reference_sample(1000, {**DEFAULTS, "reference_size": 500})
+        >>> len(reference), ks
+        (500, [5, 10, 20])
+    """
+    size = min(n - 1, settings["reference_size"])
+    reference = np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
+    ks = sorted({min(size - 1, max(settings["min_k"], round(f * size))) for f in settings["fractions"]})
+    return reference, ks
 
 
 def _empty_rows(x) -> np.ndarray:
@@ -419,9 +434,7 @@ def _regions(centres, members, radius, coords, spec, seed) -> datasets.Dataset:
     from .knn_regions import KNN_REGION_FEATURES
     from .regions import regions_dataset
 
-    s = spec["settings"]
-    size = min(len(coords) - 1, s["reference_size"])
-    ks = sorted({min(size - 1, max(s["min_k"], round(f * size))) for f in s["fractions"]})
+    _, ks = reference_sample(len(coords), spec["settings"], seed=seed)
     boxes = coords[members]
     n = len(centres)
     columns = {
