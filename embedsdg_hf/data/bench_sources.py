@@ -181,11 +181,23 @@ def make_kind_pool(
     rare_share: float,
     seed: int = 0,
     kind_column: str = "kind",
+    common_ratio: float = 3.0,
 ) -> datasets.Dataset:
     """``n`` rows of ``rows`` in which each of ``rare_kinds`` makes ``rare_share`` of the pool (rounded to a row
     count of at least 1); the rest is drawn uniformly from the rows of the other kinds. Rows are shuffled.
 
+    A rare kind must be rare: every other kind left in the pool is expected to be at least ``common_ratio`` times
+    as common as each rare kind. Other kinds too small for that are left out, smallest first (kinds of equal size in a
+    seeded order), so that the rare kinds are the pool's rarest. Without it a pool could hold a kind rarer than the
+    planted ones, which a selector would be right to find and the benchmark would count as a miss.
+
     Raises ``ValueError`` when ``rows`` has too few rows of a rare kind or of the other kinds.
+
+    Example:
+        >>> rows = datasets.Dataset.from_dict({"kind": ["a"] * 600 + ["b"] * 300 + ["c"] * 30 + ["r"] * 50})
+        >>> pool = make_kind_pool(rows, n=500, rare_kinds=["r"], rare_share=0.02)
+        >>> sorted(set(pool["kind"])), pool["kind"].count("r")
+        (['a', 'b', 'r'], 10)
     """
     kinds = np.asarray(rows[kind_column])
     rng = np.random.default_rng(seed)
@@ -199,8 +211,15 @@ def make_kind_pool(
         if len(where) < n_rare:
             raise ValueError(f"kind {kind!r} has {len(where)} rows; the pool needs {n_rare} of it.")
         picked.append(rng.choice(where, size=n_rare, replace=False))
-    rest = np.flatnonzero(~np.isin(kinds, rare))
     n_rest = n - n_rare * len(rare)
+    others, counts = np.unique(kinds[~np.isin(kinds, rare)], return_counts=True)
+    order = np.lexsort((rng.random(len(others)), -counts))  # largest first, equal sizes in a seeded order
+    kept = len(order)
+    while kept and counts[order[kept - 1]] / counts[order[:kept]].sum() * n_rest < common_ratio * n_rare:
+        kept -= 1  # the smallest kind left would not be common enough: leave it out
+    if kept == 0:
+        raise ValueError(f"No other kind can be {common_ratio}x as common as the rare kinds in a pool of {n}.")
+    rest = np.flatnonzero(np.isin(kinds, others[order[:kept]]))
     if len(rest) < n_rest:
         raise ValueError(f"Only {len(rest)} rows are of other kinds; a pool of {n} needs {n_rest}.")
     picked.append(rng.choice(rest, size=n_rest, replace=False))

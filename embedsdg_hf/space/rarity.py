@@ -80,6 +80,7 @@ DEFAULTS = {
     "hood_k": 5,
     "min_df": 1,
     "symbols": False,
+    "refine": 2048,
 }
 _DENSE_REFERENCE_BYTES = 1 << 30  # a sparse view's reference sample is made dense below this size
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -240,6 +241,8 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
         raise ValueError(f"fractions={s['fractions']} must be a non-empty list of numbers in (0, 1).")
     if s["score"] not in SCORES:
         raise ValueError(f"score={s['score']!r} is not supported; choose one of {list(SCORES)}.")
+    if not isinstance(s["refine"], int) or s["refine"] < 0:
+        raise ValueError(f"refine must be an integer >= 0; got {s['refine']!r}.")
     for name in ("min_k", "reference_size", "hood_k"):
         if not isinstance(s[name], int) or s[name] < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {s[name]!r}.")
@@ -295,23 +298,71 @@ def _kth_distances(x, reference: np.ndarray, ks: Sequence[int], block: int = 204
 def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each row's score (``distance``: mean rank of its k-th-neighbour distances over views and ks, 1 = sparsest;
     ``drop``: the largest rise in that rank between consecutive ks, averaged over views) and the
-    first view's distance at the middle k (the region radius the coverage report reads)."""
+    first view's distance at the middle k (the region radius the coverage report reads).
+
+    With a reference sample smaller than the pool and ``refine`` > 0, the ``refine`` best-scored rows are scored
+    again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool), ranked
+    among every row's sample distances: the top of the order, where the centres come from, then follows the exact
+    search at a cost of refine x pool rows.
+    """
     n = next(iter(views.values())).shape[0]
     reference, ks = reference_sample(n, settings, seed=seed)
     if settings["score"] == "drop" and len(ks) < 2:
         raise ValueError("score='drop' needs at least two distinct k (fractions) to compare.")
-    parts, radius = [], None
+    dists, radius = {}, None
     for view in settings["views"]:
         dist = _kth_distances(views[view], reference, ks)
         dist[_empty_rows(views[view])] = 0.0  # a row with no word of the view is not a region: least sparse
+        dists[view] = dist
         if radius is None:
             radius = dist[:, len(ks) // 2]
-        ranks = np.stack([_rank01(dist[:, j]) for j in range(len(ks))], axis=1)
-        if settings["score"] == "distance":
-            parts.append(ranks.mean(axis=1))
-        else:  # a small group: near at a small k, far at the next larger one
-            parts.append(np.diff(ranks, axis=1).max(axis=1))
-    return np.mean(parts, axis=0), radius
+    ranks = {view: np.stack([_rank01(d[:, j]) for j in range(len(ks))], axis=1) for view, d in dists.items()}
+    score = _combine(ranks, settings["score"])
+    refine = min(int(settings.get("refine", 0)), n) if len(reference) < n - 1 else 0
+    if refine:
+        rows = np.argsort(-score, kind="stable")[:refine]
+        pool_ks = [min(n - 1, max(1, round(k * (n - 1) / len(reference)))) for k in ks]
+        exact = {}
+        for view, d in dists.items():
+            e = _pool_kth_distances(views[view], rows, pool_ks)
+            e[_empty_rows(views[view])[rows]] = 0.0
+            ordered = [np.sort(d[:, j]) for j in range(len(ks))]
+            exact[view] = np.stack([_rank_among(ordered[j], e[:, j]) for j in range(len(ks))], axis=1)
+        score = score.copy()
+        score[rows] = _combine(exact, settings["score"])
+    return score, radius
+
+
+def _combine(ranks: dict, how: str) -> np.ndarray:
+    """One score per row from its per-view (rows, ks) ranks."""
+    if how == "distance":
+        return np.mean([r.mean(axis=1) for r in ranks.values()], axis=0)
+    # "drop": a small group is near at a small k and far at the next larger one
+    return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
+
+
+def _rank_among(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """The rank in [0, 1] ``values`` would have among ``ordered`` (ties: the middle of their run)."""
+    low, high = np.searchsorted(ordered, values, "left"), np.searchsorted(ordered, values, "right")
+    return np.minimum((low + high) / 2, len(ordered) - 1) / max(len(ordered) - 1, 1)
+
+
+def _pool_kth_distances(x, rows: np.ndarray, ks: Sequence[int], block: int = 256) -> np.ndarray:
+    """(len(rows), len(ks)) cosine distances of ``rows`` to their k-th nearest row of the whole pool (self excluded);
+    ``block`` rows at a time, so memory is pool rows x ``block``."""
+    import scipy.sparse as sp
+
+    kmax = max(ks)
+    out = np.empty((len(rows), len(ks)), dtype=np.float64)
+    for start in range(0, len(rows), block):
+        chunk = rows[start : start + block]
+        queries = x[chunk].toarray() if sp.issparse(x) else x[chunk]
+        sims = np.asarray(x @ queries.T).T  # (chunk, pool rows)
+        sims[np.arange(len(chunk)), chunk] = -np.inf
+        top = -np.partition(-sims, kmax - 1, axis=1)[:, :kmax]
+        top = -np.sort(-top, axis=1)
+        out[start : start + len(chunk)] = 1.0 - top[:, np.asarray(ks) - 1]
+    return out
 
 
 def reference_sample(n: int, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, list[int]]:
