@@ -147,14 +147,15 @@ class PipelineConfig:
         default=0.5,
         metadata=_declare("grid", help="Share of surrounding windows that must be non-empty (0 disables)."),
     )
-    # Seed selection: the k-NN selector (default; space/knn_regions.py) or the paper's grid (fit_grid above)
+    # Seed selection: the rarity selector (default; space/rarity.py), k-NN (space/knn_regions.py) or the paper's
+    # grid (fit_grid above)
     selector: str = field(
-        default="knn",
+        default="rarity",
         metadata=_declare(
             "select",
-            help="knn (sparsity by k-NN distance in knn_dims dims; README 'Choosing seeds'), grid (paper), rarity "
-            "(TF-IDF of the question, k = 1/2/4% of the pool; docs/selection-benchmark.md), or a selector "
-            "registered with quality.selectors.register_selector",
+            help="rarity (default: TF-IDF of the question, numbers masked, k = 1/2/4% of the pool; "
+            "docs/selection-benchmark.md), knn (sparsity by k-NN distance of the student's embedding, k = knn_k), "
+            "grid (the paper's 2-D grid), or a selector registered with quality.selectors.register_selector",
         ),
     )
     knn_k: int = field(

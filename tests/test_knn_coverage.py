@@ -151,7 +151,7 @@ def test_plot_shows_centres_before_and_after(tmp_path):
 
 @pytest.fixture(scope="module")
 def runs(student, tmp_path_factory):
-    """An EmbedSDG run (selector knn, the default; coverage on, the default) and a RandomSDG run of the same budget."""
+    """An EmbedSDG run (selector knn; coverage on, the default) and a RandomSDG run of the same budget."""
     from embedsdg_hf.config import PipelineConfig
     from embedsdg_hf.pipeline import run_pipeline
 
@@ -165,6 +165,7 @@ def runs(student, tmp_path_factory):
         "decode_examples": 1,  # a short copy prompt: decoding is the slow step and its text is not what is tested
         "decode_max_new_tokens": 12,
         "decontaminate": "none",
+        "selector": "knn",
     }
     manifests = {}
     for method in ("embedsdg", "random"):
