@@ -171,10 +171,11 @@ class KnnCoverage:
             landed=report.in_targeted,
             k=report.before["k"],
             axis_labels=report.settings.get("axis_labels"),
-            title=title,
+            title=title or self.plot_title,
         )
 
     words: ClassVar[str] = "k-NN"  # what the run summary calls the regions
+    plot_title: ClassVar[str | None] = None  # the figure's (None: plot_knn_coverage's own)
 
     def after(self, numbers: dict[str, Any]) -> str:
         targeted, k = numbers["targeted_regions"], numbers["k"]

@@ -42,6 +42,9 @@ class RarityCoverage(KnnCoverage):
     name: ClassVar[str] = "rarity"
     version: ClassVar[str] = "1"
     words: ClassVar[str] = "rarity"
+    plot_title: ClassVar[str] = (
+        "Coverage of the targeted rarity regions (balls in the selector's view; centres drawn on the map)"
+    )
 
     def intro(self, report: CoverageReport) -> list[str]:
         before, k = report.before, report.before["k"]

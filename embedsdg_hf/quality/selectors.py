@@ -667,11 +667,15 @@ class RaritySelector:
         k = int(regions["k"][0]) if len(regions) else None
         out_dir = Path(out_dir)
         centres = list(regions["centre"]) if len(regions) else []
-        density = plot_sparsity_histogram(radius, out_dir / "density_histogram.png", chosen=centres, k=k)
+        view = self.spec["settings"]["views"][0]
+        density = plot_sparsity_histogram(
+            radius, out_dir / "density_histogram.png", chosen=centres, k=k,
+            title=f"Rarity of the seed pool ({view} view; the selector takes the rarest first)",
+        )  # fmt: skip
         labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
         mapped = plot_knn_map(
             vector_matrix(ctx.pool, "coords"), radius, out_dir / "embedding_map.png", regions=regions, pairs=pairs,
-            axis_labels=labels, k=k,
+            axis_labels=labels, k=k, title=f"Where the rarity selector took its {len(regions)} regions",
         )  # fmt: skip
         return {"density": density.name, "map": mapped.name}
 
