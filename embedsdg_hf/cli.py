@@ -24,8 +24,12 @@ def _parse_config(command: str, rest: list[str], description: str):
 
     from .config import PipelineConfig
 
+    class _OneLineParser(TrlParser):
+        def error(self, message: str):  # a bad flag (e.g. a value not among an option's choices): one line, rc 2
+            raise ValueError(message)
+
     _check_config_file(rest)
-    parser = TrlParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
+    parser = _OneLineParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
     try:
         (config,) = parser.parse_args_and_config(rest)
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__

@@ -440,7 +440,7 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
                 threshold=config.dedup_threshold,
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
-    if config.decontaminate.strip().lower() not in ("", "none"):
+    if config.decontaminate is not None:
         with timer.step(f"decontaminate ({config.decontaminate})", len(checked)) as rec:
             checked = apply_gate(
                 checked,

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from embedsdg_hf.common.rundir import write_json_atomic
-from embedsdg_hf.config import STAGES as STAGE_NAMES
 from embedsdg_hf.config import OPERATIONAL, PipelineConfig
+from embedsdg_hf.config import STAGES as STAGE_NAMES
 from embedsdg_hf.run.rundir import RUN_OUTPUTS, RunDir, clear_run_outputs
 from embedsdg_hf.run.stages import STAGES, stage, still_valid
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common.rundir import LOCK_FILE, MARKER_FILE, read_json
-from ..config import PipelineConfig, _type_names
+from ..config import PipelineConfig, accepts_none
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def config_from_saved(saved: dict[str, Any]) -> dict[str, Any]:
     for name, value in saved.items():
         if name not in known:
             continue
-        if value is None and "None" not in _type_names(PipelineConfig.__annotations__[name]):
+        if value is None and not accepts_none(name):
             if known[name].default is not MISSING:
                 continue
         kwargs[name] = value

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.mapping import fixed_size_list, vector_matrix
+from ..common.options import KNN_PAIRINGS
 from ..common.validation import is_int, require_columns, require_rows, template_fields
 from .neighbors import unit_rows
 from .pairs import pair_features
@@ -55,7 +56,7 @@ __all__ = [
     "selection_template",
 ]
 
-PAIRINGS = ("near", "extreme")
+PAIRINGS = KNN_PAIRINGS
 #: The k-NN selector's own region columns (after the common ones of ``space.regions.region_features``).
 KNN_REGION_FEATURES = {
     "centre": datasets.Value("int64"),

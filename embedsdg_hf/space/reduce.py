@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ..common.mapping import vector_matrix
+from ..common.options import REDUCERS
 from ..common.splits import map_batched, splitwise, whole_dataset
 from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("pca", "svd", "tsne", "umap")
+METHODS = REDUCERS
 _NONLINEAR = ("tsne", "umap")
 UMAP_INSTALL = 'pip install "embedsdg-hf[umap]"'
 
