@@ -28,6 +28,8 @@ PID_FILE = "run.lock.pid"
 MARKER_FILE = ".embedsdg-run.json"
 MARKER_TOOL = "embedsdg-hf"
 MARKER_FORMAT = 1
+
+
 class RunDirLockedError(RuntimeError):
     """Another process holds the run dir's lock."""
 
@@ -167,8 +169,14 @@ class RunLock:
     PID. The lock is released when the run ends, however it ends (the OS drops it when the process dies).
 
     Example:
-        >>> with RunLock(Path(tempfile.mkdtemp())):  # doctest: +SKIP
-        ...     ...  # another RunLock on the same dir raises RunDirLockedError naming this PID
+        >>> import tempfile
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> with RunLock(run_dir):
+        ...     RunLock(run_dir).acquire()  # a second run on the same dir
+        Traceback (most recent call last):
+        embedsdg_hf.common.rundir.RunDirLockedError: '...' is in use by another embedsdg run (PID ...). Wait ...
+        >>> sorted(p.name for p in run_dir.iterdir())  # released: no lock file stays
+        []
     """
 
     def __init__(self, directory: str | os.PathLike):
