@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from .common.rundir import load_saved_dataset
+from .config import normalize_off
 from .run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
@@ -100,14 +101,19 @@ def _quality_section(config: dict, quality: dict) -> list[str]:
     gates = ", ".join(
         f"{gate} ({n['checked']} checked, {n['dropped']} dropped)" for gate, n in quality["gates"].items()
     )
+    decontam = (
+        "decontamination is off"
+        if normalize_off("decontaminate", config.get("decontaminate", "gsm8k-test")) is None
+        else f"decontamination against `{config.get('decontaminate')}` uses {config.get('decontam_ngram')}-gram "
+        f"overlap and embedding cosine >= {config.get('decontam_threshold')}"
+    )
     lines = [
         "## Quality gates",
         "",
         f"Applied in order, each to the rows the earlier ones kept: {gates or 'none'}. Answers are verified as "
         f"`{config.get('answer_format', 'gsm8k')}`; duplicates are exact (normalised text) or near (centred cosine of "
         f"the student's question embeddings >= {config.get('dedup_threshold')}) against the seed pool and earlier "
-        f"rows; decontamination against `{config.get('decontaminate')}` uses {config.get('decontam_ngram')}-gram "
-        f"overlap and embedding cosine >= {config.get('decontam_threshold')}.",
+        f"rows; {decontam}.",
         "",
     ]
     leaked = quality.get("contaminated") or []
