@@ -51,6 +51,7 @@ _EXPORTS = {
     "SelectionContext": "quality.selectors",
     "get_selector": "quality.selectors",
     "register_selector": "quality.selectors",
+    "RunDir": "run.rundir",
     "make_testbed_pool": "experiments.testbed",
     "run_targeting": "experiments.testbed",
     "FamilyTeacher": "generation.teachers",

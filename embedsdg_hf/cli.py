@@ -24,8 +24,12 @@ def _parse_config(command: str, rest: list[str], description: str):
 
     from .config import PipelineConfig
 
+    class _OneLineParser(TrlParser):
+        def error(self, message: str):  # a bad flag (e.g. a value not among an option's choices): one line, rc 2
+            raise ValueError(message)
+
     _check_config_file(rest)
-    parser = TrlParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
+    parser = _OneLineParser((PipelineConfig,), prog=f"embedsdg {command}", description=description)
     try:
         (config,) = parser.parse_args_and_config(rest)
     except ValueError as err:  # unknown recipe keys, bad values from __post_init__
@@ -170,10 +174,12 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
         if args.eval_data:
             scored = _join_eval_data(scored, args.eval_data)
         if settings["run_dir"] is not None:
+            from .run.rundir import RunDir
             from .space.reduce import Reducer
 
-            pool = load_from_disk(str(settings["run_dir"] / "pool"))  # embedded and reduced by the run
-            reducer = Reducer.load(settings["run_dir"] / "reducer")
+            run = RunDir(settings["run_dir"])
+            pool = load_from_disk(str(run.pool))  # embedded and reduced by the run
+            reducer = Reducer.load(run.reducer)
         else:
             pool, reducer = load_seed_pool(args.pool, n=args.pool_size), None
         regions, stats = density_vs_accuracy(
@@ -207,7 +213,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 def _analyze_settings(args: argparse.Namespace) -> dict:
     """Student, templates, weights and reducer of ``analyze``: a run dir's (the space its regions were found in),
     or the flags'."""
-    import json
+    from .run.rundir import RunDir
 
     if args.run_dir is None:
         if not args.model or not args.pool:
@@ -223,25 +229,18 @@ def _analyze_settings(args: argparse.Namespace) -> dict:
             "weights": "mean",
             "max_length": None,
         }
-    run_dir = Path(args.run_dir)
-    config_file = run_dir / "run_config.json"
-    if not config_file.exists():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not an `embedsdg run` output dir (no run_config.json).")
-    config = json.loads(config_file.read_text())
-    if config.get("method") != "embedsdg":
-        raise ValueError(
-            f"{str(run_dir)!r} is a {config.get('method')!r} run: it has no reducer; give an EmbedSDG run."
-        )
+    run = RunDir(args.run_dir)
+    config = run.config()
+    if config.method != "embedsdg":
+        raise ValueError(f"{str(run.path)!r} is a {config.method!r} run: it has no reducer; give an EmbedSDG run.")
     for flag, value in (("--model", args.model), ("--pool", args.pool), ("--text-template", args.text_template)):
         if value:
-            raise ValueError(f"{flag} comes from --run-dir ({config_file}); do not give both.")
+            raise ValueError(f"{flag} comes from --run-dir ({run.config_file}); do not give both.")
+    embedding = run.embedding()
     return {
-        "run_dir": run_dir,
-        "model": config["student"],
-        "text_template": config["text_template"],
-        "scored_template": args.scored_template or config["text_template"],
-        "weights": config["weights"],
-        "max_length": config.get("max_length"),
+        "run_dir": run.path,
+        **embedding.kwargs(),
+        "scored_template": args.scored_template or embedding.text_template,
     }
 
 

@@ -2,14 +2,43 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from numbers import Integral
+from typing import Literal
+
+from .common.options import (
+    ANSWER_FORMATS,
+    KNN_PAIRINGS,
+    KNN_TEXTS,
+    METHODS,
+    REDUCERS,
+    RUN_STAGES,
+    SIDE_CHOICES,
+    TRACKERS,
+    WEIGHTS,
+)
+from .quality.selectors import SELECTORS  # the registry (a cheap import)
 
 RECIPE_VERSION = 1
-REDUCERS = ("pca", "svd", "tsne", "umap")  # space.reduce.METHODS (config imports nothing heavy)
-SIDE_CHOICES = ("random", "nearest")  # space.pairs.SIDE_CHOICES
+# Options with a fixed set of choices (common/options.py; the selectors' registry): HfArgumentParser turns a Literal
+# into argparse ``choices`` (``--help`` lists them, a bad flag is one line), and _check_types checks YAML and Python.
+WeightsOption = Literal[WEIGHTS]
+ReducerOption = Literal[REDUCERS]
+SelectorOption = Literal[tuple(SELECTORS)]  # the built-in ones; one registered in Python is accepted as well
+KnnPairingOption = Literal[KNN_PAIRINGS]
+KnnTextOption = Literal[KNN_TEXTS]
+SideChoiceOption = Literal[SIDE_CHOICES]
+RunStageOption = Literal[RUN_STAGES]
+MethodOption = Literal[METHODS]
+AnswerFormatOption = Literal[ANSWER_FORMATS]
+TrackerOption = Literal[TRACKERS]
+#: One way to switch off a feature that has an off switch: its value here (null for decontaminate: no evaluation
+#: set; "none" for report_to, the value transformers' TrainingArguments takes). The older spellings (null, false,
+#: "", "none", any case) are still read from recipes and run dirs and mean the same (normalize_off).
+OFF = {"decontaminate": None, "report_to": "none"}
 #: What a setting feeds, declared on each field's metadata (``"stage"``), in run order. A changed setting makes its
 #: stage and every later one stale (pipeline.py keeps the saved outputs of the stages before it). ``operational``
 #: settings say where results go, how fast they come or how hard to try, not what they are: a run dir may be resumed
@@ -30,7 +59,7 @@ def _teacher_identity(spec):
 def results_view(config: dict) -> dict:
     """The settings of a config dict that define its results (not where they go or how fast they come)."""
     operational = set(stage_fields(OPERATIONAL))
-    view = {k: v for k, v in config.items() if k not in operational}
+    view = {k: normalize_off(k, v) for k, v in config.items() if k not in operational}
     for key in _TEACHER_KEYS:
         if key in view:
             view[key] = _teacher_identity(view[key])
@@ -52,7 +81,7 @@ class _Declared(Mapping):
     see :data:`STAGES`) and ``path`` (a path setting: ``~`` and ``$VARS`` are expanded)."""
 
     def __init__(self, help: str, **declared):
-        self._visible = {"help": help}
+        self._visible = {"help": help.replace("%", "%%")}  # argparse formats help with %
         self._all = {"help": help, **declared}
 
     def __getitem__(self, key):
@@ -104,12 +133,14 @@ class PipelineConfig:
         default="smollm2-135m-instruct",
         metadata=_declare("embed", help="Student spec: Hub id, local folder, or built-in name."),
     )
-    weights: str = field(default="mean", metadata=_declare("embed", help="Token weights: mean, mask or attention."))
+    weights: WeightsOption = field(
+        default="mean", metadata=_declare("embed", help="Token weights: mean, mask or attention.")
+    )
     max_length: int | None = field(
         default=None, metadata=_declare("embed", help="Truncate texts (default: model context size).")
     )
     # Reduction and grid
-    reducer: str = field(
+    reducer: ReducerOption = field(
         default="pca",
         metadata=_declare(
             "embed",
@@ -149,7 +180,7 @@ class PipelineConfig:
     )
     # Seed selection: the rarity selector (default; space/rarity.py), k-NN (space/knn_regions.py) or the paper's
     # grid (fit_grid above)
-    selector: str = field(
+    selector: SelectorOption = field(
         default="rarity",
         metadata=_declare(
             "select",
@@ -172,10 +203,10 @@ class PipelineConfig:
     knn_hood_k: int = field(
         default=5, metadata=_declare("select", help="knn: neighbours of a centre the seed pair comes from.")
     )
-    knn_pairing: str = field(
+    knn_pairing: KnnPairingOption = field(
         default="near", metadata=_declare("select", help="knn: near (nearest on each side) or extreme.")
     )
-    knn_text: str = field(
+    knn_text: KnnTextOption = field(
         default="input",
         metadata=_declare(
             "select",
@@ -198,7 +229,7 @@ class PipelineConfig:
             help="Most pairs from one region (default: no limit; regions give 4 pairs a round, sparsest first).",
         ),
     )
-    side_choice: str = field(
+    side_choice: SideChoiceOption = field(
         default="random",
         metadata=_declare(
             "select",
@@ -241,10 +272,10 @@ class PipelineConfig:
         ),
     )
     # Teacher generation
-    stage: str = field(
+    stage: RunStageOption = field(
         default="all", metadata=_declare("operational", help="'all', or 'analysis' to stop before decoding.")
     )
-    method: str = field(
+    method: MethodOption = field(
         default="embedsdg", metadata=_declare("generate", help="'embedsdg', or 'random' (RandomSDG, same budget).")
     )
     teacher: str = field(
@@ -342,7 +373,7 @@ class PipelineConfig:
             help="Check calculator annotations and the final answer (see answer_format).",
         ),
     )
-    answer_format: str = field(
+    answer_format: AnswerFormatOption = field(
         default="gsm8k",
         metadata=_declare(
             "generate",
@@ -360,12 +391,12 @@ class PipelineConfig:
             help="Centred cosine of question embeddings at or above which rows are duplicates.",
         ),
     )
-    decontaminate: str = field(
+    decontaminate: str | None = field(
         default="gsm8k-test",
         metadata=_declare(
             "generate",
             path=True,
-            help="Eval sets to drop leaked problems of: comma-separated names/files ('none' disables).",
+            help="Eval sets to drop leaked problems of: comma-separated names/files (null disables; 'none' too).",
         ),
     )
     decontam_ngram: int = field(
@@ -422,7 +453,7 @@ class PipelineConfig:
         default=None, metadata=_declare("operational", help="Push the dataset + card to this Hub repo id.")
     )
     hub_private: bool = field(default=False, metadata=_declare("operational", help="Create the Hub repo as private."))
-    report_to: str = field(
+    report_to: TrackerOption = field(
         default="none",
         metadata=_declare(
             "operational",
@@ -435,6 +466,8 @@ class PipelineConfig:
     )
 
     def __post_init__(self):
+        for f in fields(self):
+            setattr(self, f.name, normalize_off(f.name, getattr(self, f.name)))
         self._check_types()
         self._expand_paths()
         if self.version != RECIPE_VERSION:
@@ -444,8 +477,6 @@ class PipelineConfig:
         parse_engine(self.decode_engine)  # names what is allowed
         if self.n_components not in (2, 3):
             raise ValueError(f"n_components must be 2 or 3 (the grid is 2-D or 3-D), got {self.n_components}.")
-        if self.reducer not in REDUCERS:
-            raise ValueError(f"reducer must be one of {list(REDUCERS)}, got {self.reducer!r}.")
         if str(self.threshold) not in ("auto", "quantile"):
             given = self.threshold
             try:
@@ -469,15 +500,6 @@ class PipelineConfig:
             )
         if self.max_pairs_per_region is not None and self.max_pairs_per_region < 1:
             raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
-        if self.side_choice not in SIDE_CHOICES:
-            raise ValueError(f"side_choice must be one of {list(SIDE_CHOICES)}, got {self.side_choice!r}.")
-        from .quality.selectors import get_selector  # the registry (a cheap import): built-in and registered ones
-
-        get_selector(self.selector)
-        if self.knn_text not in ("input", "full"):
-            raise ValueError(f"knn_text must be 'input' or 'full', got {self.knn_text!r}.")
-        if self.knn_pairing not in ("near", "extreme"):
-            raise ValueError(f"knn_pairing must be 'near' or 'extreme', got {self.knn_pairing!r}.")
         for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
@@ -503,12 +525,6 @@ class PipelineConfig:
             raise ValueError(f"temperature must be >= 0 (0: greedy), got {self.temperature}.")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.stage not in ("all", "analysis"):
-            raise ValueError(f"stage must be 'all' or 'analysis', got {self.stage!r}.")
-        if self.method not in ("embedsdg", "random"):
-            raise ValueError(f"method must be 'embedsdg' or 'random', got {self.method!r}.")
-        if self.answer_format not in ("gsm8k", "math"):
-            raise ValueError(f"answer_format must be 'gsm8k' or 'math', got {self.answer_format!r}.")
         for name in ("dedup_threshold", "decontam_threshold"):
             if not -1.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a cosine in [-1, 1], got {getattr(self, name)}.")
@@ -528,12 +544,17 @@ class PipelineConfig:
         check_tracker(self.report_to)
 
     def _check_types(self) -> None:
-        """Each setting has its declared type (a YAML ``bins: [1, 2]`` is named here, not met as a TypeError later)."""
+        """Each setting has its declared type, and an option one of its choices (a YAML ``bins: [1, 2]`` or
+        ``selector: bogus`` is named here, with what is allowed, not met as a TypeError later)."""
         for f in fields(self):
-            # the class's own annotation: HfArgumentParser rewrites ``f.type`` (``int | None`` becomes ``int``)
-            value, allowed = getattr(self, f.name), _type_names(type(self).__annotations__[f.name])
+            value, allowed = getattr(self, f.name), _type_names(f.name)
             if value is None and "None" in allowed:
                 continue
+            choices = option_choices(f.name)
+            if choices is not None:
+                if isinstance(value, str) and value in choices:
+                    continue
+                raise ValueError(f"{f.name} must be one of {list(choices)}, got {value!r}.")
             if any(_TYPE_CHECKS[t](value) for t in allowed if t in _TYPE_CHECKS):
                 continue
             if (f.name == "threshold" and _TYPE_CHECKS["int"](value)) or (
@@ -562,7 +583,7 @@ class PipelineConfig:
         if self.generate_prompt and Path(self.generate_prompt).is_file():
             files["generate_prompt"] = [self.generate_prompt]
         eval_files = []
-        for item in (i.strip() for i in self.decontaminate.split(",")):
+        for item in (i.strip() for i in (self.decontaminate or "").split(",")):
             if item == "gsm8k-test":
                 from .data.eval_sets import local_gsm8k_file
 
@@ -661,14 +682,63 @@ _TYPE_CHECKS = {
 _TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false", "None": "null"}
 
 
-def _type_names(annotation) -> list[str]:
-    """``["int", "None"]`` for ``int | None``, as a string annotation or as the type HfArgumentParser resolves."""
+def _type_names(name: str) -> list[str]:
+    """``["int", "None"]`` for a field typed ``int | None`` (an option: ``["Literal", ...]``). Read from the class's
+    own annotations: HfArgumentParser rewrites ``f.type`` (``int | None`` becomes ``int``)."""
     import typing
 
-    if isinstance(annotation, str):
-        return [t.strip() for t in annotation.split("|")]
-    args = typing.get_args(annotation) or (annotation,)
-    return ["None" if a is type(None) else getattr(a, "__name__", str(a)) for a in args]
+    annotation = _field_types()[name]
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is not Literal else ()
+    args = args or (annotation,)
+    return ["None" if a is type(None) else "Literal" if typing.get_origin(a) is Literal else a.__name__ for a in args]
+
+
+@functools.cache
+def _field_types() -> dict:
+    import typing
+
+    return typing.get_type_hints(PipelineConfig)
+
+
+def accepts_none(name: str) -> bool:
+    """Whether the setting ``name`` may be null."""
+    return "None" in _type_names(name)
+
+
+def option_choices(name: str) -> tuple[str, ...] | None:
+    """The values the option ``name`` takes (its ``Literal``), or None for a setting that is not an option. For
+    ``selector``: every registered selector (one registered in Python after this module was imported too).
+
+    Example:
+        >>> option_choices("reducer")
+        ('pca', 'svd', 'tsne', 'umap')
+        >>> option_choices("n_pairs") is None
+        True
+    """
+    import typing
+
+    if name == "selector":
+        return tuple(SELECTORS)
+    annotation = _field_types()[name]
+    for arg in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return None
+
+
+def normalize_off(name: str, value):
+    """The one spelling of "off" (:data:`OFF`) for a setting with an off switch given in an older spelling (null,
+    false, "", "none" in any case); any other value as it is.
+
+    Example:
+        >>> normalize_off("decontaminate", "None"), normalize_off("report_to", None), normalize_off("seed", 0)
+        (None, 'none', 0)
+    """
+    if name not in OFF:
+        return value
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return OFF[name]
+    return value
 
 
 def field_stage(name: str) -> str | None:

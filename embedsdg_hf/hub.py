@@ -22,6 +22,8 @@ from pathlib import Path
 import yaml
 
 from .common.rundir import load_saved_dataset
+from .config import normalize_off
+from .run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +101,19 @@ def _quality_section(config: dict, quality: dict) -> list[str]:
     gates = ", ".join(
         f"{gate} ({n['checked']} checked, {n['dropped']} dropped)" for gate, n in quality["gates"].items()
     )
+    decontam = (
+        "decontamination is off"
+        if normalize_off("decontaminate", config.get("decontaminate", "gsm8k-test")) is None
+        else f"decontamination against `{config.get('decontaminate')}` uses {config.get('decontam_ngram')}-gram "
+        f"overlap and embedding cosine >= {config.get('decontam_threshold')}"
+    )
     lines = [
         "## Quality gates",
         "",
         f"Applied in order, each to the rows the earlier ones kept: {gates or 'none'}. Answers are verified as "
         f"`{config.get('answer_format', 'gsm8k')}`; duplicates are exact (normalised text) or near (centred cosine of "
         f"the student's question embeddings >= {config.get('dedup_threshold')}) against the seed pool and earlier "
-        f"rows; decontamination against `{config.get('decontaminate')}` uses {config.get('decontam_ngram')}-gram "
-        f"overlap and embedding cosine >= {config.get('decontam_threshold')}.",
+        f"rows; {decontam}.",
         "",
     ]
     leaked = quality.get("contaminated") or []
@@ -316,14 +323,15 @@ def _training_rows(out: Path):
     Runs from before the gates existed have only ``synthetic/``: its accepted rows."""
     from .common.mapping import without_embeddings
 
-    if (out / "quality").exists():
+    run = RunDir(out)
+    if run.quality.exists():
         from .quality.gates import filter_passed
 
-        rows = load_saved_dataset(out / "quality").filter(filter_passed)
+        rows = load_saved_dataset(run.quality).filter(filter_passed)
     else:
         from .generation.generate import filter_accepted
 
-        rows = load_saved_dataset(out / "synthetic").filter(filter_accepted)
+        rows = load_saved_dataset(run.synthetic).filter(filter_accepted)
     return without_embeddings(rows)
 
 
@@ -332,13 +340,14 @@ def _config_rows(out: Path) -> dict:
     a quality gate dropped, when the run has gates)."""
     from .common.mapping import without_embeddings
 
+    run = RunDir(out)
     training = _training_rows(out)
     configs = {"default": training.select_columns([c for c in TRAINING_COLUMNS if c in training.column_names])}
-    configs["all"] = without_embeddings(load_saved_dataset(out / "synthetic"))
-    if (out / "quality").exists():
+    configs["all"] = without_embeddings(load_saved_dataset(run.synthetic))
+    if run.quality.exists():
         from .quality.gates import filter_passed
 
-        quality = load_saved_dataset(out / "quality")
+        quality = load_saved_dataset(run.quality)
         configs["dropped"] = without_embeddings(quality.filter(lambda row: not filter_passed(row)))
     return configs
 
@@ -370,14 +379,15 @@ def stage_run_for_hub(
     from datasets import DatasetInfo, SplitDict, SplitInfo
 
     out, folder = Path(output_dir), Path(folder)
-    manifest = _public(json.loads((out / "manifest.json").read_text()))
+    run = RunDir(out)
+    manifest = _public(json.loads(run.manifest_file.read_text()))
     if "accepted" not in manifest.get("counts", {}):
         raise ValueError(f"{out} has no generated dataset (stage 'analysis' only?): nothing to push.")
     configs = _config_rows(out)
     if len(configs["default"]) == 0:
         raise ValueError(
             f"{out} has no rows that passed the parser and the quality gates: nothing to train on, so nothing to "
-            f"push ({len(configs['all'])} generated rows are in {out / 'synthetic.jsonl'} with their reasons)."
+            f"push ({len(configs['all'])} generated rows are in {run.synthetic_jsonl} with their reasons)."
         )
     infos = {}
     for name, rows in configs.items():
@@ -406,10 +416,10 @@ def stage_run_for_hub(
     (folder / "README.md").write_text(card)
     for name in sorted((manifest.get("figures") or {}).values()):
         if not (out / name).is_file():
-            raise ValueError(f"{out / name} is listed under 'figures' in {out / 'manifest.json'} but is missing.")
+            raise ValueError(f"{out / name} is listed under 'figures' in {run.manifest_file} but is missing.")
         (folder / "figures").mkdir(exist_ok=True)
         (folder / "figures" / name).write_bytes((out / name).read_bytes())
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (folder / RunDir.MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     (folder / "run_config.yaml").write_text(_recipe(manifest["config"]))
     return folder
 
@@ -433,7 +443,7 @@ def push_run_to_hub(
     from huggingface_hub import HfApi, constants
 
     out = Path(output_dir)
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads(RunDir(out).manifest_file.read_text())
     if constants.HF_HUB_OFFLINE:
         raise RuntimeError(f"Cannot push to {repo_id!r}: HF_HUB_OFFLINE is set. Unset it to push; nothing was sent.")
     if "accepted" not in manifest.get("counts", {}):

@@ -20,14 +20,11 @@ from .common.mapping import without_embeddings
 from .common.progress import quiet_progress
 from .common.rundir import (
     MARKER_FILE,
-    RUN_MARKERS,
     RunLock,
-    clear_run_outputs,
     file_fingerprints,
     is_fresh_dir,
     is_run_dir,
     load_saved_dataset,
-    read_json,
     read_marker,
     replace_dir,
     save_dataset_atomic,
@@ -38,7 +35,7 @@ from .common.rundir import (
 from .common.tracking import log_run
 from .common.validation import drop_non_text_rows, template_fields
 from .common.versions import library_versions
-from .config import STAGES, PipelineConfig, field_stage, results_diff
+from .config import PipelineConfig, results_diff
 from .data.seed_pools import load_seed_pool
 from .generation.decode import add_decoded_text
 from .generation.generate import filter_accepted, make_synthetic_dataset, summarize_errors, summarize_generation
@@ -49,8 +46,10 @@ from .quality.coverage_run import coverage_from_run
 from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
-from .quality.selectors import SELECTORS, EmbeddingSettings, SelectionContext, get_selector
+from .quality.selectors import EmbeddingSettings, SelectionContext, get_selector
 from .quality.verify import add_verification, check_solution
+from .run.rundir import RUN_MARKERS, RunDir, clear_run_outputs
+from .run.stages import still_valid
 from .space.embed import add_embeddings
 from .space.interpolate import add_interpolations
 from .space.reduce import Reducer, add_coords, fit_reducer
@@ -79,47 +78,10 @@ class RunFailedError(RuntimeError):
     manifest: dict | None = None
 
 
-# The saved outputs of each stage before the teacher (config.STAGES; which settings feed which stage is declared on
-# the config fields). Decoding replaces pairs/, so the selection's outputs go with the decode stage: a changed
-# selection or decoding setting redoes both.
-_STAGE_OUTPUTS = {
-    "embed": ("pool", "reducer"),
-    "grid": ("grid.json",),
-    "select": (),
-    "decode": ("regions", "pairs", "decoded"),
-}
-
-
-def _finished(out: Path) -> bool:
-    """Whether the run dir holds the result of a run that ended well (a manifest.json not marked failed)."""
-    try:
-        return read_json(out / "manifest.json", what="manifest", fix="").get("status") != "failed"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _clear_run_dir(out: Path, keep: tuple[str, ...] = ()) -> None:
-    """Delete what the run wrote into ``out`` but ``keep`` and the teacher cache (content-hash keys: always safe to
-    reuse); a file or folder the run did not write is never touched (common/rundir.py ``RUN_OUTPUTS``)."""
-    saved = tuple(f for cls in SELECTORS.values() for f in cls.saved_files)  # every selector's fitted parts
-    clear_run_outputs(out, keep=("cache", "run_config.json", *keep), extra=saved)
-
-
-def _stage_outputs(stage: str) -> tuple[str, ...]:
-    """The saved outputs of ``stage``; every registered selector's fitted parts go with the regions and pairs."""
-    outputs = _STAGE_OUTPUTS.get(stage, ())
-    if stage == "decode":
-        outputs += tuple(f for cls in SELECTORS.values() for f in cls.saved_files if f not in _STAGE_OUTPUTS["grid"])
-    return outputs
-
-
-def _still_valid(changed: list[str]) -> tuple[str, ...]:
-    """The saved stages a config change leaves valid: those before the first stage a changed setting feeds."""
-    stages = [field_stage(key) for key in changed]
-    if any(stage not in STAGES for stage in stages):  # a key no field declares: every stage is stale
-        return ()
-    first = min(STAGES.index(stage) for stage in stages) if stages else len(STAGES)
-    return tuple(output for stage in STAGES[:first] for output in _stage_outputs(stage))
+def _clear_run_dir(run: RunDir, keep: tuple[str, ...] = ()) -> None:
+    """Delete what the run wrote into the run dir but ``keep`` and the teacher cache (content-hash keys: always safe
+    to reuse); a file or folder the run did not write is never touched (run/rundir.py ``RunDir.outputs``)."""
+    clear_run_outputs(run.path, keep=(RunDir.CACHE, RunDir.CONFIG, *keep), extra=RunDir.outputs())
 
 
 def _changed_inputs(previous: dict, current: dict) -> list[str]:
@@ -133,7 +95,8 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
     redoes the stages it feeds for an unfinished one. Only a folder embedsdg made (its ownership marker) is ever
     changed, and only what the run wrote there is deleted; the request cache is kept (``clear_cache`` deletes it).
     With ``lock``, it is taken before anything is changed."""
-    out = Path(config.output_dir)
+    run = RunDir(config.output_dir)
+    out = run.path
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--output_dir {str(out)!r} is a file, not a folder; choose another --output_dir.")
     if not is_fresh_dir(out) and not is_run_dir(out):
@@ -147,23 +110,22 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
     if lock is not None:
         lock.acquire()
     inputs = file_fingerprints(config.input_files())
-    config_file = out / "run_config.json"
-    if config_file.is_file():
+    if run.config_file.is_file():
         fix = "pass --overwrite true to start this run dir again (its teacher cache is kept), or another --output_dir."
         try:
-            changed = results_diff(read_json(config_file, what="run config", fix=fix), config.to_dict())
+            changed = results_diff(run.config_dict(fix=fix), config.to_dict())
         except ValueError:
             if not config.overwrite:
                 raise
             changed = ["(unreadable run_config.json)"]
         changed_inputs = _changed_inputs((read_marker(out) or {}).get("inputs", {}), inputs)
-        if changed_inputs and not config.overwrite and _finished(out):
+        if changed_inputs and not config.overwrite and run.finished():
             raise FileExistsError(
                 f"{str(out)!r} holds a finished run made from other input files: the content of "
                 f"{_describe_inputs(changed_inputs, config)} changed since. Pass --overwrite true to redo it from "
                 "the new files (the teacher cache is kept), or another --output_dir to keep both."
             )
-        if changed and not config.overwrite and _finished(out):
+        if changed and not config.overwrite and run.finished():
             raise FileExistsError(
                 f"{str(out)!r} holds a finished run with another config (differs in: {changed}). Rerun with the "
                 "same settings to resume it, pass --overwrite true to replace it (the teacher cache is kept), or "
@@ -171,16 +133,16 @@ def prepare_output_dir(config: PipelineConfig, lock: RunLock | None = None) -> P
             )
         changed = sorted(set(changed) | set(changed_inputs))
         if changed and config.overwrite:
-            _clear_run_dir(out)
+            _clear_run_dir(run)
         elif changed:  # a run that never finished: keep the stages the change does not touch, redo the rest
-            kept = _still_valid(changed)
+            kept = still_valid(changed)
             logger.warning("%s: settings changed (%s); reusing %s, redoing the rest.", out, changed, kept or "nothing")
-            _clear_run_dir(out, keep=kept)
-    if config.clear_cache and (out / "cache").exists():
-        shutil.rmtree(out / "cache")
+            _clear_run_dir(run, keep=kept)
+    if config.clear_cache and run.cache.exists():
+        shutil.rmtree(run.cache)
     out.mkdir(parents=True, exist_ok=True)
     write_marker(out, inputs=inputs)
-    write_json_atomic(config_file, config.to_dict())
+    write_json_atomic(run.config_file, config.to_dict())
     return out
 
 
@@ -234,7 +196,7 @@ def _run(config: PipelineConfig, out: Path) -> dict:
     except RunFailedError as err:
         manifest.update({"status": "failed", "error": str(err), "steps": timer.rows})
         manifest["wall_seconds"] = round(time.perf_counter() - started, 3)
-        write_json_atomic(out / "manifest.json", manifest)
+        write_json_atomic(RunDir(out).manifest_file, manifest)
         err.manifest = manifest
         try:
             _track(config, manifest, out)
@@ -242,7 +204,7 @@ def _run(config: PipelineConfig, out: Path) -> dict:
             logger.exception("Could not log the failed run to %s", config.report_to)
         raise
     manifest.update({"status": "ok", "steps": timer.rows, "wall_seconds": round(time.perf_counter() - started, 3)})
-    write_json_atomic(out / "manifest.json", manifest)
+    write_json_atomic(RunDir(out).manifest_file, manifest)
     _track(config, manifest, out)
     return manifest
 
@@ -265,14 +227,10 @@ def _checkpoint(path: Path, compute, timer: _Timer, name: str, rows_in: int | No
 
 
 def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: dict):
-    embed_kwargs = {
-        "model": config.student,
-        "text_template": config.text_template,
-        "weights": config.weights,
-        "max_length": config.max_length,
-    }
-    reducer_dir = out / "reducer"
-    if reducer_dir.exists() and (out / "pool").exists():
+    run = RunDir(out)
+    embedding = EmbeddingSettings.from_config(config)
+    embed_kwargs = embedding.kwargs()
+    if run.reducer.exists() and run.pool.exists():
         with timer.step("embed + reduce (reused from pool/, reducer/)", len(pool)):
             pass
     else:
@@ -283,17 +241,15 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
             reducer = fit_reducer(pool, method=config.reducer, n_components=config.n_components, seed=config.seed)
             pool = add_coords(pool, reducer)
             rec["rows_out"] = len(pool)
-        tmp = out / ".reducer.tmp"
+        tmp = out / f".{RunDir.REDUCER}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         reducer.save(tmp)
-        replace_dir(tmp, reducer_dir)
-        save_dataset_atomic(pool, out / "pool")
-    reducer = Reducer.load(reducer_dir)
-    pool = load_saved_dataset(out / "pool")
+        replace_dir(tmp, run.reducer)
+        save_dataset_atomic(pool, run.pool)
+    reducer = Reducer.load(run.reducer)
+    pool = load_saved_dataset(run.pool)
     selector = get_selector(config.selector).from_config(config)
-    ctx = SelectionContext(
-        pool=pool, embedding=EmbeddingSettings.from_config(config), reducer=reducer, seed=config.seed, run_dir=out
-    )
+    ctx = SelectionContext(pool=pool, embedding=embedding, reducer=reducer, seed=config.seed, run_dir=out)
     reused = selector.load(out)
     saved = ", ".join(selector.saved_files)
     with timer.step(f"fit the {selector.name} selector" + (f" (reused from {saved})" if reused else ""), len(pool)):
@@ -303,21 +259,21 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
 
     def regions_and_pairs():
         regions, pairs = selector.select(ctx, n_pairs=config.n_pairs)
-        save_dataset_atomic(regions, out / "regions")  # before pairs/: a saved pairs/ always has its regions/
+        save_dataset_atomic(regions, run.regions)  # before pairs/: a saved pairs/ always has its regions/
         return add_interpolations(pairs, pool, reducer=reducer, **embed_kwargs)
 
     pairs = _checkpoint(
-        out / "pairs", regions_and_pairs, timer, f"{selector.name} regions + seed pairs + interpolate", len(pool)
+        run.pairs, regions_and_pairs, timer, f"{selector.name} regions + seed pairs + interpolate", len(pool)
     )
-    regions = load_saved_dataset(out / "regions")
+    regions = load_saved_dataset(run.regions)
     if config.stage == "all" and "decoded_text" not in pairs.column_names:
         with timer.step("decode through the student", len(pairs)) as rec:
             pairs, rec["rows_reused"] = _decode_in_parts(config, pairs, pool, out)
             rec["rows_out"] = len(pairs)
     with timer.step("write analysis + figures"):
         manifest["figures"].update(selector.plot(ctx, regions, pairs, out))
-        to_json_atomic(regions, out / "regions.jsonl")
-        to_json_atomic(pairs, out / "pairs.jsonl")
+        to_json_atomic(regions, run.regions_jsonl)
+        to_json_atomic(pairs, run.pairs_jsonl)
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
     summary = selector.summarize(regions, pairs)
     manifest["selection"] = {**selector.describe(), "summary": summary["text"]}
@@ -339,13 +295,14 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
     Returns the decoded pairs and how many of them were reused."""
     from datasets import concatenate_datasets
 
-    parts_dir = out / "decoded"
+    run = RunDir(out)
+    parts_dir = run.decoded
     parts_dir.mkdir(exist_ok=True)
     size = max(1, config.decode_batch_size)
     parts, reused = [], 0
     for start in range(0, len(pairs), size):
         stop = min(start + size, len(pairs))
-        path = parts_dir / f"part-{start:06d}-{stop:06d}"
+        path = run.decoded_part(start, stop)
         if path.exists():
             reused += stop - start
         else:
@@ -364,14 +321,15 @@ def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):
             )
             save_dataset_atomic(decoded, path)
         parts.append(load_saved_dataset(path))
-    save_dataset_atomic(concatenate_datasets(parts), out / "pairs")
+    save_dataset_atomic(concatenate_datasets(parts), run.pairs)
     shutil.rmtree(parts_dir)
     if reused:
         logger.info("Decoding: %d of %d pairs reused from %s", reused, len(pairs), parts_dir)
-    return load_saved_dataset(out / "pairs"), reused
+    return load_saved_dataset(run.pairs), reused
 
 
 def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, manifest: dict) -> None:
+    run = RunDir(out)
     question, answer = _template_columns(config.text_template)
     teacher = _make_teacher(config, config.teacher)
     n_items = len(pairs) if pairs is not None else config.n_pairs
@@ -386,7 +344,7 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             prompt=config.generate_prompt,
             sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens),
             seed=config.seed,
-            cache_dir=out / "cache",
+            cache_dir=run.cache,
             question_column=question,
             answer_column=answer,
             attempts=config.teacher_decoding()["attempts"],
@@ -397,8 +355,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         with quiet_progress():
             accepted = synthetic.filter(filter_accepted, desc="Keeping accepted examples")
         rec["rows_out"] = len(accepted)
-    save_dataset_atomic(synthetic, out / "synthetic")
-    to_json_atomic(synthetic, out / "synthetic.jsonl")
+    save_dataset_atomic(synthetic, run.synthetic)
+    to_json_atomic(synthetic, run.synthetic_jsonl)
     manifest["generation"] = summarize_generation(synthetic)
     manifest["generation"]["errors"] = errors = summarize_errors(synthetic)
     manifest["counts"].update({"synthetic": len(synthetic), "accepted": len(accepted)})
@@ -406,8 +364,8 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
         raise RunFailedError(
             f"{errors['failed']} of {len(synthetic)} teacher requests failed (more than max_failed_fraction="
             f"{config.max_failed_fraction}); by kind: {errors['by_kind']}. First error: {errors['first']}. "
-            f"Every row, with its error, is in {out / 'synthetic.jsonl'}; finished requests are cached in "
-            f"{out / 'cache'}, so the same command resumes once the teacher is fixed."
+            f"Every row, with its error, is in {run.synthetic_jsonl}; finished requests are cached in "
+            f"{run.cache}, so the same command resumes once the teacher is fixed."
         )
     checked = _quality_gates(config, accepted, pool, out, timer, manifest)
     with quiet_progress():
@@ -420,9 +378,9 @@ def _generation(config: PipelineConfig, pool, pairs, out: Path, timer: _Timer, m
             gate: info["reasons"] for gate, info in manifest["quality"]["gates"].items() if info["dropped"]
         }
         raise RunFailedError(
-            f"No row survived to {out / 'train.jsonl'} ({len(synthetic)} generated): {why}."
+            f"No row survived to {run.train} ({len(synthetic)} generated): {why}."
             + (f" First teacher error: {errors['first']}." if errors["first"] else "")
-            + f" Every row and why it was dropped is in {out / 'synthetic.jsonl'} and {out / 'dropped.jsonl'}."
+            + f" Every row and why it was dropped is in {run.synthetic_jsonl} and {run.dropped}."
         )
     if config.coverage and config.method == "embedsdg":
         _coverage(config, out, timer, manifest)
@@ -444,13 +402,14 @@ def _write_train(train, out: Path) -> None:
     """``train.jsonl`` with the rows that passed every gate, and the run dir's ``README.md`` that makes it the one
     file ``load_dataset(<run dir>)`` reads. With no row, no ``train.jsonl`` (an earlier attempt's goes): an empty
     JSON-lines file makes ``load_dataset`` die with a bare StopIteration; a missing one is named."""
+    run = RunDir(out)
     if len(train):
-        to_json_atomic(train, out / "train.jsonl")
-    elif (out / "train.jsonl").exists():
-        (out / "train.jsonl").unlink()
-    tmp = out / ".README.md.tmp"
+        to_json_atomic(train, run.train)
+    elif run.train.exists():
+        run.train.unlink()
+    tmp = out / f".{RunDir.CARD}.tmp"
     tmp.write_text(_RUN_DIR_CARD, encoding="utf-8")
-    tmp.replace(out / "README.md")
+    tmp.replace(run.card)
 
 
 def _verify_row(parsed, *, kind: str) -> str | None:
@@ -481,7 +440,7 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
                 threshold=config.dedup_threshold,
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
-    if config.decontaminate.strip().lower() not in ("", "none"):
+    if config.decontaminate is not None:
         with timer.step(f"decontaminate ({config.decontaminate})", len(checked)) as rec:
             checked = apply_gate(
                 checked,
@@ -503,14 +462,14 @@ def _quality_gates(config: PipelineConfig, accepted, pool, out: Path, timer: _Ti
                 kind=config.answer_format,
                 sampling=SamplingParams(temperature=config.temperature, top_p=config.top_p, max_tokens=512),
                 seed=config.seed,
-                cache_dir=out / "cache",
+                cache_dir=RunDir(out).cache,
             )
             rec["rows_out"] = summarize_quality(checked)["passed"]
     with quiet_progress():
         checked = add_quality_reason(checked)
         dropped = checked.filter(lambda row: not filter_passed(row), desc="Listing dropped rows")
-    save_dataset_atomic(checked, out / "quality")
-    to_json_atomic(without_embeddings(dropped), out / "dropped.jsonl")
+    save_dataset_atomic(checked, RunDir(out).quality)
+    to_json_atomic(without_embeddings(dropped), RunDir(out).dropped)
     manifest["quality"] = summarize_quality(checked)
     manifest["quality"]["contaminated"] = _contaminated(checked)
     return checked
@@ -548,7 +507,7 @@ def _coverage(config: PipelineConfig, out: Path, timer: _Timer, manifest: dict) 
         rec["rows_out"] = manifest["counts"].get("train")
     manifest["coverage"] = report.to_dict().get("summary")
     manifest["coverage_text"] = report.text()  # the summary's and the dataset card's lines (the selector's words)
-    manifest["figures"]["coverage"] = "coverage.png"
+    manifest["figures"]["coverage"] = RunDir.COVERAGE_PNG
 
 
 def _template_columns(template: str) -> tuple[str, str]:

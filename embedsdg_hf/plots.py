@@ -296,7 +296,10 @@ def region_kinds(regions, pairs=None) -> list[str]:
     or, when ``pairs`` are given, ``"unused"`` (no pair came from it).
 
     Example:
-        >>> region_kinds(regions, pairs).count("unused")  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> regions = Dataset.from_dict({"region_id": [0, 1, 2], "level": [0, 1, 0]})
+        >>> region_kinds(regions, {"region_id": [0, 0, 1]})
+        ['below', 'raised', 'unused']
     """
     used = set(pairs["region_id"]) if pairs is not None else set()
     levels = regions["level"] if "level" in regions.column_names else [0] * len(regions)
@@ -597,8 +600,11 @@ def plot_family_shares(
     """Share per family, one bar per source (e.g. EmbedSDG seeds, RandomSDG seeds, the pool); rare families marked.
 
     Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "shares.png"
         >>> plot_family_shares(["a", "b"], {"EmbedSDG": {"a": 0.2, "b": 0.8}, "pool": {"a": 0.9, "b": 0.1}},
-        ...                    "shares.png", rare=["b"])  # doctest: +SKIP
+        ...                    path, rare=["b"]).stat().st_size > 0
+        True
     """
     families = list(families)
     plt, fig, ax = _figure(width=max(7.0, 0.55 * len(families) + 2), height=4.5)
@@ -636,8 +642,11 @@ def plot_lines_with_ci(
     draws a grey horizontal line per label (e.g. the value before training).
 
     Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "lines.png"
         >>> plot_lines_with_ci({"a": {"x": [1, 2], "y": [1.0, 0.8], "low": [0.9, 0.7], "high": [1.1, 0.9]}},
-        ...                    "lines.png", xlabel="budget", ylabel="loss", title="t")  # doctest: +SKIP
+        ...                    path, xlabel="budget", ylabel="loss", title="t").stat().st_size > 0
+        True
     """
     plt, fig, ax = _figure(10.0, 4.5)
     for label, s in series.items():

@@ -79,7 +79,7 @@ def validate_config(config: PipelineConfig) -> list[Check]:
     checks.append(_run("teacher reachable", lambda: _check_teacher(config, config.teacher)))
     if config.self_consistency and config.consistency_teacher:
         checks.append(_run("self-consistency teacher", lambda: _check_teacher(config, config.consistency_teacher)))
-    if config.decontaminate.strip().lower() not in ("", "none"):
+    if config.decontaminate is not None:
         checks.append(_run("decontamination sets", lambda: _check_eval_sets(config.decontaminate)))
     if config.decode_cache:
         checks.append(_run("decode cache free", lambda: _check_free(config.decode_cache)))

@@ -1,7 +1,8 @@
 """The package layout reads like the paper's Figure 1, and imports only go one way.
 
-common <- data <- space <- generation <- quality <- training <- experiments / top-level (pipeline, cli, ...)
+common <- data <- space <- generation <- quality <- training <- run / experiments / top-level (pipeline, cli, ...)
 ``plots`` sits at the top of the tree but is a leaf: it imports nothing from the package, so every stage may draw.
+``run/`` (the run dir's paths, the stages) reads the config back, so it ranks with the pipeline.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import pytest
 import embedsdg_hf
 
 PACKAGE = Path(embedsdg_hf.__file__).parent
-RANK = {"common": 0, "plots": 0, "data": 1, "space": 2, "generation": 3, "quality": 4, "training": 5}
-TOP = 6  # pipeline, cli, config, hub, report, validate, experiments/
+TOP = 6  # pipeline, cli, config, hub, report, validate, experiments/, run/
+RANK = {"common": 0, "plots": 0, "data": 1, "space": 2, "generation": 3, "quality": 4, "training": 5, "run": TOP}
 
 
 def _stage(parts: tuple[str, ...]) -> int:
@@ -66,7 +67,7 @@ def test_no_module_imports_from_a_later_stage(path):
 
 
 def test_every_stage_is_a_folder_and_the_top_level_is_small():
-    for stage in ("common", "data", "space", "generation", "quality", "training", "experiments"):
+    for stage in ("common", "data", "space", "generation", "quality", "training", "experiments", "run"):
         assert (PACKAGE / stage / "__init__.py").is_file(), stage
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == [
@@ -84,3 +85,11 @@ def test_every_stage_is_a_folder_and_the_top_level_is_small():
 def test_public_api_stays_flat():
     for name in embedsdg_hf.__all__:
         assert getattr(embedsdg_hf, name) is not None, name
+
+
+def test_run_dir_paths_and_stages_have_one_owner():
+    """run/rundir.py owns the run-dir names, run/stages.py the stages; the pipeline keeps no list of its own."""
+    pipeline = (PACKAGE / "pipeline.py").read_text(encoding="utf-8")
+    for hand_kept in ("_STAGE_OUTPUTS", '"run_config.json"', '"manifest.json"', '"train.jsonl"', '/ "pool"'):
+        assert hand_kept not in pipeline, hand_kept
+    assert (PACKAGE / "run" / "rundir.py").is_file() and (PACKAGE / "run" / "stages.py").is_file()

@@ -175,7 +175,7 @@ def test_a_registered_third_selector_is_what_run_uses(farthest, student, gsm8k_r
 
 
 def test_a_selector_setting_keeps_the_embedding_and_redoes_the_selection():
-    from embedsdg_hf.pipeline import _still_valid
+    from embedsdg_hf.run.stages import still_valid as _still_valid
 
     kept = _still_valid(["knn_k"])  # the k-NN selector's own setting: its fitted part and the pairs are redone
     assert {"pool", "reducer"} <= set(kept) and not {"knn_space.npz", "regions", "pairs"} & set(kept)

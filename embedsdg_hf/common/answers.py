@@ -24,6 +24,8 @@ import re
 import threading
 from decimal import Decimal, InvalidOperation
 
+from .options import ANSWER_FORMATS
+
 __all__ = [
     "KINDS",
     "NUMBER",
@@ -38,7 +40,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("gsm8k", "math")
+KINDS = ANSWER_FORMATS
 
 # A number as written in a solution: "18", "-3", "1,000", "$1,000.50", "-$5", ".5". A minus sign counts only when it
 # does not follow a word character or a closing bracket ("5-3" is a subtraction, its last number is 3, not -3), and a

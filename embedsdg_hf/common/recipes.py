@@ -4,7 +4,7 @@ In a git checkout ``embedsdg_hf/recipes`` is a link to the repository's ``recipe
 files themselves, so ``embedsdg recipes copy`` and ``embedsdg train --accelerate cpu`` work without a checkout.
 
 Example:
-    >>> sorted(list_recipes())[:2]  # doctest: +SKIP
+    >>> sorted(list_recipes())[:2]
     ['accelerate/cpu.yaml', 'accelerate/deepspeed-zero2.yaml']
 """
 

@@ -1,5 +1,6 @@
 """Run directories that never lose finished work: atomic writes (temp name, then rename), a lock that refuses a
-second run on the same dir at start, and clear errors for corrupt run metadata.
+second run on the same dir at start, the ownership marker, and clear errors for corrupt run metadata. The paths of a
+run dir and what a run may delete there are :class:`embedsdg_hf.run.rundir.RunDir`'s.
 
 Example:
     >>> import tempfile
@@ -27,15 +28,6 @@ PID_FILE = "run.lock.pid"
 MARKER_FILE = ".embedsdg-run.json"
 MARKER_TOOL = "embedsdg-hf"
 MARKER_FORMAT = 1
-#: What a run writes at the top of its dir. Only these (and their hidden temp/old copies) are ever deleted, by
-#: ``--overwrite`` or a changed setting; anything else in the folder (a user's notes, a training/ folder) stays.
-RUN_OUTPUTS = (
-    *("run_config.json", "manifest.json", "cache", "pool", "reducer", "grid.json", "regions", "pairs", "decoded"),
-    *("synthetic", "synthetic.jsonl", "quality", "train.jsonl", "dropped.jsonl", "regions.jsonl", "pairs.jsonl"),
-    *("density_histogram.png", "embedding_map.png", "coverage.json", "coverage.md", "coverage.png", "README.md"),
-)
-#: Files that mark a folder as an older embedsdg's run dir (or another tool's): refused without the marker.
-RUN_MARKERS = ("run_config.json", "manifest.json")
 
 
 class RunDirLockedError(RuntimeError):
@@ -172,39 +164,19 @@ def is_fresh_dir(path: str | os.PathLike) -> bool:
     return not path.exists() or all(entry.name in (LOCK_FILE, PID_FILE) for entry in path.iterdir())
 
 
-def is_run_output(name: str, extra: tuple[str, ...] = ()) -> bool:
-    """Whether a top-level entry called ``name`` is one a run writes (or a temp / old copy of one); ``extra``: more
-    names a run writes (the selectors' fitted parts, which the pipeline knows)."""
-    outputs = (*RUN_OUTPUTS, *extra)
-    if name in outputs:
-        return True
-    if name.startswith(".") and name.endswith((".tmp", ".old")):
-        return any(name[1:].startswith(f"{output}.") for output in outputs)
-    return False
-
-
-def clear_run_outputs(path: str | os.PathLike, keep: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> list[str]:
-    """Delete what a run wrote into ``path`` (:data:`RUN_OUTPUTS`) except ``keep``; return the names deleted.
-    Nothing else is touched, and links are removed, never followed (a link to a user's folder leaves it intact)."""
-    deleted = []
-    for entry in sorted(Path(path).iterdir()):
-        if entry.name in keep or not is_run_output(entry.name, extra):
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-        deleted.append(entry.name)
-    return deleted
-
-
 class RunLock:
     """An exclusive lock on a run dir for the life of one run; a second run is refused at once with the holder's
     PID. The lock is released when the run ends, however it ends (the OS drops it when the process dies).
 
     Example:
-        >>> with RunLock(Path(tempfile.mkdtemp())):  # doctest: +SKIP
-        ...     ...  # another RunLock on the same dir raises RunDirLockedError naming this PID
+        >>> import tempfile
+        >>> run_dir = Path(tempfile.mkdtemp())
+        >>> with RunLock(run_dir):
+        ...     RunLock(run_dir).acquire()  # a second run on the same dir
+        Traceback (most recent call last):
+        embedsdg_hf.common.rundir.RunDirLockedError: '...' is in use by another embedsdg run (PID ...). Wait ...
+        >>> sorted(p.name for p in run_dir.iterdir())  # released: no lock file stays
+        []
     """
 
     def __init__(self, directory: str | os.PathLike):

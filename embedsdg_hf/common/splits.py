@@ -10,13 +10,15 @@
   ``desc``; an empty one gets the new columns) or an ``IterableDataset`` (lazy, applied as rows are read).
 
 Example:
-    >>> @splitwise()  # doctest: +SKIP
-    ... def add_length(ds, *, column="question", **map_kwargs):
-    ...     require_columns(ds, [column])
-    ...     return map_batched(ds, _Length(column), new_features={"length": Value("int64")}, step="add_length",
-    ...                        **map_kwargs)
-    >>> add_length(load_dataset("json", data_files={"train": "rows.jsonl"}, streaming=True))  # doctest: +SKIP
-    IterableDatasetDict({train: IterableDataset({features: [..., 'length'], num_shards: 1})})
+    >>> from datasets import Dataset, DatasetDict
+    >>> @splitwise()
+    ... def add_one(ds, **map_kwargs):  # written for one Dataset
+    ...     return ds.map(lambda row: {"n": row["x"] + 1}, **map_kwargs)
+    >>> parts = DatasetDict({"train": Dataset.from_dict({"x": [1, 2]}), "test": Dataset.from_dict({"x": [5]})})
+    >>> list(add_one(parts)["test"]["n"])  # every split
+    [6]
+    >>> [row["n"] for row in add_one(parts["train"].to_iterable_dataset())]  # a stream, as rows are read
+    [2, 3]
 """
 
 from __future__ import annotations
@@ -98,8 +100,13 @@ def splitwise(*, streaming: str | None = None) -> Callable:
     same arguments for each).
 
     Example:
-        >>> @splitwise(streaming="the duplicate search compares every row with every other")  # doctest: +SKIP
-        ... def add_duplicate_flags(ds, pool, *, threshold=0.95): ...
+        >>> from datasets import Dataset
+        >>> @splitwise(streaming="the duplicate search compares every row with every other")
+        ... def add_duplicate_flags(ds, *, threshold=0.95):
+        ...     return ds
+        >>> add_duplicate_flags(Dataset.from_dict({"x": [1]}).to_iterable_dataset())
+        Traceback (most recent call last):
+        TypeError: add_duplicate_flags cannot take an IterableDataset (streaming): the duplicate search compares ...
     """
 
     def decorator(transform: Callable) -> Callable:

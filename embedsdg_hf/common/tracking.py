@@ -22,11 +22,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .options import TRACKERS as _TRACKERS
+
 __all__ = ["TRACKERS", "check_tracker", "log_run", "run_metrics"]
 
 logger = logging.getLogger(__name__)
 
-TRACKERS = ("none", "trackio")
+TRACKERS = _TRACKERS
 # The manifest's sections whose numbers become metrics (config, versions and the grid are config, not metrics).
 _SECTIONS = ("counts", "windows", "generation", "quality", "coverage")
 

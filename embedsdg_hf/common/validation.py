@@ -157,8 +157,13 @@ def check_json_lines(path, *, what: str = "file", hint: str = "") -> None:
     line number for a line that is not a JSON object (``datasets`` would raise ``StopIteration`` or a generic error).
 
     Example:
-        >>> check_json_lines("pool.jsonl", what="seed pool")  # doctest: +SKIP
-        ValueError: The seed pool 'pool.jsonl' line 3 is not valid JSON (Expecting value: ...): '{"question": oops'
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> path = Path(tempfile.mkdtemp()) / "pool.jsonl"
+        >>> _ = path.write_text('{"question": "a"}\\n{"question": "b"}\\n{"question": oops\\n')
+        >>> check_json_lines(path, what="seed pool")
+        Traceback (most recent call last):
+        ValueError: The seed pool '...pool.jsonl' line 3 is not valid JSON (...): '{"question": oops'. Fix or ...
     """
     import json
 

@@ -35,6 +35,9 @@ def load_seed_pool(
         what: what the data is, for error messages (``"evaluation data"``...).
 
     Example:
+        >>> pool = load_seed_pool("word-problems", n=50)  # the built-in generator: no file, no network
+        >>> len(pool), pool.column_names[:2]
+        (50, ['question', 'answer'])
         >>> pool = load_seed_pool("../shared/data/gsm8k/train.jsonl", n=500)  # doctest: +SKIP
     """
     if source in BUILTIN_POOLS:

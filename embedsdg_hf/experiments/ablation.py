@@ -14,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..config import PipelineConfig
+from ..run.rundir import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def run_ablation(
                 "--model",
                 config.student,
                 "--dataset",
-                str(run_dir / "train.jsonl"),
+                str(RunDir(run_dir).train),
                 "--output_dir",
                 str(adapter),
                 *(sft_overrides or []),

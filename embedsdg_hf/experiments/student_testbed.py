@@ -35,6 +35,7 @@ import numpy as np
 
 from ..common.rundir import read_json, replace_dir, write_json_atomic
 from ..data.word_problems import PROBLEM_TYPES, make_word_problems
+from ..run.rundir import RunDir
 from .testbed import PATTERNS, make_testbed_pool
 
 logger = logging.getLogger(__name__)
@@ -386,8 +387,8 @@ def make_arm_data(plan: StudentPlan, root: Path, method: str, budget: int, seed:
         manifest = run_pipeline(config)
     except RunFailedError as err:  # nothing passed the gates: an arm with 0 rows, reported as such
         manifest = err.manifest
-    train = run_dir / "train.jsonl"
-    rows = _load(run_dir, "train.jsonl") if train.is_file() and train.stat().st_size else None
+    train = RunDir(run_dir).train
+    rows = _load(run_dir, RunDir.TRAIN) if train.is_file() and train.stat().st_size else None
     pool_families = _load(root, "pool.jsonl")["problem_type"]
     rare_expect = []
     if rows is not None:
@@ -414,7 +415,7 @@ def train_arm(
     (accuracy too when ``accuracy``: generation is the slow part of scoring)."""
     if n_rows == 0:
         return {"rows": 0, "skipped": "no rows"}
-    rows = _load(Path(data["run_dir"]), "train.jsonl").select(range(n_rows))
+    rows = _load(Path(data["run_dir"]), RunDir.TRAIN).select(range(n_rows))
     adapter = root / "adapters" / tag
     trained = fine_tune(rows, adapter, plan, epochs=plan.arm_epochs, seed=seed, adapter=root / "adapters" / "sm")
     shares = data["rare_seed_share_by_row"][:n_rows]

@@ -624,7 +624,7 @@ def coverage_report(
         A :class:`CoverageReport`.
 
     Example:
-        >>> sets = {"embedsdg": ours, "random": baseline}
+        >>> sets = {"embedsdg": ours, "random": baseline}  # doctest: +SKIP
         >>> report = coverage_report(pool, grid, regions, reducer, sets, model="smollm2-135m-instruct",
         ...                          text_template="{question}\\n{answer}")  # doctest: +SKIP
         >>> print(report.to_markdown())  # doctest: +SKIP

@@ -128,8 +128,14 @@ def summarize_quality(ds: datasets.Dataset) -> dict[str, Any]:
     """``{"checked", "passed", "gates": {gate: {"checked", "dropped", "reasons": {reason: n}}}}`` of a gated set.
 
     Example:
-        >>> summarize_quality(checked)  # doctest: +SKIP
-        {'checked': 24, 'passed': 15, 'gates': {'verification': {'checked': 24, 'dropped': 6, ...}, ...}}
+        >>> from embedsdg_hf.quality.verify import add_verification
+        >>> rows = datasets.Dataset.from_dict(
+        ...     {"answer": ["2*3 = <<2*3=6>>6\\n#### 6", "2*3 = <<2*3=7>>7\\n#### 7"], "final_answer": ["6", "7"]}
+        ... )
+        >>> checked = add_quality_reason(apply_gate(rows, add_verification))
+        >>> summarize_quality(checked)  # doctest: +NORMALIZE_WHITESPACE
+        {'checked': 2, 'passed': 1,
+         'gates': {'verification': {'checked': 2, 'dropped': 1, 'reasons': {'bad_arithmetic': 1}}}}
     """
     table = ds.with_format("arrow")
     gates, alive = {}, np.ones(len(ds), dtype=bool)

@@ -187,7 +187,7 @@ def register_selector(cls: type) -> type:
 
     Example:
         >>> sorted(SELECTORS)
-        ['grid', 'knn']
+        ['grid', 'knn', 'rarity']
     """
     missing = [a for a in ("name", "config_fields", "saved_files") if not hasattr(cls, a)]
     methods = ("from_config", "fit", "select", "save", "load", "describe", "summarize", "plot", "coverage")

@@ -288,10 +288,15 @@ def add_verification(
     rows are read) or a ``DatasetDict`` / ``IterableDatasetDict`` (every split).
 
     Example:
-        >>> synthetic = add_verification(synthetic)  # doctest: +SKIP
-        >>> count_reasons(synthetic, "verify_reason")  # doctest: +SKIP
-        {'bad_arithmetic': 3, 'final_answer_mismatch': 1}
-        >>> train = synthetic.filter(filter_accepted).filter(filter_verified)  # doctest: +SKIP
+        >>> synthetic = datasets.Dataset.from_dict({
+        ...     "answer": ["2*3 = <<2*3=6>>6\\n#### 6", "2*3 = <<2*3=7>>7\\n#### 7", "1+1 = <<1+1=2>>2\\n#### 3"],
+        ...     "final_answer": ["6", "7", "3"],
+        ... })
+        >>> synthetic = add_verification(synthetic)
+        >>> count_reasons(synthetic, "verify_reason")
+        {'bad_arithmetic': 1, 'final_answer_mismatch': 1}
+        >>> len(synthetic.filter(filter_verified))
+        1
     """
     _check_kind(kind)
     require_columns(ds, [answer_column, final_column])

@@ -36,13 +36,14 @@ from ..common.models import (
     load_tokenizer,
     resolve_model,
 )
+from ..common.options import WEIGHTS as _WEIGHTS
 from ..common.splits import is_streaming, map_batched, splitwise
 from ..common.text import render_texts
 from ..common.validation import require_rows, require_template_columns, template_fields
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = ("mask", "mean", "attention")
+WEIGHTS = _WEIGHTS
 _VERSION = "1"  # bump when the computation changes, so cached results are not reused
 
 

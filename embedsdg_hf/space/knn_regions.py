@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..common.mapping import fixed_size_list, vector_matrix
+from ..common.options import KNN_PAIRINGS
 from ..common.validation import is_int, require_columns, require_rows, template_fields
 from .neighbors import unit_rows
 from .pairs import pair_features
@@ -55,7 +56,7 @@ __all__ = [
     "selection_template",
 ]
 
-PAIRINGS = ("near", "extreme")
+PAIRINGS = KNN_PAIRINGS
 #: The k-NN selector's own region columns (after the common ones of ``space.regions.region_features``).
 KNN_REGION_FEATURES = {
     "centre": datasets.Value("int64"),
@@ -82,9 +83,12 @@ class DensitySpace:
     space the regions were found in. Refitting on the same pool gives the same space (PCA with ``seed``).
 
     Example:
-        >>> space = fit_density_space(pool_vectors, None)  # doctest: +SKIP
-        >>> space.transform(new_vectors).shape  # doctest: +SKIP
-        (12, 576)
+        >>> pool_vectors = np.random.default_rng(0).normal(size=(100, 16)).astype("float32")
+        >>> space = fit_density_space(pool_vectors, None)
+        >>> space.transform(pool_vectors[:12] + 0.1).shape
+        (12, 16)
+        >>> fit_density_space(pool_vectors, 4).transform(pool_vectors[:12]).shape  # in the pool's 4 PCA dims
+        (12, 4)
     """
 
     center: np.ndarray
@@ -189,8 +193,13 @@ def find_knn_regions(
     density space that distance was measured in: ``k``, ``density_dims`` (null: the full space) and ``seed``.
 
     Example:
-        >>> regions = find_knn_regions(pool, n_regions=100)  # doctest: +SKIP
-        >>> pairs = make_knn_pairs(pool, regions, n_pairs=100)  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
+        >>> pool = Dataset.from_dict({"embedding": x.tolist(), "coords": x[:, :2].tolist()})
+        >>> regions = find_knn_regions(pool, n_regions=10, k=5)
+        >>> pairs = make_knn_pairs(pool, regions, n_pairs=10)
+        >>> len(regions), len(pairs), regions[0]["knn_distance"] >= regions[-1]["knn_distance"]
+        (10, 10, True)
     """
     if n_regions is not None:
         n_regions = _check_int(n_regions, "n_regions", 1)
@@ -296,7 +305,12 @@ def make_knn_pairs(
     space). A region whose pair repeats an earlier one is skipped; fewer than ``n_pairs`` pairs warn.
 
     Example:
-        >>> pairs = make_knn_pairs(pool, find_knn_regions(pool, n_regions=60), n_pairs=60)  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
+        >>> pool = Dataset.from_dict({"embedding": x.tolist(), "coords": x[:, :2].tolist()})
+        >>> pairs = make_knn_pairs(pool, find_knn_regions(pool, n_regions=6, k=5), n_pairs=6)
+        >>> len(pairs), all(a != b for a, b in zip(pairs["seed_a"], pairs["seed_b"]))
+        (6, True)
     """
     n_pairs = _check_int(n_pairs, "n_pairs", 1)
     if pairing not in PAIRINGS:
@@ -397,7 +411,12 @@ def knn_seed_pairs(
     regions walked as ``n_pairs`` needs.
 
     Example:
-        >>> regions, pairs = knn_seed_pairs(pool, n_pairs=60)  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> x = np.random.default_rng(0).normal(size=(200, 16)).astype("float32")
+        >>> pool = Dataset.from_dict({"embedding": x.tolist(), "coords": x[:, :2].tolist()})
+        >>> regions, pairs = knn_seed_pairs(pool, n_pairs=8, k=5)
+        >>> len(pairs), set(pairs["region_id"]) <= set(regions["region_id"])
+        (8, True)
     """
     n_pairs = _check_int(n_pairs, "n_pairs", 1)
     if pairing not in PAIRINGS:

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..common.mapping import fixed_size_list, list_matrix, vector_matrix
+from ..common.options import SIDE_CHOICES as _SIDE_CHOICES
 from ..common.splits import whole_dataset
 from ..common.validation import require_columns, require_rows
 from .regions import REGION_COLUMNS
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["make_seed_pairs", "make_budget_pairs", "pair_features"]
 
-SIDE_CHOICES = ("random", "nearest")
+SIDE_CHOICES = _SIDE_CHOICES
 PAIRS_PER_ROUND = 4  # make_budget_pairs: pairs a region gives before the walk moves on to less sparse windows
 
 _FIRST_K = 64

@@ -23,12 +23,13 @@ from pathlib import Path
 import numpy as np
 
 from ..common.mapping import vector_matrix
+from ..common.options import REDUCERS
 from ..common.splits import map_batched, splitwise, whole_dataset
 from ..common.validation import as_float_matrix, require_columns, require_rows
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("pca", "svd", "tsne", "umap")
+METHODS = REDUCERS
 _NONLINEAR = ("tsne", "umap")
 UMAP_INSTALL = 'pip install "embedsdg-hf[umap]"'
 
@@ -51,8 +52,10 @@ class Reducer:
     """A fitted projection from the embedding space (N dims) to ``n_components`` coordinates.
 
     Example:
-        >>> reducer = fit_reducer(ds, method="pca", n_components=2, seed=0)  # doctest: +SKIP
-        >>> reducer.transform(ds["embedding"][:3]).shape  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(40, 8)).tolist()})
+        >>> reducer = fit_reducer(ds, method="pca", n_components=2, seed=0)
+        >>> reducer.transform(ds["embedding"][:3]).shape
         (3, 2)
     """
 
@@ -94,8 +97,10 @@ class Reducer:
         vector) keep their fitted coordinates, so the map that is gridded is the map that was fitted.
 
         Example:
-            >>> reducer = fit_reducer(ds, method="tsne")  # doctest: +SKIP
-            >>> np.allclose(reducer.project(ds["embedding"]), reducer.fitted_coords)  # doctest: +SKIP
+            >>> from datasets import Dataset
+            >>> ds = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(40, 8)).tolist()})
+            >>> reducer = fit_reducer(ds, method="svd", n_components=2)
+            >>> np.allclose(reducer.project(ds["embedding"]), reducer.transform(ds["embedding"]))  # linear: the same
             True
         """
         x = as_float_matrix(vectors, column=self.column, expected_dim=self.input_dim)
@@ -115,8 +120,10 @@ class Reducer:
         """Names of the output axes for figures: the reducer, and for PCA / SVD the variance each axis explains.
 
         Example:
-            >>> fit_reducer(ds, method="pca").axis_labels()  # doctest: +SKIP
-            ['PCA 1 (26.4% of variance)', 'PCA 2 (13.4% of variance)']
+            >>> from datasets import Dataset
+            >>> ds = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(40, 8)).tolist()})
+            >>> fit_reducer(ds, method="pca").axis_labels()
+            ['PCA 1 (...% of variance)', 'PCA 2 (...% of variance)']
         """
         name = {"tsne": "t-SNE", "umap": "UMAP"}.get(self.method, self.method.upper())
         shares = self.arrays.get("explained_variance_ratio")
@@ -284,7 +291,11 @@ def add_coords(ds, reducer: Reducer, *, column: str | None = None, output_column
     ``ds`` may be a ``Dataset``, an ``IterableDataset`` (projected as rows are read) or a dict of them (every split).
 
     Example:
-        >>> ds = add_coords(ds, fit_reducer(ds, method="pca", n_components=2))  # doctest: +SKIP
+        >>> from datasets import Dataset
+        >>> ds = Dataset.from_dict({"embedding": np.random.default_rng(0).normal(size=(40, 8)).tolist()})
+        >>> ds = add_coords(ds, fit_reducer(ds, method="pca", n_components=2))
+        >>> ds.features["coords"]
+        List(Value('float32'), length=2)
     """
     from datasets import List, Value
 
