@@ -158,9 +158,9 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
 
     from datasets import load_from_disk
 
+    from .analysis.density import density_vs_accuracy
     from .data.seed_pools import load_seed_pool
     from .plots import plot_density_accuracy
-    from .training.analysis import density_vs_accuracy
 
     try:
         settings = _analyze_settings(args)
@@ -277,7 +277,7 @@ def _cmd_coverage(args: argparse.Namespace) -> int:
             print(f"embedsdg coverage: error: --compare names {name!r} twice.", file=sys.stderr)
             return 2
         compare[name] = run_dir
-    from .quality.coverage_run import coverage_from_run
+    from .run.coverage import coverage_from_run
 
     try:
         report = coverage_from_run(args.run_dir, compare=compare, output_dir=args.output_dir)

@@ -42,12 +42,12 @@ from .generation.generate import filter_accepted, make_synthetic_dataset, summar
 from .generation.parse import response_format_from_spec
 from .generation.teachers import SamplingParams, load_teacher
 from .quality.consistency import add_self_consistency
-from .quality.coverage_run import coverage_from_run
 from .quality.decontaminate import add_contamination_flags, load_eval_sets
 from .quality.dedup import add_duplicate_flags
 from .quality.gates import add_quality_reason, apply_gate, filter_passed, summarize_quality
 from .quality.selectors import EmbeddingSettings, SelectionContext, get_selector
 from .quality.verify import add_verification, check_solution
+from .run.coverage import coverage_from_run
 from .run.rundir import RUN_MARKERS, RunDir, clear_run_outputs
 from .run.stages import still_valid
 from .space.embed import add_embeddings
@@ -496,7 +496,7 @@ def _contaminated(checked) -> list[dict]:
 
 
 def _coverage(config: PipelineConfig, out: Path, timer: _Timer, manifest: dict) -> None:
-    """Coverage of the kept rows (``quality/coverage_run.py``): grid windows, or k-NN balls in the selector's space."""
+    """Coverage of the kept rows (``run/coverage.py``): grid windows, or k-NN balls in the selector's space."""
     with timer.step(f"coverage of the {config.selector} regions", manifest["counts"].get("train")) as rec:
         try:
             report = coverage_from_run(out)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
+from embedsdg_hf.analysis.density import density_vs_accuracy
 from embedsdg_hf.plots import plot_density_accuracy
-from embedsdg_hf.training.analysis import density_vs_accuracy
 
 CENTRES = np.array([[0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10], [10, 10, 10]], dtype=np.float64)
 POOL_COUNTS = [20, 40, 160, 640, 300]
@@ -59,7 +59,7 @@ def test_bad_input(data):
 
 
 def test_continuous_measure_per_region_and_missing_values_are_counted(data, tmp_path):
-    from embedsdg_hf.training.analysis import density_vs_measure
+    from embedsdg_hf.analysis.density import density_vs_measure
 
     pool, scored = data
     # answer loss falls with density: 2.0, 1.5, 1.0, 0.5 per scored cluster; every other row of the second cluster

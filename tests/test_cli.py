@@ -69,9 +69,9 @@ def test_run_writes_a_reproducible_analysis(student, tmp_path):
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["counts"]["pool"] == 400 and manifest["counts"]["pairs"] == 12
     assert manifest["config"]["seed"] == 0 and manifest["versions"]["datasets"]
-    # the default selector (knn) saves its density space and sparsity scores; no grid is fitted (issue 22 item 4)
+    # the default selector (rarity) saves its fitted spec; no grid is fitted (issue 22 item 4)
     assert not (out_dir / "grid.json").exists() and not any("grid" in step["step"] for step in manifest["steps"])
-    for name in ("density_histogram.png", "embedding_map.png", "knn_space.npz", "reducer/reducer.json", "pairs.jsonl"):
+    for name in ("density_histogram.png", "embedding_map.png", "rarity.json", "reducer/reducer.json", "pairs.jsonl"):
         assert (out_dir / name).stat().st_size > 0, name
     assert (out_dir / "density_histogram.png").read_bytes()[:4] == b"\x89PNG"
 

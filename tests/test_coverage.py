@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from datasets import Dataset, load_from_disk
 
+from embedsdg_hf.analysis.coverage import coverage_report, measure_coverage, occupancy_entropy
 from embedsdg_hf.cli import main
 from embedsdg_hf.common.mapping import vector_matrix
 from embedsdg_hf.config import PipelineConfig
 from embedsdg_hf.plots import plot_coverage
-from embedsdg_hf.quality.coverage import coverage_report, measure_coverage, occupancy_entropy
-from embedsdg_hf.quality.coverage_run import coverage_from_run
+from embedsdg_hf.run.coverage import coverage_from_run
 from embedsdg_hf.space.reduce import Reducer
 from embedsdg_hf.space.regions import GridSpec, find_sparse_regions
 

@@ -416,7 +416,7 @@ def test_kill_9_during_decoding_then_ctrl_c_then_resume_loses_nothing(student, s
     first.send_signal(signal.SIGKILL)
     first.communicate(timeout=60)
     assert first.returncode == -signal.SIGKILL
-    for name in ("pool", "reducer", "knn_space.npz", "regions", "pairs"):  # every finished stage is on disk
+    for name in ("pool", "reducer", "rarity.json", "regions", "pairs"):  # every finished stage is on disk
         assert (out / name).exists(), name
     saved = load_from_disk(str(_parts(out)[0]))["decoded_text"]
 
@@ -454,7 +454,7 @@ def test_a_failing_teacher_after_decoding_keeps_the_analysis_and_a_fixed_teacher
 
     decoded = load_from_disk(str(out / "pairs"))["decoded_text"]
     assert len(decoded) == 2 and all(isinstance(t, str) for t in decoded)
-    kept = {name: (out / name).stat().st_mtime_ns for name in ("pool", "reducer", "knn_space.npz", "regions", "pairs")}
+    kept = {name: (out / name).stat().st_mtime_ns for name in ("pool", "reducer", "rarity.json", "regions", "pairs")}
 
     # The same server at another address (localhost, another port) is the same config: everything is reused.
     with FaultyOpenAIServer(default=ok(GOOD)) as fixed:

@@ -1,4 +1,4 @@
-"""Coverage of k-NN regions (quality/knn_coverage.py): constructed vectors with a known answer, membership in the
+"""Coverage of k-NN regions (analysis/knn_coverage.py): constructed vectors with a known answer, membership in the
 selector's own space (a wrong space gives other answers), the threshold, errors, the figure; then a real small
 `embedsdg run` (SmolLM2-135M student, family teacher) with the RandomSDG comparison through the CLI."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.decomposition import PCA
 
-from embedsdg_hf.quality.knn_coverage import measure_knn_coverage
+from embedsdg_hf.analysis.knn_coverage import measure_knn_coverage
 from embedsdg_hf.space.knn_regions import knn_seed_pairs
 
 K = 10
@@ -206,7 +206,7 @@ def test_rows_are_measured_in_the_question_space(runs, student):
     though far from it in the training-text space: it must count as landed."""
     from datasets import load_from_disk
 
-    from embedsdg_hf.quality.knn_coverage import knn_coverage_report
+    from embedsdg_hf.analysis.knn_coverage import knn_coverage_report
     from embedsdg_hf.space.reduce import Reducer
 
     run_dir = runs["root"] / "embedsdg"

@@ -1,6 +1,8 @@
 """The package layout reads like the paper's Figure 1, and imports only go one way.
 
-common <- data <- space <- generation <- quality <- training <- run / experiments / top-level (pipeline, cli, ...)
+common <- data <- space <- generation <- quality / analysis <- training <- run / experiments / top level
+``analysis`` (coverage, density vs accuracy) measures a run: neither a quality gate nor training; a selector (quality)
+may ask it for its coverage, and it imports nothing from quality.
 ``plots`` sits at the top of the tree but is a leaf: it imports nothing from the package, so every stage may draw.
 ``run/`` (the run dir's paths, the stages) reads the config back, so it ranks with the pipeline.
 """
@@ -16,7 +18,17 @@ import embedsdg_hf
 
 PACKAGE = Path(embedsdg_hf.__file__).parent
 TOP = 6  # pipeline, cli, config, hub, report, validate, experiments/, run/
-RANK = {"common": 0, "plots": 0, "data": 1, "space": 2, "generation": 3, "quality": 4, "training": 5, "run": TOP}
+RANK = {
+    "common": 0,
+    "plots": 0,
+    "data": 1,
+    "space": 2,
+    "generation": 3,
+    "quality": 4,
+    "analysis": 4,
+    "training": 5,
+    "run": TOP,
+}
 
 
 def _stage(parts: tuple[str, ...]) -> int:
@@ -67,7 +79,7 @@ def test_no_module_imports_from_a_later_stage(path):
 
 
 def test_every_stage_is_a_folder_and_the_top_level_is_small():
-    for stage in ("common", "data", "space", "generation", "quality", "training", "experiments", "run"):
+    for stage in ("common", "data", "space", "generation", "quality", "analysis", "training", "experiments", "run"):
         assert (PACKAGE / stage / "__init__.py").is_file(), stage
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == [

@@ -188,7 +188,7 @@ def _coverage_pool(n=400):
 
 
 def test_rarity_coverage_counts_rows_landing_in_the_regions_in_the_selectors_own_view():
-    from embedsdg_hf.quality.rarity_coverage import measure_rarity_coverage
+    from embedsdg_hf.analysis.rarity_coverage import measure_rarity_coverage
 
     pool = _coverage_pool()
     regions, pairs, spec = rarity_seed_pairs(pool, n_pairs=4, model=MODEL, seed=0)
@@ -218,7 +218,7 @@ def test_rarity_coverage_counts_rows_landing_in_the_regions_in_the_selectors_own
 def test_a_rarity_run_dir_gets_a_coverage_report(tmp_path):
     from embedsdg_hf.config import PipelineConfig
     from embedsdg_hf.pipeline import run_pipeline
-    from embedsdg_hf.quality.coverage_run import coverage_from_run
+    from embedsdg_hf.run.coverage import coverage_from_run
 
     run = tmp_path / "run"
     config = PipelineConfig(seed_pool="word-problems", pool_size=300, student=MODEL, selector="rarity", n_pairs=6,

@@ -9,7 +9,7 @@ Steps (each saved under ``<output_dir>/training/`` as soon as it is done; a reru
    per-row answer loss (:mod:`embedsdg_hf.training.answer_loss`) and, on ``accuracy_per_family`` problems per
    family, greedy accuracy.
 3. **Weakness vs density (§4.4).** Per family (pool share vs SM's mean answer loss / accuracy) and per region of a
-   3-D PCA grid of the pool (:func:`~embedsdg_hf.training.analysis.density_vs_measure`), Pearson and Spearman with
+   3-D PCA grid of the pool (:func:`~embedsdg_hf.analysis.density.density_vs_measure`), Pearson and Spearman with
    p-values, and the Fig. 7 scatter.
 4. **Arms.** For every budget and seed, ``embedsdg run`` on D with ``method: embedsdg`` and ``method: random``
    and the family teacher (``family:<pool>``), through every quality gate; both arms are cut to the same number of
@@ -314,8 +314,8 @@ def weakness_vs_density(plan: StudentPlan, root: Path, name: str = "sm") -> dict
     """Pool density vs the student's answer loss and accuracy: per family (17 points) and per 3-D PCA region."""
     from datasets import Dataset
 
+    from ..analysis.density import density_vs_measure
     from ..plots import plot_density_accuracy
-    from ..training.analysis import density_vs_measure
 
     pool, scored = _load(root, "pool.jsonl"), _load(root / "scores", f"{name}.jsonl")
     families = sorted(set(scored["problem_type"]))

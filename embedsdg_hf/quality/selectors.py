@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     import datasets
     import numpy as np
 
+    from ..analysis.coverage import CoverageReport
     from ..space.reduce import Reducer
-    from .coverage import CoverageReport
 
 logger = logging.getLogger(__name__)
 
@@ -358,7 +358,7 @@ class GridSelector:
         return {"density": density.name, "map": mapped.name}
 
     def coverage(self, ctx: SelectionContext, regions, synthetic: Mapping[str, Any]):
-        from .coverage import coverage_report
+        from ..analysis.coverage import coverage_report
 
         if self.grid is None and (ctx.run_dir is None or not self.load(ctx.run_dir)):
             raise FileNotFoundError(
@@ -563,7 +563,7 @@ class KnnSelector:
         return {"density": density.name, "map": mapped.name}
 
     def coverage(self, ctx: SelectionContext, regions, synthetic: Mapping[str, Any]):
-        from .knn_coverage import knn_coverage_report
+        from ..analysis.knn_coverage import knn_coverage_report
 
         density = self.density_template(ctx.embedding.text_template)
         return knn_coverage_report(
@@ -581,7 +581,7 @@ class RaritySelector:
     masked), as mean ranks of k-th-neighbour distances at k = 1/2/4% of the pool against a fixed-size reference
     sample; regions are the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
     Fitted parts (``rarity.json``): token weights / TF-IDF vocabulary and every setting, in one JSON spec.
-    Coverage: balls in the same view (:mod:`~embedsdg_hf.quality.rarity_coverage`)."""
+    Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
     name: ClassVar[str] = "rarity"
     config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing",)
@@ -681,10 +681,10 @@ class RaritySelector:
 
     def coverage(self, ctx: SelectionContext, regions, synthetic: Mapping[str, Any]):
         """Balls in the selector's first view, the kept rows' text placed with the saved spec
-        (:func:`~embedsdg_hf.quality.rarity_coverage.measure_rarity_coverage`); the map is the run's as usual."""
+        (:func:`~embedsdg_hf.analysis.rarity_coverage.measure_rarity_coverage`); the map is the run's as usual."""
+        from ..analysis.coverage import aimed_regions, embed_sets, synthetic_sets
+        from ..analysis.rarity_coverage import measure_rarity_coverage
         from ..common.mapping import vector_matrix
-        from .coverage import aimed_regions, embed_sets, synthetic_sets
-        from .rarity_coverage import measure_rarity_coverage
 
         if self.spec is None:
             self.fit(ctx)

@@ -79,7 +79,7 @@ class DensitySpace:
 
     ``components`` is ``None`` for the full space (rows minus the pool mean ``center``, scaled to unit length: cosine
     geometry), else the PCA fitted on the pool (``center`` its mean). New points are centred on the *pool's* mean and
-    projected with the *pool's* PCA, so coverage (``quality/knn_coverage.py``) measures synthetic rows in exactly the
+    projected with the *pool's* PCA, so coverage (``analysis/knn_coverage.py``) measures synthetic rows in exactly the
     space the regions were found in. Refitting on the same pool gives the same space (PCA with ``seed``).
 
     Example:

@@ -18,7 +18,7 @@ Membership uses the grid's own cells (:meth:`GridSpec.cell_index`), so a region'
 Public API:
 
 - :func:`coverage_report`: pool + grid + regions + reducer + synthetic dataset(s) -> :class:`CoverageReport`;
-- :func:`~embedsdg_hf.quality.coverage_run.coverage_from_run` (its own module): the same from an ``embedsdg run``
+- :func:`~embedsdg_hf.run.coverage.coverage_from_run` (its own module): the same from an ``embedsdg run``
   output dir (and other runs to compare), writing ``coverage.json``, ``coverage.md`` and ``coverage.png``;
 - :func:`measure_coverage`: the numbers from coordinates alone (no model);
 - :func:`occupancy_entropy`: entropy of points over a grid's cells.
@@ -67,10 +67,10 @@ LANDING_KEYS = (
 @dataclass
 class CoverageReport:
     """What a selector's coverage measured (:func:`coverage_report` for the grid,
-    :func:`~embedsdg_hf.quality.knn_coverage.knn_coverage_report` for k-NN); ``to_dict()`` is plain JSON,
+    :func:`~embedsdg_hf.analysis.knn_coverage.knn_coverage_report` for k-NN); ``to_dict()`` is plain JSON,
     ``to_markdown()`` a compact table. What is the same for every selector (where the rows landed, the tables, the
     run summary's lines) is here; what a region is and when it stops being sparse is the selector's ``part``
-    (:class:`GridCoverage`, :class:`~embedsdg_hf.quality.knn_coverage.KnnCoverage`).
+    (:class:`GridCoverage`, :class:`~embedsdg_hf.analysis.knn_coverage.KnnCoverage`).
 
     Attributes:
         part: the selector's part (its name, threshold, own numbers, markdown rows, figure).

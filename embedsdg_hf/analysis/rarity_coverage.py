@@ -5,7 +5,7 @@ Measured in the space the selection used (:mod:`embedsdg_hf.space.rarity`): the 
 fitted spec (``rarity.json``; by default TF-IDF of the question with numbers masked), cosine distance, never refitted
 on the synthetic rows. A region is the ball around its centre whose radius is the centre's distance to its ``k``-th
 nearest row of the selector's reference sample (``knn_distance`` in the regions dataset; recomputed here and checked
-against it). The rest is the k-NN selector's measure (:func:`~embedsdg_hf.quality.knn_coverage.measure_balls`): a
+against it). The rest is the k-NN selector's measure (:func:`~embedsdg_hf.analysis.knn_coverage.measure_balls`): a
 point is in a region when within its radius; a region is no longer sparse when its ``k``-th-neighbour distance,
 counting the synthetic rows among the reference rows, falls below ``tau``, the smallest radius the selection took.
 
@@ -31,7 +31,7 @@ _RADIUS_ATOL = 1e-3  # the selector's distances are float32 products; cosine dis
 
 
 class RarityCoverage(KnnCoverage):
-    """The ``rarity`` selector's part of a :class:`~embedsdg_hf.quality.coverage.CoverageReport`: balls in the
+    """The ``rarity`` selector's part of a :class:`~embedsdg_hf.analysis.coverage.CoverageReport`: balls in the
     selector's first view (cosine distance), radius = the centre's k-th-neighbour distance among the reference rows.
 
     Example:
@@ -98,7 +98,7 @@ def measure_rarity_coverage(
         regions: the regions dataset the selector returned (``centre``, ``knn_distance``, ``k``, ``seed``).
         synthetic_texts: per method name, its rows' texts (the same column).
         synthetic_region_ids / target_regions / threshold / pool_coords / synthetic_coords / settings: as for
-            :func:`~embedsdg_hf.quality.knn_coverage.measure_knn_coverage`.
+            :func:`~embedsdg_hf.analysis.knn_coverage.measure_knn_coverage`.
     """
     pool_texts = [str(t) for t in pool_texts]
     table = _region_table(regions, len(pool_texts))

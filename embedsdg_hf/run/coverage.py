@@ -3,8 +3,8 @@ the run's selector's coverage (:meth:`~embedsdg_hf.quality.selectors.Selector.co
 ``coverage.{json,md,png}``.
 
 Reading run dirs (which files, which settings must match between compared runs) lives here; the numbers themselves
-are computed in :mod:`embedsdg_hf.quality.coverage` and :mod:`embedsdg_hf.quality.knn_coverage` from datasets and
-arrays alone.
+are computed in :mod:`embedsdg_hf.analysis` (``coverage``, ``knn_coverage``, ``rarity_coverage``) from datasets and
+arrays alone. Run-dir paths and the saved config come from :class:`~embedsdg_hf.run.rundir.RunDir`.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from ..analysis.coverage import EMBEDDING_KEYS, CoverageReport
 from ..common.progress import quiet_progress
 from ..common.validation import template_fields
-from .coverage import EMBEDDING_KEYS, CoverageReport
-from .selectors import EmbeddingSettings, SelectionContext, get_selector
+from ..config import PipelineConfig
+from ..quality.selectors import EmbeddingSettings, SelectionContext, get_selector
+from .rundir import RunDir
 
 __all__ = ["coverage_from_run"]
 
 logger = logging.getLogger(__name__)
 
 
-def _need(run_dir: Path, name: str, made_by: str) -> Path:
-    path = run_dir / name
+def _need(path: Path, made_by: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{str(path)!r} does not exist: {made_by}")
     return path
@@ -42,19 +42,12 @@ _TRAIN = (
 )
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"Run dir {str(run_dir)!r} does not exist (or is not a folder).")
-    path = _need(run_dir, "run_config.json", f"{str(run_dir)!r} is not an embedsdg run dir. {_ANALYSIS}")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _read_train(run_dir: Path, text_template: str):
+def _read_train(run: RunDir, text_template: str):
     """The run's accepted rows with their ``question`` / ``answer`` under the pool's column names (the template's
     two fields, e.g. ``problem`` / ``solution``), so that they are embedded with the pool's own template."""
     from datasets import Dataset, load_dataset
 
-    path = _need(run_dir, "train.jsonl", _TRAIN)
+    path = _need(run.train, _TRAIN)
     if not path.read_text(encoding="utf-8").strip():  # no accepted rows: coverage_report reports zero points
         return Dataset.from_dict({})
     with quiet_progress():
@@ -97,66 +90,62 @@ def coverage_from_run(
 
     from ..space.reduce import Reducer
 
-    run_dir = Path(run_dir)
-    config = _run_config(run_dir)
-    method = config.get("method", "embedsdg")
-    if method != "embedsdg":
+    run = RunDir(run_dir)
+    config = run.config()
+    if config.method != "embedsdg":
         raise ValueError(
-            f"{str(run_dir)!r} is a {method!r} run: it has no sparse regions of its own. Give the EmbedSDG run dir "
-            f"and compare this one with it (`embedsdg coverage EMBEDSDG_DIR --compare {method}={run_dir}`)."
+            f"{str(run.path)!r} is a {config.method!r} run: it has no sparse regions of its own. Give the EmbedSDG "
+            f"run dir and compare this one with it "
+            f"(`embedsdg coverage EMBEDSDG_DIR --compare {config.method}={run.path}`)."
         )
-    selector = get_selector(config.get("selector", "grid")).from_config(config)  # old run dirs: the grid
-    for name in ("pool", "regions", "reducer", *selector.saved_files):
-        _need(run_dir, name, _ANALYSIS)
-    synthetic = {"embedsdg": _read_train(run_dir, config["text_template"])}
-    runs = {"embedsdg": {"run_dir": str(run_dir), "budget": _budget(config)}}
-    for name, other in (compare or {}).items():
+    # a run dir from before selectors were a setting has none saved: it was the grid's
+    selector = get_selector(run.config_dict().get("selector", "grid")).from_config(config)
+    for name in (RunDir.POOL, RunDir.REGIONS, RunDir.REDUCER, *selector.saved_files):
+        _need(run / name, _ANALYSIS)
+    synthetic = {"embedsdg": _read_train(run, config.text_template)}
+    runs = {"embedsdg": {"run_dir": str(run.path), "budget": _budget(config)}}
+    for name, other_dir in (compare or {}).items():
         if name in synthetic:
             raise ValueError(f"Compared run name {name!r} is taken by the run itself; choose another, e.g. 'random'.")
-        other = Path(other)
-        other_config = _run_config(other)
-        differ = [k for k in EMBEDDING_KEYS if other_config.get(k) != config.get(k)]
+        other = RunDir(other_dir)
+        other_config = other.config()
+        differ = [k for k in EMBEDDING_KEYS if getattr(other_config, k) != getattr(config, k)]
         if differ:
-            detail = ", ".join(f"{k}={other_config.get(k)!r} vs {config.get(k)!r}" for k in differ)
+            detail = ", ".join(f"{k}={getattr(other_config, k)!r} vs {getattr(config, k)!r}" for k in differ)
             raise ValueError(
-                f"Cannot compare {name}={str(other)!r} with {str(run_dir)!r}: it used another embedding setup "
+                f"Cannot compare {name}={str(other.path)!r} with {str(run.path)!r}: it used another embedding setup "
                 f"({detail}), so its rows would live in another embedding space. Compare runs with the same student "
                 "and text template."
             )
-        if _budget(other_config) != _budget(config) or other_config.get("seed_pool") != config.get("seed_pool"):
+        if _budget(other_config) != _budget(config) or other_config.seed_pool != config.seed_pool:
             logger.warning(
                 "%s (%s) has budget %s and seed pool %r; %s has budget %s and seed pool %r: not the same budget/pool.",
-                name,
-                other,
-                _budget(other_config),
-                other_config.get("seed_pool"),
-                run_dir,
-                _budget(config),
-                config.get("seed_pool"),
-            )
-        synthetic[name] = _read_train(other, config["text_template"])
-        runs[name] = {"run_dir": str(other), "budget": _budget(other_config)}
+                name, other.path, _budget(other_config), other_config.seed_pool, run.path, _budget(config),
+                config.seed_pool,
+            )  # fmt: skip
+        synthetic[name] = _read_train(other, config.text_template)
+        runs[name] = {"run_dir": str(other.path), "budget": _budget(other_config)}
 
-    pool = load_from_disk(str(run_dir / "pool"))
-    regions = load_from_disk(str(run_dir / "regions"))
-    reducer = Reducer.load(run_dir / "reducer")
+    pool = load_from_disk(str(run.pool))
+    regions = load_from_disk(str(run.regions))
+    reducer = Reducer.load(run.reducer)
     ctx = SelectionContext(
-        pool=pool, embedding=EmbeddingSettings.from_config(config), reducer=reducer, run_dir=run_dir
+        pool=pool, embedding=EmbeddingSettings.from_config(config), reducer=reducer, run_dir=run.path
     )
     report = selector.coverage(ctx, regions, synthetic)
     for name, info in runs.items():
         info["accepted_rows"] = report.methods[name]["synthetic_points"]
     report.settings["runs"] = runs
-    out = Path(output_dir) if output_dir is not None else run_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "coverage.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
-    (out / "coverage.md").write_text(report.to_markdown() + "\n", encoding="utf-8")
-    report.plot(out / "coverage.png")
+    as_json, as_markdown, figure = run.coverage_files(output_dir)
+    as_json.parent.mkdir(parents=True, exist_ok=True)
+    as_json.write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
+    as_markdown.write_text(report.to_markdown() + "\n", encoding="utf-8")
+    report.plot(figure)
     return report
 
 
-def _budget(config: dict[str, Any]) -> int | None:
+def _budget(config: PipelineConfig) -> int | None:
     """Teacher requests a run made: ``n_pairs`` items x ``samples_per_item`` (the same for both methods)."""
-    if config.get("n_pairs") is None:
+    if config.n_pairs is None:
         return None
-    return int(config["n_pairs"]) * int(config.get("samples_per_item", 1) or 1)
+    return int(config.n_pairs) * int(config.samples_per_item or 1)

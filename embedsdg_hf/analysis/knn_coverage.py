@@ -28,8 +28,8 @@ reached. Adding points never raises a distance; other points' distances shrink t
 selection) does not follow.
 
 Public API: :func:`knn_coverage_report` (datasets + the run's student) and :func:`measure_knn_coverage` (vectors
-alone, no model), both returning a :class:`~embedsdg_hf.quality.coverage.CoverageReport` whose part is a
-:class:`KnnCoverage`; run dirs are read by :func:`~embedsdg_hf.quality.coverage_run.coverage_from_run`.
+alone, no model), both returning a :class:`~embedsdg_hf.analysis.coverage.CoverageReport` whose part is a
+:class:`KnnCoverage`; run dirs are read by :func:`~embedsdg_hf.run.coverage.coverage_from_run`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ _RADIUS_RTOL = 1e-3
 
 @dataclass
 class KnnCoverage:
-    """The k-NN selector's part of a :class:`~embedsdg_hf.quality.coverage.CoverageReport`: a region is the ball
+    """The k-NN selector's part of a :class:`~embedsdg_hf.analysis.coverage.CoverageReport`: a region is the ball
     around its centre whose radius is the centre's ``k``-th-neighbour distance; it stops being sparse when that
     distance, counting the synthetic points, falls below ``tau`` (``report.before["threshold"]``).
 
@@ -213,7 +213,7 @@ class KnnCoverage:
         )
 
 
-#: The k-NN coverage report is the one :class:`~embedsdg_hf.quality.coverage.CoverageReport` type (its ``part`` a
+#: The k-NN coverage report is the one :class:`~embedsdg_hf.analysis.coverage.CoverageReport` type (its ``part`` a
 #: :class:`KnnCoverage`); the name stays for code written before the two were one.
 KnnCoverageReport = CoverageReport
 
