@@ -1,1 +1,1 @@
-"""Stage 4 (paper §4): LoRA fine-tuning with TRL, evaluation, and density-vs-accuracy analysis (§4.4)."""
+"""Stage 4 (paper §4): LoRA fine-tuning with TRL and evaluation (density vs accuracy, §4.4, is analysis/density.py)."""
