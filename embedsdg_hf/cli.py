@@ -8,6 +8,7 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__
@@ -142,7 +143,7 @@ def _cmd_run(rest: list[str], verbose: bool = False) -> int:
     return 0
 
 
-def _cmd_validate(rest: list[str]) -> int:
+def _cmd_validate(rest: list[str], verbose: bool = False) -> int:
     from .validate import format_checks, validate_config
 
     config = _parse_config("validate", rest, "Check a recipe without generating anything.")
@@ -151,6 +152,19 @@ def _cmd_validate(rest: list[str]) -> int:
     checks = validate_config(config)
     print(format_checks(checks))
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _cmd_train(rest: list[str], verbose: bool = False) -> int:
+    from .training.train import run_train
+
+    _check_config_file(rest)
+    return run_train(rest, prog="embedsdg train")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .training.evaluate import run_evaluate
+
+    return run_evaluate(args)
 
 
 def _cmd_analyze(args: argparse.Namespace) -> int:
@@ -446,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"embedsdg-hf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # run / validate / train: their flags are a dataclass config (TrlParser), listed here for the top-level help only
     sub.add_parser(
         "validate",
         help="Check a recipe (columns, templates, student, teacher reachable) without generating.",
@@ -457,10 +472,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="LoRA fine-tune the student (TRL SFT; `embedsdg train --help`).", add_help=False)
     from .training.evaluate import add_evaluate_arguments
 
-    add_evaluate_arguments(
-        sub.add_parser("evaluate", help="Accuracy on GSM8K / MATH / a file, with an optional adapter.")
-    )
+    evaluate = sub.add_parser("evaluate", help="Accuracy on GSM8K / MATH / a file, with an optional adapter.")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(handler=_cmd_evaluate)
     analyze = sub.add_parser("analyze", help="Density vs accuracy: per-region pool count vs the student's accuracy.")
+    analyze.set_defaults(handler=_cmd_analyze)
     analyze.add_argument(
         "--run-dir",
         default=None,
@@ -487,6 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     coverage = sub.add_parser(
         "coverage", help="Did the kept rows fill the sparse regions (grid windows or k-NN balls)? Before/after."
     )
+    coverage.set_defaults(handler=_cmd_coverage)
     coverage.add_argument("run_dir", metavar="RUN_DIR", help="An `embedsdg run` output dir (EmbedSDG method).")
     coverage.add_argument(
         "--compare",
@@ -497,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     coverage.add_argument("--output-dir", default=None, help="Where coverage.json/.md/.png go (default: RUN_DIR).")
     ablation = sub.add_parser("ablation", help="EmbedSDG vs RandomSDG per budget: generate, fine-tune, evaluate.")
+    ablation.set_defaults(handler=_cmd_ablation)
     ablation.add_argument("--config", required=True, help="Pipeline recipe.")
     ablation.add_argument("--sft-config", required=True, help="SFT recipe (recipes/<name>/sft/lora.yaml).")
     ablation.add_argument("--budgets", type=int, nargs="+", required=True)
@@ -509,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     testbed = sub.add_parser(
         "testbed", help="Targeting testbed: planted rare families; where EmbedSDG's and RandomSDG's seeds come from."
     )
+    testbed.set_defaults(handler=_cmd_testbed)
     testbed.add_argument("--quick", action="store_true", help="Three held-out patterns, targeting only (~1-2 min).")
     testbed.add_argument("--patterns", nargs="+", default=None, help="Pattern names (r4s0..r4s5, r2s0, r2s1).")
     testbed.add_argument("--weights", nargs="+", default=None, help="Token weights (default: mean mask).")
@@ -534,11 +553,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--llm-teacher", default="transformers:smollm2-135m-instruct", help="One row per method with it ('none')."
     )
     pool = sub.add_parser("make-pool", help="Write the built-in word-problem seed pool as JSONL.")
+    pool.set_defaults(handler=_cmd_make_pool)
     pool.add_argument("--n", type=int, default=1000, help="Number of problems.")
     pool.add_argument("--seed", type=int, default=0)
     pool.add_argument("--output", default="word_problems.jsonl")
-    sub.add_parser("env", help="Print the versions of the libraries in use (for bug reports).")
+    sub.add_parser("env", help="Print the versions of the libraries in use (for bug reports).").set_defaults(
+        handler=_cmd_env
+    )
     recipes = sub.add_parser("recipes", help="List or copy the recipes that ship with the package.")
+    recipes.set_defaults(handler=_cmd_recipes)
     recipes.add_argument("action", choices=("list", "copy"))
     recipes.add_argument(
         "name", nargs="?", default=None, help="copy: one folder or file, e.g. gsm8k-cpu (default: all of them)."
@@ -603,46 +626,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     parser = build_parser()
-    # `run` hands everything after it to TrlParser (recipe keys as flags, --config, its own --help).
     command = next((a for a in argv if not a.startswith("-")), None)
-    if command in ("run", "validate", "train"):
+    if command in CONFIG_COMMANDS:  # everything after the command goes to its dataclass parser (TrlParser)
         index = argv.index(command)
         top = parser.parse_args(argv[:index])
-        logging.basicConfig(
-            level=logging.INFO if top.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-        )
-        if command == "validate":
-            return _cmd_validate(argv[index + 1 :])
-        if command == "train":
-            from .training.train import run_train
-
-            _check_config_file(argv[index + 1 :])
-            return run_train(argv[index + 1 :], prog="embedsdg train")
-        return _cmd_run(argv[index + 1 :], verbose=top.verbose)
+        _configure_logging(top.verbose)
+        return CONFIG_COMMANDS[command](argv[index + 1 :], verbose=top.verbose)
     args = parser.parse_args(_dash_flags(parser, argv))
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
-    if args.command == "make-pool":
-        return _cmd_make_pool(args)
-    if args.command == "env":
-        return _cmd_env(args)
-    if args.command == "recipes":
-        return _cmd_recipes(args)
-    if args.command == "evaluate":
-        from .training.evaluate import run_evaluate
+    _configure_logging(args.verbose)
+    handler = getattr(args, "handler", None)
+    if handler is None:  # no subcommand
+        parser.print_help()
+        return 0
+    return handler(args)
 
-        return run_evaluate(args)
-    if args.command == "analyze":
-        return _cmd_analyze(args)
-    if args.command == "ablation":
-        return _cmd_ablation(args)
-    if args.command == "coverage":
-        return _cmd_coverage(args)
-    if args.command == "testbed":
-        return _cmd_testbed(args)
-    parser.print_help()
-    return 0
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+
+
+#: Subcommands whose flags are a dataclass config parsed by TRL's ``TrlParser`` (recipe keys as flags, ``--config``
+#: YAML, their own ``--help``); every other subcommand's handler is set on its argparse subparser.
+CONFIG_COMMANDS: dict[str, Callable[..., int]] = {"run": _cmd_run, "validate": _cmd_validate, "train": _cmd_train}
 
 
 if __name__ == "__main__":
