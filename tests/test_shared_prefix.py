@@ -14,6 +14,7 @@ from embedsdg_hf.common.models import cut_at_stop, load_student, load_tokenizer,
 from embedsdg_hf.generation.decode import build_copy_prompt
 from embedsdg_hf.generation.shared_prefix import (
     ATTENTION,
+    TailCache,
     _next_tokens,
     common_prefix_length,
     generate_after_prefix,
@@ -124,6 +125,29 @@ def test_sampling_is_seeded_and_top_p_keeps_the_nucleus(fp32, copy_prompts):
     wide = {_next_tokens(logits, do_sample=True, temperature=1.0, top_p=0.99, generators=generators)[0].item()
             for _ in range(200)}  # fmt: skip
     assert wide == {1, 2}
+
+
+def test_a_cached_tail_skips_its_prefill_and_gives_the_same_tokens(fp32, copy_prompts):
+    model, tokenizer = fp32
+    before, tails = copy_prompts
+    embeds = tails_as_embeddings(model, tails[:3])
+    stops = stop_token_ids(model, tokenizer)
+    keys = [tuple(t) for t in tails[:3]]
+
+    def sample(cache=None, seeds=(5, 6, 7)):
+        return generate_after_prefix(model, before, embeds, [12] * 3, stops=stops, do_sample=True, temperature=1.5,
+                                     seed=list(seeds), tail_cache=cache, tail_keys=keys)[0]  # fmt: skip
+
+    cache = TailCache()
+    first = sample(cache)
+    assert cache.hits == 0 and len(cache.entries) == 3
+    assert sample(cache) == first == sample() and cache.hits == 3  # reused: no prefill, the same tokens
+    assert sample(cache, seeds=(8, 9, 10)) == sample(seeds=(8, 9, 10))  # a retry with other seeds, as best-of-n asks
+    small = TailCache(max_bytes=20)
+    small.put("a", [], [], torch.zeros(4))  # 16 bytes
+    small.put("b", [], [], torch.zeros(4))  # the oldest goes to stay within the bound
+    small.put("c", [], [], torch.zeros(8))  # larger than the bound: not kept
+    assert list(small.entries) == ["b"] and small.bytes == 16
 
 
 def test_the_nucleus_is_the_set_generates_top_p_warper_keeps():

@@ -70,6 +70,40 @@ class DecodeControl(Protocol):
     def advance(self, row: int, token: int) -> list[int]: ...
 
 
+class TailCache:
+    """Each prompt tail's keys/values and first-token logits after its prefill, kept so that the same prompt asked
+    again (a best-of-n retry with another seed) skips its prefill. Bounded by ``max_bytes`` (oldest dropped first).
+
+    Example:
+        >>> cache = TailCache(max_bytes=1 << 20)
+        >>> cache.hits, len(cache.entries)
+        (0, 0)
+    """
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self.entries: collections.OrderedDict = collections.OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+
+    def get(self, key):
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key, keys: list, values: list, logits) -> None:
+        size = sum(t.numel() * t.element_size() for t in (*keys, *values, logits))
+        if size > self.max_bytes:
+            return
+        if key in self.entries:
+            self.bytes -= self.entries.pop(key)[3]
+        self.entries[key] = (keys, values, logits, size)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            self.bytes -= self.entries.popitem(last=False)[1][3]
+
+
 def _attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, shared_prefix=None, **kwargs):
     """Attention over [shared prefix keys, this row's suffix keys]; stores the new keys/values in the state."""
     torch = fork_safe_torch()
@@ -215,6 +249,8 @@ def generate_after_prefix(
     top_p: float = 1.0,
     seed: int | Sequence[int | None] | None = None,
     control: DecodeControl | None = None,
+    tail_cache: TailCache | None = None,
+    tail_keys: Sequence | None = None,
 ) -> tuple[list[list[int]], list[str]]:
     """Generate after ``prefix_ids`` + each suffix (an (L_i, hidden) embedding tensor), each within its own budget.
 
@@ -248,6 +284,10 @@ def generate_after_prefix(
         positions[row, pad:] = torch.arange(n_prefix, n_prefix + len(suffix), device=device)
     keys, values = _prefix_kv(model, prefix)
     state = _State(prefix_keys=keys, prefix_values=values, valid=valid)
+    cache_keys = None
+    if tail_cache is not None:
+        cache_keys = [(id(model), prefix, key) for key in tail_keys]
+    first_logits = _reuse_tails(state, tail_cache, cache_keys, lengths.tolist(), width)
     generators = None
     if do_sample:
         seeds = list(seed) if isinstance(seed, Sequence) else [seed] * rows
@@ -260,11 +300,16 @@ def generate_after_prefix(
     with _shared_prefix_attention(model), torch.inference_mode():
         step_inputs, step_positions = inputs, positions
         for step in range(max(budgets)):  # every active row has produced ``step`` tokens before this pass
-            logits = model(
-                inputs_embeds=step_inputs, position_ids=step_positions, use_cache=False, logits_to_keep=1,
-                shared_prefix=state,
-            ).logits[:, -1]  # fmt: skip
-            state.length += step_inputs.shape[1]
+            if step == 0 and first_logits is not None:  # every tail's prefill is in the cache
+                logits = first_logits
+            else:
+                logits = model(
+                    inputs_embeds=step_inputs, position_ids=step_positions, use_cache=False, logits_to_keep=1,
+                    shared_prefix=state,
+                ).logits[:, -1]  # fmt: skip
+                state.length += step_inputs.shape[1]
+                if step == 0 and cache_keys is not None:
+                    _store_tails(state, tail_cache, cache_keys, lengths.tolist(), width, logits)
             drawn_with = None if generators is None else [generators[r] for r in active.tolist()]
             if control is not None:
                 control.mask(active.tolist(), logits)
@@ -293,6 +338,40 @@ def generate_after_prefix(
             step_inputs = embed(chosen[:, None])
             step_positions = (next_positions[active] + step)[:, None]
     return tokens, finish
+
+
+def _reuse_tails(state: _State, cache: TailCache | None, keys: list | None, lengths: list[int], width: int):
+    """Fill ``state`` with every row's cached tail (left-padded to ``width``) and return the first logits, or None
+    (and leave ``state`` untouched) when a row's tail is not cached."""
+    if cache is None:
+        return None
+    entries = [cache.get(key) for key in keys]
+    if any(entry is None for entry in entries):
+        return None
+    torch = fork_safe_torch()
+    capacity = state.valid.shape[1]
+    for layer in range(len(entries[0][0])):
+        for store, part in ((state.keys, 0), (state.values, 1)):
+            kv_heads, _, dim = entries[0][part][layer].shape
+            buffer = entries[0][part][layer].new_zeros((len(entries), kv_heads, capacity, dim))
+            for row, (entry, length) in enumerate(zip(entries, lengths)):
+                buffer[row, :, width - length : width] = entry[part][layer]
+            store[layer] = buffer
+    state.length = width
+    cache.hits += len(entries)
+    return torch.stack([entry[2] for entry in entries])
+
+
+def _store_tails(state: _State, cache: TailCache, keys: list, lengths: list[int], width: int, logits) -> None:
+    """Keep each row's tail keys/values (after the prefill) and its first logits (before any masking)."""
+    for row, (key, length) in enumerate(zip(keys, lengths)):
+        layers = sorted(state.keys)
+        cache.put(
+            key,
+            [state.keys[layer][row, :, width - length : width].clone() for layer in layers],
+            [state.values[layer][row, :, width - length : width].clone() for layer in layers],
+            logits[row].clone(),
+        )
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:

@@ -75,6 +75,9 @@ class TransformersTeacher:
         self.device = device
         self.calculator = bool(calculator)
         self.grammar = grammar
+        from ..shared_prefix import TailCache
+
+        self._tails = TailCache()  # a prompt asked again (best-of-n) skips its prefill
 
     def __repr__(self) -> str:
         extra = (", calculator=True" if self.calculator else "") + (
@@ -127,6 +130,8 @@ class TransformersTeacher:
                     for index, response in zip(batch, responses):
                         on_result(index, response)
                     bar.update(len(batch))
+        if self._tails.hits:
+            logger.info("Teacher: %d prompt prefills reused so far (best-of-n retries).", self._tails.hits)
 
     def prompt_text(self, tokenizer, request: TeacherRequest) -> str:
         """The exact prompt text: chat template with the generation prompt, then the prefill."""
@@ -162,6 +167,7 @@ class TransformersTeacher:
             model, ids[0][:shared], tails, budgets, stops=stop_token_ids(model, tokenizer),
             do_sample=sampling.temperature > 0, temperature=sampling.temperature, top_p=sampling.top_p,
             seed=[request.seed for request in batch], control=control,
+            tail_cache=self._tails, tail_keys=[tuple(row[shared:]) for row in ids],
         )  # fmt: skip
         if control is not None:
             logger.info("Constrained decoding of %d requests: %s", len(batch), control.counts)
