@@ -289,9 +289,7 @@ def _kth_distances(x, reference: np.ndarray, ks: Sequence[int], block: int = 204
         own = in_ref[start : start + block]
         mine = np.flatnonzero(own >= 0)
         sims[mine, own[mine]] = -np.inf  # a reference row is not its own neighbour
-        top = -np.partition(-sims, kmax - 1, axis=1)[:, :kmax]
-        top = -np.sort(-top, axis=1)
-        out[start : start + block] = 1.0 - top[:, np.asarray(ks) - 1]
+        out[start : start + block] = 1.0 - _largest(sims, kmax)[:, np.asarray(ks) - 1]
     return out
 
 
@@ -343,22 +341,31 @@ def _combine(ranks: dict, how: str) -> np.ndarray:
     return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
 
 
-def _pool_kth_distances(x, rows: np.ndarray, ks: Sequence[int], block: int = 256) -> np.ndarray:
-    """(len(rows), len(ks)) cosine distances of ``rows`` to their k-th nearest row of the whole pool (self excluded);
-    ``block`` rows at a time, so memory is pool rows x ``block``."""
+def _pool_kth_distances(x, rows: np.ndarray, ks: Sequence[int]) -> np.ndarray:
+    """(len(rows), len(ks)) cosine distances of ``rows`` to their k-th nearest pool row (self excluded)."""
+    out = np.empty((len(rows), len(ks)), dtype=np.float64)
+    for start, sims in _pool_similarities(x, rows, block=256):
+        out[start : start + len(sims)] = 1.0 - _largest(sims, max(ks))[:, np.asarray(ks) - 1]
+    return out
+
+
+def _pool_similarities(x, rows: np.ndarray, *, block: int):
+    """``(start, sims)`` for ``rows[start : start + block]``: their cosine similarities to every pool row (themselves
+    at -inf), ``block`` rows at a time, so memory is pool rows x ``block`` whatever the pool size."""
     import scipy.sparse as sp
 
-    kmax = max(ks)
-    out = np.empty((len(rows), len(ks)), dtype=np.float64)
     for start in range(0, len(rows), block):
         chunk = rows[start : start + block]
         queries = x[chunk].toarray() if sp.issparse(x) else x[chunk]
         sims = np.asarray(x @ queries.T).T  # (chunk, pool rows)
         sims[np.arange(len(chunk)), chunk] = -np.inf
-        top = -np.partition(-sims, kmax - 1, axis=1)[:, :kmax]
-        top = -np.sort(-top, axis=1)
-        out[start : start + len(chunk)] = 1.0 - top[:, np.asarray(ks) - 1]
-    return out
+        yield start, sims
+
+
+def _largest(sims: np.ndarray, k: int) -> np.ndarray:
+    """Each row's ``k`` largest values, largest first."""
+    top = -np.partition(-sims, k - 1, axis=1)[:, :k]
+    return -np.sort(-top, axis=1)
 
 
 def reference_sample(n: int, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -459,20 +466,14 @@ class _DenseRows:
         return dense[0] if np.ndim(rows) == 0 else dense
 
 
-def _hood(x, centres: np.ndarray, hood_k: int, block: int = 64) -> np.ndarray:
-    """The ``hood_k`` nearest rows of each centre in the whole pool (exact, cosine), nearest first; ``block``
-    centres at a time, so memory is pool rows x ``block`` whatever the pool size."""
-    import scipy.sparse as sp
-
+def _hood(x, centres: np.ndarray, hood_k: int) -> np.ndarray:
+    """The ``hood_k`` nearest rows of each centre in the whole pool (exact, cosine), nearest first; 64 centres at a
+    time."""
     out = np.empty((len(centres), hood_k), dtype=np.int64)
-    for start in range(0, len(centres), block):
-        chunk = centres[start : start + block]
-        queries = x[chunk].toarray() if sp.issparse(x) else x[chunk]
-        sims = np.asarray(x @ queries.T).T  # (chunk, pool rows)
-        sims[np.arange(len(chunk)), chunk] = -np.inf
+    for start, sims in _pool_similarities(x, centres, block=64):
         top = np.argpartition(-sims, hood_k - 1, axis=1)[:, :hood_k]
         order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
-        out[start : start + len(chunk)] = np.take_along_axis(top, order, axis=1)
+        out[start : start + len(sims)] = np.take_along_axis(top, order, axis=1)
     return out
 
 
