@@ -43,6 +43,15 @@ def gsm8k_rows(gsm8k_train_file) -> list[dict]:
 
 
 @pytest.fixture
+def short_pool(gsm8k_rows, tmp_path) -> Path:
+    """The 40 shortest of 200 real GSM8K train rows, as a JSONL file (short rows keep the student's work small)."""
+    rows = sorted(gsm8k_rows, key=lambda r: len(r["question"]) + len(r["answer"]))[:40]
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
 def gsm8k_small(gsm8k_rows, tmp_path):
     """60 real GSM8K rows as an on-disk (cache-backed) Dataset, so `datasets` caching really applies."""
     from datasets import load_dataset

@@ -34,15 +34,6 @@ GOOD = (
 # Fast settings: no dedup/decontamination/coverage (they embed again), few pairs, short decoding.
 
 
-@pytest.fixture
-def short_pool(gsm8k_rows, tmp_path) -> Path:
-    """The 40 shortest of 200 real GSM8K train rows, as a JSONL file (short rows keep the student's work small)."""
-    rows = sorted(gsm8k_rows, key=lambda r: len(r["question"]) + len(r["answer"]))[:40]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
 @pytest.fixture(scope="module")
 def good_teacher():
     """A real OpenAI-compatible server on 127.0.0.1 answering every request with :data:`GOOD`."""

@@ -28,14 +28,6 @@ NULL_CONTENT = '{"choices": [{"message": {"role": "assistant", "content": null},
 
 
 @pytest.fixture
-def short_pool(gsm8k_rows, tmp_path) -> Path:
-    rows = sorted(gsm8k_rows, key=lambda r: len(r["question"]) + len(r["answer"]))[:40]
-    path = tmp_path / "pool.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
-
-
-@pytest.fixture
 def teacher():
     with FaultyOpenAIServer(default=ok(GOOD)) as server:
         yield server
