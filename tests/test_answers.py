@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from embedsdg_hf.common.answers import answers_equal, extract_boxed, extract_gsm8k_answer, math_equal, normalize_number
+from embedsdg_hf.common.answers import (
+    answers_equal,
+    extract_boxed,
+    extract_gsm8k_answer,
+    math_equal,
+    normalize_number,
+    solution_result,
+)
 
 
 @pytest.mark.parametrize(
@@ -167,3 +174,36 @@ def test_math_equal_outside_the_main_thread():
     pairs = [("\\{1,2\\}", "\\{2,1\\}"), ("x \\in [1,3)", "(1,3)"), ("2^{10^{10}}", "3"), ("\\text{(B)}", "B")]
     with ThreadPoolExecutor(1) as pool:
         assert list(pool.map(lambda pair: math_equal(*pair), pairs)) == [True, False, False, True]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("He pays 3*4=<<3*4=12>>12 dollars.\n#### 12", "12"),  # the #### line decides
+        ("2 * 3 = <<2*3=6>>6 cars\nSo 6 + 4 = 10 wheels", "6"),  # the last annotation
+        ("So it cost 192*100=$1,920 in all", "1920"),  # no annotation: the last line's non-operand number
+        ("12 - 1 = $11 left", "11"),
+        ("Half of it is <<8/2=4>>4.\nShe then ate <<4-1=3/1>>3", "3"),  # an annotation whose result is no number
+        ("No numbers here.", None),
+        ("", None),
+    ],
+)
+def test_solution_result(answer, expected):
+    assert solution_result(answer) == expected
+
+
+def test_solution_result_passes_verification_on_real_gsm8k(gsm8k_train_file):
+    """The result it reads is one verification accepts: wherever the true final answer passes, so does it."""
+    import json
+
+    from embedsdg_hf.quality.verify import check_solution
+
+    with open(gsm8k_train_file) as handle:
+        rows = [json.loads(line) for _, line in zip(range(1000), handle)]
+    checked = 0
+    for row in rows:
+        answer, _, final = row["answer"].rpartition("####")
+        if check_solution(answer, final.strip()) == (None, None):
+            checked += 1
+            assert check_solution(answer, solution_result(answer)) == (None, None), row["answer"]
+    assert checked >= 990

@@ -54,6 +54,42 @@ def test_the_row_is_made_to_emit_the_evaluators_value(tokenizer):
         assert control.advance(0, token) == []
 
 
+def _forced_final(tokenizer, text):
+    """Feed ``text`` (after the prefill) to a calculator+grammar row; the text of what it forces at the end."""
+    control = RowConstraints(tokenizer, [400], calculator=True, grammar=example_grammar("gsm8k"), prefills=[PREFILL])
+    forced = []
+    for token in tokenizer(text, add_special_tokens=False)["input_ids"]:
+        forced = control.advance(0, token)
+    return tokenizer.decode(forced, skip_special_tokens=True), control
+
+
+@pytest.mark.parametrize(
+    ("text", "final"),
+    [
+        # the parser cuts the answer at the echoed prompt label: the result is the answer's, not the echo's 297
+        (
+            "A man packs 188 boxes twice.\n### Answer\nA: 2*188 = 376\n376\nPartial Example:\n"
+            "It holds 27*11=<<27*11=297>>297 apples\n### <final_answer>\n",
+            "376",
+        ),
+        # the last annotation's result, though the last line states another number
+        ("Tom has 3 bags of 4.\n### Answer\n3*4=<<3*4=12>>12\nHe gives 2 away.\n### <final_answer>\n", "12"),
+        # no annotation: the last line's result, not its operands
+        ("Tom has 3 bags of 4.\n### Answer\nSo it is 3 * 4 = 12 apples\n### <final_answer>\n", "12"),
+    ],
+)
+def test_the_final_answer_is_the_solutions_result_as_verification_reads_it(tokenizer, text, final):
+    forced, control = _forced_final(tokenizer, text)
+    assert forced == final and control.counts.get("final_forced") == 1
+    parsed = parse_generation(PREFILL + text + forced)
+    assert parsed.accepted and check_solution(parsed.answer, parsed.final_answer) == (None, None)
+
+
+def test_a_solution_without_a_number_leaves_the_final_answer_to_the_model(tokenizer):
+    forced, control = _forced_final(tokenizer, "Tom has apples.\n### Answer\nHe has many.\n### <final_answer>\n")
+    assert forced == "" and "final_forced" not in control.counts
+
+
 def test_grammar_accepts_the_parsers_format_and_nothing_else(tokenizer):
     import llguidance
 

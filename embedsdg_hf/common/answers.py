@@ -2,6 +2,9 @@
 
 - :func:`extract_gsm8k_answer`: the number after the last ``####``; with ``strict=False`` (the default) a completion
   without it falls back to "the answer is N", then to the last number in the text.
+- :func:`solution_result`: the number a GSM8K-style solution arrives at, read the way verification reads it (its
+  ``#### N`` line, else its last ``<<expr=result>>``, else the last number on its last line that is not an operand);
+  :func:`last_line_results` the last line's candidates.
 - :func:`extract_boxed`: the content of the last ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces).
 - :func:`math_equal`: LaTeX-normalised string equality, then numeric equality (integers, decimals, ``\\frac{a}{b}``,
   ``a/b``, percentages) within a relative tolerance, then math-verify (symbolic, sets, intervals, choices).
@@ -32,9 +35,11 @@ __all__ = [
     "answers_equal",
     "extract_boxed",
     "extract_gsm8k_answer",
+    "last_line_results",
     "math_equal",
     "normalize_number",
     "number_from_match",
+    "solution_result",
     "strip_boxed",
 ]
 
@@ -50,6 +55,13 @@ NUMBER = re.compile(
     r"(?P<digits>(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"
 )
 _MAX_NUMBER_CHARS = 100
+# GSM8K solutions: a calculator annotation <<expr=result>> and the closing "#### N" line.
+ANNOTATION = re.compile(r"<<([^<>]*)>>")
+GSM8K_FINAL_LINE = re.compile(r"^[ \t]*####[^\n]*$", re.MULTILINE)
+# An operand: a number right after or before + - * / × ÷ or "x" used as a times sign ("2 x $3"); "/" before a word
+# is a unit ("$0.49/week").
+_OPERATOR_AFTER = re.compile(r"\s*(?:[-+*×÷]|/(?!\s*[A-Za-z])|x(?=\s*[$\d(.]))")
+_OPERATOR_BEFORE = re.compile(r"(?:[-+*/×÷]|(?<![A-Za-z])x)\s*\$?\s*$")
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:|=)[\s:*=]*", re.IGNORECASE)
 _BOXED = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 MATH_VERIFY_TIMEOUT_S = 2  # per parse / per comparison; SIGALRM takes whole seconds
@@ -111,6 +123,50 @@ def extract_gsm8k_answer(text: str | None, *, strict: bool = False) -> str | Non
             return number_from_match(match)
     numbers = list(NUMBER.finditer(text))
     return number_from_match(numbers[-1]) if numbers else None
+
+
+def last_line_results(answer: str) -> tuple[str, list[str]]:
+    """A GSM8K-style solution's last line holding a number (annotations and ``#### N`` lines left out) and the
+    normalised numbers on it that are not operands.
+
+    Example:
+        >>> last_line_results("3 + 8 = <<3+8=11>>11 apples\\n12 - 1 = $11 left")
+        ('12 - 1 = $11 left', ['11'])
+    """
+    text = ANNOTATION.sub("", GSM8K_FINAL_LINE.sub("", answer))
+    for line in reversed(text.splitlines()):
+        matches = list(NUMBER.finditer(line))
+        if matches:
+            results = [
+                number_from_match(match)
+                for match in matches
+                if not (_OPERATOR_AFTER.match(line, match.end()) or _OPERATOR_BEFORE.search(line, 0, match.start()))
+            ]
+            return line, [number for number in results if number is not None]
+    return "", []
+
+
+def solution_result(answer: str) -> str | None:
+    """The number a GSM8K-style solution arrives at, as verification reads it (``quality/verify.py``): the number of
+    its ``#### N`` line, else its last annotation's result, else the last non-operand number of its last line holding
+    a number; None when it states none. A final answer equal to it passes verification's final-answer check.
+
+    Example:
+        >>> solution_result("2 * 3 = <<2*3=6>>6 cars\\nSo 6 + 4 = 10 wheels")
+        '6'
+        >>> solution_result("So it cost 192*100=$1920"), solution_result("No numbers here.")
+        ('1920', None)
+    """
+    stated = extract_gsm8k_answer(answer, strict=True)
+    if stated is not None:
+        return stated
+    annotations = ANNOTATION.findall(answer)
+    if annotations:
+        result = normalize_number(annotations[-1].rpartition("=")[2])
+        if result is not None:
+            return result
+    numbers = last_line_results(answer)[1]
+    return numbers[-1] if numbers else None
 
 
 def extract_boxed(text: str | None) -> str | None:

@@ -12,9 +12,12 @@ and the token budget, as one :class:`~embedsdg_hf.generation.shared_prefix.Decod
 - **Budget** (with a grammar): a grammar cannot see the token budget, so the rows are steered inside it. A question
   that has used ``question_share`` of the budget is closed (``### Answer`` is forced); an answer is closed when only
   ``reserve`` tokens are left (``### <final_answer>`` is forced, outside a calculator annotation).
-- **Final answer = last computed value** (calculator and grammar together, GSM8K): once the final-answer header is
-  written, the row is made to emit the result of its last calculator annotation and stop. Without an annotation the
-  model writes the number (the grammar keeps it numeric).
+- **Final answer = the solution's result** (calculator and grammar together, GSM8K): once the final-answer header is
+  written, the row is made to emit the number its solution arrives at and stop. The solution is the answer section
+  as the parser will read it (:func:`~embedsdg_hf.generation.parse.parse_generation`: a prompt echo or a second
+  example cut off), its result read as verification reads it (:func:`~embedsdg_hf.common.answers.solution_result`:
+  the ``#### N`` line, else the last annotation's result, else the last line's result). A solution that states no
+  number leaves the final answer to the model (the grammar keeps it numeric).
 
 Example:
     >>> control = RowConstraints(tokenizer, budgets=[320], calculator=True)  # doctest: +SKIP
@@ -29,8 +32,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..common.answers import solution_result
 from ..common.arithmetic import evaluate_arithmetic, format_result
-from .parse import EXAMPLE_SECTIONS
+from .parse import EXAMPLE_SECTIONS, parse_generation
 
 logger = logging.getLogger(__name__)
 
@@ -40,18 +44,10 @@ _OPEN = re.compile(r"<<([^<>]*)$")  # an annotation still open at the end of the
 _ANSWER, _FINAL = (header + "\n" for _, header, _ in EXAMPLE_SECTIONS[1:])
 
 
-_RESULT = re.compile(r"(?<![\d.])-?\d+(?:\.\d+)?(?![\d.]*\s*[-+*/x=])")
-
-
-def _stated_result(text: str) -> str | None:
-    """Without an annotation: the last number of the answer's last line that is not an operand (``= 12`` or
-    ``12 apples``, not ``12 *``), or None."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        return None
-    line = lines[-1]
-    numbers = [m for m in _RESULT.finditer(line) if not re.search(r"[-+*/x]\s*$", line[: m.start()])]
-    return numbers[-1][0] if numbers else None
+def _solution_result(text: str) -> str | None:
+    """The result of the solution in ``text`` (a response up to its final-answer header), read as the parser and then
+    verification will read it."""
+    return solution_result(parse_generation(text + "0").answer)
 
 
 def calculator_result(expression: str) -> str | None:
@@ -96,7 +92,6 @@ class _Row:
     text: str = ""  # the prefill, then what the row has emitted
     produced: int = 0
     handled: int = -1  # start of the last annotation the calculator has answered (or given up on)
-    last_value: str | None = None
     waiting: str | None = None  # the header a forced section change is writing
     final_forced: bool = False
     matcher: object = None
@@ -215,7 +210,6 @@ class RowConstraints:
             self._count("calculator_refused")
             return None
         self._count("calculator")
-        state.last_value = result
         return self._ids(wanted[len(written) :])
 
     def _budget(self, state: _Row, budget: int) -> list[int] | None:
@@ -237,7 +231,7 @@ class RowConstraints:
     def _final(self, state: _Row) -> list[int] | None:
         if state.final_forced or not state.text.endswith(_FINAL):
             return None
-        value = state.last_value or _stated_result(state.text[: -len(_FINAL)])
+        value = _solution_result(state.text)
         if value is None:
             return None
         state.final_forced = True

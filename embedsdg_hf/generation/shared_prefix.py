@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..common.models import fork_safe_torch
+from .packed_linear import packed_linears
 
 ATTENTION = "embedsdg_shared_prefix"
 
@@ -297,7 +298,7 @@ def generate_after_prefix(
     finish = ["length"] * rows
     queued = [collections.deque() for _ in range(rows)]  # tokens ``control`` makes a row emit next
     next_positions = n_prefix + lengths  # where each row's first new token goes
-    with _shared_prefix_attention(model), torch.inference_mode():
+    with _shared_prefix_attention(model), packed_linears(model), torch.inference_mode():
         step_inputs, step_positions = inputs, positions
         for step in range(max(budgets)):  # every active row has produced ``step`` tokens before this pass
             if step == 0 and first_logits is not None:  # every tail's prefill is in the cache

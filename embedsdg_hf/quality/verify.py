@@ -61,11 +61,14 @@ from typing import Any
 import datasets
 
 from ..common.answers import (
+    ANNOTATION,
+    GSM8K_FINAL_LINE,
     KINDS,
     NUMBER,
     answers_equal,
     extract_boxed,
     extract_gsm8k_answer,
+    last_line_results,
     math_equal,
     normalize_number,
     number_from_match,
@@ -101,13 +104,7 @@ VERIFY_REASONS = (
     MISSING_BOXED,
     BOXED_MISMATCH,
 )
-_ANNOTATION = re.compile(r"<<([^<>]*)>>")
-_GSM8K_LINE = re.compile(r"^[ \t]*####[^\n]*$", re.MULTILINE)
 _FRACTION_RESULT = re.compile(r"\s*-?\d+\s*/\s*\d+\s*")
-# An operand: a number right after or before + - * / × ÷ or "x" used as a times sign ("2 x $3"); "/" before a word
-# is a unit ("$0.49/week").
-_OPERATOR_AFTER = re.compile(r"\s*(?:[-+*×÷]|/(?!\s*[A-Za-z])|x(?=\s*[$\d(.]))")
-_OPERATOR_BEFORE = re.compile(r"(?:[-+*/×÷]|(?<![A-Za-z])x)\s*\$?\s*$")
 
 
 def _show(value: Fraction) -> str:
@@ -178,11 +175,11 @@ def _check_gsm8k(answer: str, final_answer: str) -> tuple[str | None, str | None
     if final is None:
         return FINAL_ANSWER_NOT_NUMERIC, f"final answer {_shorten(final_answer.strip())} is not a number"
     last_result = None
-    for match in _ANNOTATION.finditer(answer):
+    for match in ANNOTATION.finditer(answer):
         reason, detail, last_result = _check_annotation(match.group(0))
         if reason is not None:
             return reason, detail
-    lines = _GSM8K_LINE.findall(answer)
+    lines = GSM8K_FINAL_LINE.findall(answer)
     if lines:
         stated = extract_gsm8k_answer(answer, strict=True)
         if not answers_equal(stated, final):
@@ -190,7 +187,7 @@ def _check_gsm8k(answer: str, final_answer: str) -> tuple[str | None, str | None
                 FINAL_ANSWER_MISMATCH,
                 f"its line {_shorten(lines[-1].strip())} differs from the final answer {final}",
             )
-    last_line, numbers = _last_line_results(answer)
+    last_line, numbers = last_line_results(answer)
     candidates = [Fraction(number) for number in numbers] + ([last_result] if last_result is not None else [])
     if Fraction(final) not in candidates:
         found = [f"the last annotation's result {_show(last_result)}"] if last_result is not None else []
@@ -199,22 +196,6 @@ def _check_gsm8k(answer: str, final_answer: str) -> tuple[str | None, str | None
         detail = f"final answer {final} is not the solution's result ({' or '.join(found) or 'it states no number'})"
         return FINAL_ANSWER_MISMATCH, detail
     return None, None
-
-
-def _last_line_results(answer: str) -> tuple[str, list[str]]:
-    """The solution's last line holding a number (annotations and ``#### N`` lines left out) and the numbers on it
-    that are not operands (``12 - 1 = $11`` gives ``["11"]``)."""
-    text = _ANNOTATION.sub("", _GSM8K_LINE.sub("", answer))
-    for line in reversed(text.splitlines()):
-        matches = list(NUMBER.finditer(line))
-        if matches:
-            results = [
-                number_from_match(match)
-                for match in matches
-                if not (_OPERATOR_AFTER.match(line, match.end()) or _OPERATOR_BEFORE.search(line, 0, match.start()))
-            ]
-            return line, [number for number in results if number is not None]
-    return "", []
 
 
 def _check_math(answer: str, final_answer: str) -> tuple[str | None, str | None]:

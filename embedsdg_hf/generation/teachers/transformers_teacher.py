@@ -23,7 +23,7 @@ from .base import SamplingParams, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
-CONSTRAINTS_VERSION = "v2"  # bump when the calculator / grammar / budget rules change what is generated
+CONSTRAINTS_VERSION = "v3"  # bump when the calculator / grammar / budget rules change what is generated
 
 
 class TransformersTeacher:
@@ -38,7 +38,7 @@ class TransformersTeacher:
 
     With ``calculator`` and/or ``grammar`` the decoding is constrained (:mod:`~embedsdg_hf.generation.constrained`):
     ``<<expr=`` is answered with the evaluator's value, and the text follows the example format of the answer format
-    named by ``grammar`` (``"gsm8k"``: a numeric final answer, made to equal the last computed value when the
+    named by ``grammar`` (``"gsm8k"``: a numeric final answer, made to equal the solution's result when the
     calculator is on too). Both are part of :meth:`identity` (so of the request cache key) when set.
 
     Args:
