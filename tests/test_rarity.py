@@ -259,3 +259,29 @@ def test_refining_the_top_rows_follows_the_exact_search():
     assert len(refined & exact) >= 95 and len(refined & exact) > len(sampled & exact)
     with pytest.raises(ValueError, match="refine must be"):
         fit_rarity(["a b"], model=MODEL, refine=-1)
+
+
+def test_a_region_of_texts_identical_in_the_view_still_gives_a_pair(gsm8k_rows):
+    """A tight kind whose texts differ only in their numbers is one point in the lexical view: its region has no
+    sides, and must still give a seed pair (it used to be skipped, so such kinds were never chosen)."""
+    import datasets
+
+    questions = [r["question"] for r in gsm8k_rows[:120]] + [f"Is {n} composite?" for n in (91, 1003, 77, 6, 4, 85)]
+    rng = np.random.default_rng(0)
+    pool = datasets.Dataset.from_dict({"question": questions, "coords": rng.random((len(questions), 2)).tolist()})
+    settings = {"views": ("lexical",), "fractions": (0.05, 0.1), "hood_k": 5}
+    regions, pairs, _ = rarity_seed_pairs(pool, n_pairs=20, model=MODEL, seed=0, **settings)
+    rare = set(range(120, 126))
+    centred = [rid for rid, centre in zip(regions["region_id"], regions["centre"]) if centre in rare]
+    assert centred  # the kind is among the sparsest regions (6 rows, k = 6 and 12)
+    for pair in pairs.filter(lambda p: p["region_id"] in centred):
+        assert {pair["seed_a"], pair["seed_b"]} <= rare and pair["seed_a"] != pair["seed_b"]
+
+
+def test_opposite_sides_of_a_point_are_the_centre_and_its_nearest_other_member():
+    from embedsdg_hf.space.knn_regions import _opposite_sides
+
+    x = np.zeros((5, 3))
+    x[3] = [1.0, 0, 0]
+    assert _opposite_sides(x, np.array([2, 0, 1]), 2, "near") == (2, 0)
+    assert _opposite_sides(x, np.array([2]), 2, "near") == (2, 2)  # one member: nothing to pair (the caller skips)

@@ -377,7 +377,9 @@ def _make_pairs(
 
 
 def _opposite_sides(x: np.ndarray, members: np.ndarray, centre: int, pairing: str) -> tuple[int, int]:
-    """Two members on opposite sides of ``centre`` along the members' principal axis (density space)."""
+    """Two members on opposite sides of ``centre`` along the members' principal axis (density space); when every
+    member sits where the centre is (a tight kind whose texts are identical in the view), the centre and its nearest
+    other member: a region of one point has no sides, and is still a region."""
     points = x[members].astype(np.float64)
     centred = points - points.mean(axis=0)
     _, vecs = np.linalg.eigh(centred @ centred.T)  # the top eigenvector of the small Gram matrix gives the axis
@@ -387,6 +389,9 @@ def _opposite_sides(x: np.ndarray, members: np.ndarray, centre: int, pairing: st
     if pairing == "extreme":
         return int(members[np.argmin(proj)]), int(members[np.argmax(proj)])
     low, high = np.flatnonzero(proj < 0), np.flatnonzero(proj > 0)
+    if not len(low) and not len(high):  # every member where the centre is (texts identical in this view)
+        others = members[members != centre]  # nearest first: any two rows are two sides of a point
+        return int(centre), int(others[0]) if len(others) else int(centre)
     a = members[low[np.argmax(proj[low])]] if len(low) else centre
     b = members[high[np.argmin(proj[high])]] if len(high) else centre
     return int(a), int(b)
