@@ -46,6 +46,15 @@ def test_layers_come_back_after_an_error(bf16):
     assert not any("forward" in m.__dict__ for m in linears(model))
 
 
+def test_a_nested_context_leaves_the_layers_to_the_outer_one(bf16):
+    model, _ = bf16
+    with packed_linears(model) as outer:
+        with packed_linears(model) as inner:
+            assert inner == 0 and all("forward" in m.__dict__ for m in linears(model))
+        assert outer > 0 and all("forward" in m.__dict__ for m in linears(model))  # still packed
+    assert not any("forward" in m.__dict__ for m in linears(model))
+
+
 def test_a_float32_model_is_left_alone(student):
     model, _ = load_student(student, dtype="float32")
     with packed_linears(model) as swapped:

@@ -8,8 +8,9 @@ layers with ``torch.ops.mkldnn._linear_pointwise`` while the context is open; le
 products are the same oneDNN bf16 kernel's (``tests/test_packed_linear.py`` checks that the tokens do not change).
 
 The weights are packed again at every entry, so a model trained between two generations is never run with stale
-weights. Nothing changes where it does not apply: a model on another device or in another dtype, or a torch
-without oneDNN bf16 support.
+weights. A context opened on a model that is already packed (nested, or from another thread) leaves it to the one
+that packed it, so the model's own layers always come back. Nothing changes where it does not apply: a model on
+another device or in another dtype, or a torch without oneDNN bf16 support.
 
 Example:
     >>> with packed_linears(model):  # doctest: +SKIP
@@ -20,8 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
+import weakref
 
 from ..common.models import fork_safe_torch
+
+_LOCK = threading.Lock()
+_PACKED: weakref.WeakSet = weakref.WeakSet()  # models whose layers a context has swapped, until it closes
 
 
 @functools.cache
@@ -58,18 +64,24 @@ def packed_linears(model, *, batch_hint: int = 1):
     """
     torch = fork_safe_torch()
     swapped = []
-    if _supported():
-        with torch.inference_mode():
-            for module in _linears(model):
-                packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), batch_hint)
-                had_forward = "forward" in module.__dict__
-                swapped.append((module, had_forward, module.__dict__.get("forward")))
-                module.forward = functools.partial(_packed_forward, packed, module.bias)
+    with _LOCK:
+        owner = _supported() and model not in _PACKED
+        if owner:
+            _PACKED.add(model)
+            with torch.inference_mode():
+                for module in _linears(model):
+                    packed = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), batch_hint)
+                    had_forward = "forward" in module.__dict__
+                    swapped.append((module, had_forward, module.__dict__.get("forward")))
+                    module.forward = functools.partial(_packed_forward, packed, module.bias)
     try:
         yield len(swapped)
     finally:
-        for module, had_forward, forward in swapped:
-            if had_forward:
-                module.forward = forward
-            else:
-                del module.forward
+        if owner:
+            with _LOCK:
+                for module, had_forward, forward in swapped:
+                    if had_forward:
+                        module.forward = forward
+                    else:
+                        del module.forward
+                _PACKED.discard(model)
