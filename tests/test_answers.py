@@ -184,12 +184,18 @@ def test_math_equal_outside_the_main_thread():
         ("So it cost 192*100=$1,920 in all", "1920"),  # no annotation: the last line's non-operand number
         ("12 - 1 = $11 left", "11"),
         ("Half of it is <<8/2=4>>4.\nShe then ate <<4-1=3/1>>3", "3"),  # an annotation whose result is no number
+        ("Each gets 3/4=<<3/4=3/4>>3/4 of a pie.", "0.75"),  # a fraction result, as the decimal verification accepts
+        ("In 3 parts: <<1/3=1/3>>1/3 each, so 2 cakes", "2"),  # no decimal is 1/3: the last line's number
         ("No numbers here.", None),
         ("", None),
     ],
 )
 def test_solution_result(answer, expected):
+    from embedsdg_hf.quality.verify import check_solution
+
     assert solution_result(answer) == expected
+    if expected is not None:  # what it reads is a final answer verification accepts
+        assert check_solution(answer, expected) == (None, None)
 
 
 def test_solution_result_passes_verification_on_real_gsm8k(gsm8k_train_file):

@@ -241,9 +241,10 @@ def test_a_rarity_run_dir_gets_a_coverage_report(tmp_path):
 
 
 def test_refining_the_top_rows_follows_the_exact_search():
-    """A 600-row reference sample of a 3,000-row pool; the 1,500 best-scored rows re-scored against the whole pool: the
-    top 100 of the order (where centres come from) is then the exact search's (reference = the whole pool; measured:
-    100 of 100, against 49 without refining)."""
+    """A 1,000-row reference sample of a 3,000-row pool; the 1,500 best-scored rows re-scored against the whole pool:
+    the top 100 of the order (where centres come from) is then the exact search's (reference = the whole pool;
+    measured: 100 of 100, against 71 without refining). The sample has 1,000 rows so that its smallest k (0.5% = 5)
+    is not raised to ``min_k``: a 600-row sample would measure k = 5 of 600, a scale of 25 pool rows, not 15."""
     from embedsdg_hf.space.rarity import DEFAULTS, rarity_scores, view_matrices
 
     texts = word_problem_rows(3000, seed=3)["question"]
@@ -255,7 +256,7 @@ def test_refining_the_top_rows_follows_the_exact_search():
         return set(np.argsort(-score, kind="stable")[:100].tolist())
 
     exact = top(reference_size=10_000)
-    sampled, refined = top(reference_size=600, refine=0), top(reference_size=600, refine=1500)
+    sampled, refined = top(reference_size=1000, refine=0), top(reference_size=1000, refine=1500)
     assert len(refined & exact) >= 95 and len(refined & exact) > len(sampled & exact)
     with pytest.raises(ValueError, match="refine must be"):
         fit_rarity(["a b"], model=MODEL, refine=-1)
@@ -285,3 +286,30 @@ def test_opposite_sides_of_a_point_are_the_centre_and_its_nearest_other_member()
     x[3] = [1.0, 0, 0]
     assert _opposite_sides(x, np.array([2, 0, 1]), 2, "near") == (2, 0)
     assert _opposite_sides(x, np.array([2]), 2, "near") == (2, 2)  # one member: nothing to pair (the caller skips)
+
+
+def test_kind_visibility_tells_a_kind_that_is_a_region_from_one_the_text_does_not_carry(gsm8k_rows):
+    """A tight kind ("Is N composite?") has its own rows as nearest neighbours; a label given to random GSM8K
+    questions is scattered among the rest (same-kind share near its share of the pool)."""
+    import datasets
+
+    from embedsdg_hf.experiments.selection_bench import kind_visibility
+
+    questions = [r["question"] for r in gsm8k_rows[:180]]
+    kinds = ["other"] * 180
+    for i in np.random.default_rng(0).choice(180, size=12, replace=False):
+        kinds[i] = "scattered"  # a label the text does not carry
+    questions += [f"Is {n} a composite number?" for n in range(100, 112)]
+    kinds += ["tight"] * 12
+    pool = datasets.Dataset.from_dict({"question": questions, "kind": kinds})
+    seen = kind_visibility(pool, ["tight", "scattered"], model=MODEL)
+    assert seen["kinds"]["tight"] == {"share": round(12 / 192, 4), "lexical": 1.0}
+    assert seen["kinds"]["scattered"]["lexical"] < 0.25
+    assert 0.0 <= seen["score_auc"] <= 1.0
+    # with the question embedding the benchmark adds, the student's view is measured too
+    from embedsdg_hf.experiments.testbed import INPUT_EMBEDDING
+    from embedsdg_hf.space.embed import add_embeddings
+
+    embedded = add_embeddings(pool, model=MODEL, text_template="{question}", column=INPUT_EMBEDDING)
+    student = kind_visibility(embedded, ["tight", "scattered"], model=MODEL)["kinds"]
+    assert student["tight"]["student"] > 0.9 and student["scattered"]["student"] < 0.25

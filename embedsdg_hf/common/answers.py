@@ -26,12 +26,15 @@ import math
 import re
 import threading
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
+from .arithmetic import evaluate_arithmetic
 from .options import ANSWER_FORMATS
 
 __all__ = [
     "KINDS",
     "NUMBER",
+    "annotation_result",
     "answers_equal",
     "extract_boxed",
     "extract_gsm8k_answer",
@@ -58,6 +61,7 @@ _MAX_NUMBER_CHARS = 100
 # GSM8K solutions: a calculator annotation <<expr=result>> and the closing "#### N" line.
 ANNOTATION = re.compile(r"<<([^<>]*)>>")
 GSM8K_FINAL_LINE = re.compile(r"^[ \t]*####[^\n]*$", re.MULTILINE)
+_FRACTION_RESULT = re.compile(r"\s*-?\d+\s*/\s*\d+\s*")
 # An operand: a number right after or before + - * / × ÷ or "x" used as a times sign ("2 x $3"); "/" before a word
 # is a unit ("$0.49/week").
 _OPERATOR_AFTER = re.compile(r"\s*(?:[-+*×÷]|/(?!\s*[A-Za-z])|x(?=\s*[$\d(.]))")
@@ -146,6 +150,37 @@ def last_line_results(answer: str) -> tuple[str, list[str]]:
     return "", []
 
 
+def annotation_result(result: str) -> tuple[Fraction, int | None] | None:
+    """The value of a ``<<expr=result>>`` annotation's result and the decimals it shows: ``"3.30"`` -> (33/10, 2); a
+    fraction ``"3/4"`` -> (3/4, None), compared exactly; None when it is neither a number nor a fraction.
+
+    Example:
+        >>> annotation_result("$1,000.50"), annotation_result("3/4"), annotation_result("x")
+        ((Fraction(2001, 2), 2), (Fraction(3, 4), None), None)
+    """
+    number = normalize_number(result)
+    if number is not None:
+        digits = re.sub(r"[\s$,]", "", result)
+        return Fraction(number), len(digits.split(".", 1)[1]) if "." in digits else 0
+    if _FRACTION_RESULT.fullmatch(result):
+        try:
+            return evaluate_arithmetic(result), None
+        except ValueError:  # a zero denominator
+            return None
+    return None
+
+
+def _exact_decimal(value: Fraction) -> str | None:
+    """``value`` as a plain decimal string when it has one (3/4 -> "0.75"; 1/3 -> None)."""
+    denominator = value.denominator
+    for factor in (2, 5):
+        while denominator % factor == 0:
+            denominator //= factor
+    if denominator != 1:
+        return None
+    return normalize_number(f"{Decimal(value.numerator) / Decimal(value.denominator):f}")
+
+
 def solution_result(answer: str) -> str | None:
     """The number a GSM8K-style solution arrives at, as verification reads it (``quality/verify.py``): the number of
     its ``#### N`` line, else its last annotation's result, else the last non-operand number of its last line holding
@@ -162,7 +197,8 @@ def solution_result(answer: str) -> str | None:
         return stated
     annotations = ANNOTATION.findall(answer)
     if annotations:
-        result = normalize_number(annotations[-1].rpartition("=")[2])
+        stated = annotation_result(annotations[-1].rpartition("=")[2])
+        result = _exact_decimal(stated[0]) if stated is not None else None
         if result is not None:
             return result
     numbers = last_line_results(answer)[1]

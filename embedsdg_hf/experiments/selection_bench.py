@@ -25,7 +25,15 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["POOLS", "TUNE_SOURCES", "BenchPool", "build_pool", "run_selection_bench", "selector_rows"]
+__all__ = [
+    "POOLS",
+    "TUNE_SOURCES",
+    "BenchPool",
+    "build_pool",
+    "kind_visibility",
+    "run_selection_bench",
+    "selector_rows",
+]
 
 #: Sources the selector's defaults were chosen on; every other source is held out.
 TUNE_SOURCES: tuple[str, ...] = ("word_problems",)
@@ -111,11 +119,69 @@ def build_pool(pool: BenchPool, sources: _Sources):
     )
 
 
+def kind_visibility(pool, rare_kinds: Sequence[str], *, model: str, neighbours: int = 5, seed: int = 0) -> dict:
+    """Can a selector that reads the text see the pool's rare kinds at all?
+
+    For each rare kind: its ``share`` of the pool and the share of its rows' ``neighbours`` nearest rows (exact
+    cosine) that are of the same kind, in the ``rarity`` default's lexical view (``lexical``) and, when the pool has
+    the question embedding, in the student's mean token embedding of the question, centred (``student``). A kind
+    that is a region of the view is near 1; a kind the view scatters among the rest is near its share, and no
+    selector that ranks rows by their neighbours can tell its rows from the others. ``score_auc``: how well the
+    default's rarity score ranks the rare rows above the others (0.5 = no information; below 0.5 = the rare rows
+    look *denser* than the rest), before any region or pair is chosen.
+
+    Example:
+        >>> kind_visibility(pool, ["ages"], model="smollm2-135m-instruct")  # doctest: +SKIP
+        {'kinds': {'ages': {'share': 0.01, 'lexical': 1.0, 'student': 0.97}}, 'score_auc': 0.98}
+    """
+    from scipy.stats import rankdata
+
+    from ..common.mapping import vector_matrix
+    from ..space.neighbors import unit_rows
+    from ..space.rarity import _pool_similarities, fit_rarity, rarity_scores, view_matrices
+    from .testbed import INPUT_EMBEDDING
+
+    texts = [str(t) for t in pool["question"]]
+    kinds = np.asarray(pool["kind"])
+    spec = fit_rarity(texts, model=model)  # the default selector's settings and view
+    views = view_matrices(spec, texts)
+    spaces = {"lexical": views["lexical"]}
+    if INPUT_EMBEDDING in pool.column_names:
+        vectors = vector_matrix(pool, INPUT_EMBEDDING)
+        spaces["student"] = unit_rows(vectors, vectors.mean(axis=0))
+    rows = np.flatnonzero(np.isin(kinds, list(rare_kinds)))
+    same = {}
+    for name, x in spaces.items():
+        hits = np.empty(len(rows))
+        for start, sims in _pool_similarities(x, rows, block=256):
+            near = np.argpartition(-sims, neighbours - 1, axis=1)[:, :neighbours]
+            hits[start : start + len(sims)] = (kinds[near] == kinds[rows[start : start + len(sims)], None]).mean(1)
+        same[name] = hits
+    out = {}
+    for kind in dict.fromkeys(rare_kinds):
+        mine = kinds[rows] == kind
+        out[kind] = {"share": round(float((kinds == kind).mean()), 4)}
+        out[kind].update({name: round(float(h[mine].mean()), 3) for name, h in same.items()})
+    score, _ = rarity_scores(views, spec["settings"], seed=seed)
+    rare = np.isin(kinds, list(rare_kinds))
+    ranks = rankdata(score)
+    n_rare, n_rest = int(rare.sum()), int((~rare).sum())
+    auc = (ranks[rare].sum() - n_rare * (n_rare + 1) / 2) / (n_rare * n_rest)
+    return {"kinds": out, "score_auc": round(float(auc), 3)}
+
+
 def selector_rows() -> list[tuple[str, str, dict]]:
     """(label, kind, settings) of every selector the benchmark runs; ``rarity`` settings go to ``fit_rarity``."""
     from ..space.rarity import DEFAULTS
 
-    d = {**DEFAULTS, "views": ("student", "lexical"), "score": "distance", "fractions": (0.005, 0.01, 0.02)}
+    d = {
+        **DEFAULTS,
+        "views": ("student", "lexical"),
+        "score": "distance",
+        "fractions": (0.005, 0.01, 0.02),
+        "combine": "mean",
+    }  # the rows below measured the mean rank over scales (the default until 2026-12-06)
+    best = {**DEFAULTS, "fractions": (0.005, 0.01, 0.02, 0.04, 0.08), "combine": "best"}
     drop = {"score": "drop", "fractions": (0.0025, 0.01, 0.04)}
     return [
         ("RandomSDG (uniform seeds)", "random", {}),
@@ -131,8 +197,13 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         ("student SIF, numbers masked, k=1% only", "rarity", {**d, "views": ("student",), "fractions": (0.01,)}),
         ("student SIF + lexical, k=0.5/1/2%", "rarity", {**d, "score": "distance"}),
         ("student mean + lexical, k=0.5/1/2%", "rarity", {**d, "token_weights": "mean"}),
-        ("lexical TF-IDF, numbers masked, k=1/2/4% (rarity default)", "rarity",
+        ("lexical TF-IDF, numbers masked, k=1/2/4%, mean rank (the rarity default until 2026-12-06)", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04)}),
+        ("lexical, k=0.5/1/2/4/8%, best rank over scales (rarity default)", "rarity", {**best, "views": ("lexical",)}),
+        ("student mean, numbers masked, k=0.5/1/2/4/8%, best rank", "rarity",
+         {**best, "views": ("student",), "token_weights": "mean"}),
+        ("lexical + student mean, k=0.5/1/2/4/8%, best rank", "rarity",
+         {**best, "views": ("lexical", "student"), "token_weights": "mean"}),
         ("lexical, k=1/2/4%, words in < 3 rows left out", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04), "min_df": 3}),
         ("lexical, k=1/2/4%, words in < 0.2% of rows left out, % and $ as words", "rarity",
@@ -190,6 +261,7 @@ def run_selection_bench(
     out.mkdir(parents=True, exist_ok=True)
     per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
     sources, rows, started = _Sources(gsm8k_path, per), [], time.perf_counter()
+    visibility = {}
     for spec in chosen:
         pool = build_pool(spec, sources)
         if selectors is None or any(not label.startswith(("lexical", "student", "drop")) for label in selectors):
@@ -198,6 +270,7 @@ def run_selection_bench(
             vec = datasets.List(datasets.Value("float32"), length=2)
             pool = pool.add_column("coords", np.zeros((len(pool), 2), np.float32).tolist(), feature=vec)
         is_rare = np.isin(np.asarray(pool["kind"]), spec.rare)
+        visibility[spec.name] = kind_visibility(pool, spec.rare, model=model, seed=seed)
         for label, kind, settings in selector_rows():
             if selectors is not None and label not in selectors and kind != "random":
                 continue
@@ -236,6 +309,7 @@ def run_selection_bench(
         "model": model,
         "rows": rows,
         "summary": _summary(rows),
+        "visibility": visibility,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     (out / "selection.json").write_text(json.dumps(report, indent=2))
@@ -305,5 +379,41 @@ def render_selection(report: dict) -> str:
             f"| {s['selector']} | " + " | ".join(cells) + f" | {fmt(s['held_out_mean'])} | {worst} | "
             f"{fmt(s['tuning_mean'])} | {fmt(s['tuning_worst'])} |"
         )
+    lines += _visibility_lines(report)
     lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
     return "\n".join(lines)
+
+
+def _visibility_lines(report: dict) -> list[str]:
+    """The "can the rare kinds be seen?" table of a report (:func:`kind_visibility` per pool)."""
+    visibility = report.get("visibility") or {}
+    if not visibility:
+        return []
+    best = {}
+    for r in report["rows"]:
+        if not r["selector"].startswith("RandomSDG") and r["lift"] > best.get(r["pool"], (-1.0, ""))[0]:
+            best[r["pool"]] = (r["lift"], r["selector"])
+    lines = [
+        "",
+        "## Can the rare kinds be seen? (the benchmark reads `kind`; this shows whether the text carries it)",
+        "",
+        "Same-kind share of each rare row's 5 nearest rows: near 1 = the kind is a region of the view; near its share "
+        "of the pool = the view scatters it among the rest, and a selector that ranks rows by their neighbours cannot "
+        "find it. Score AUC: the default's rarity score, rare rows against the rest (0.5 = no information, below = "
+        "the rare rows look denser).",
+        "",
+        "| pool | rare kind | share of pool | same-kind share, lexical view | same-kind share, student view "
+        "| default score AUC | best lift of any selector |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    for pool, entry in visibility.items():
+        top = best.get(pool)
+        top_text = f"{top[0]:.2f} ({top[1]})" if top else "-"
+        for i, (kind, k) in enumerate(entry["kinds"].items()):
+            first = ("", "", "") if i else (pool, fmt(entry["score_auc"]), top_text)
+            lines.append(
+                f"| {first[0]} | {kind} | {k['share']:.1%} | {fmt(k.get('lexical'))} | {fmt(k.get('student'))} "
+                f"| {first[1]} | {first[2]} |"
+            )
+    return lines

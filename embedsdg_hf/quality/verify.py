@@ -52,7 +52,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 from collections import Counter
 from decimal import Decimal
 from fractions import Fraction
@@ -65,6 +64,7 @@ from ..common.answers import (
     GSM8K_FINAL_LINE,
     KINDS,
     NUMBER,
+    annotation_result,
     answers_equal,
     extract_boxed,
     extract_gsm8k_answer,
@@ -104,7 +104,6 @@ VERIFY_REASONS = (
     MISSING_BOXED,
     BOXED_MISMATCH,
 )
-_FRACTION_RESULT = re.compile(r"\s*-?\d+\s*/\s*\d+\s*")
 
 
 def _show(value: Fraction) -> str:
@@ -118,21 +117,6 @@ def _show(value: Fraction) -> str:
     return decimal if Fraction(decimal) == value or len(str(value)) > 30 else f"{decimal} ({value})"
 
 
-def _stated_value(result: str) -> tuple[Fraction, int | None] | None:
-    """The value of an annotation's result and the decimals it shows: ``"3.30"`` -> (33/10, 2); a fraction
-    ``"3/4"`` -> (3/4, None), compared exactly; None when it is neither a number nor a fraction."""
-    number = normalize_number(result)
-    if number is not None:
-        digits = re.sub(r"[\s$,]", "", result)
-        return Fraction(number), len(digits.split(".", 1)[1]) if "." in digits else 0
-    if _FRACTION_RESULT.fullmatch(result):
-        try:
-            return evaluate_arithmetic(result), None
-        except ValueError:  # a zero denominator
-            return None
-    return None
-
-
 def _check_annotation(annotation: str) -> tuple[str | None, str | None, Fraction | None]:
     """(reason, detail, the stated result) of one ``<<expr=result>>``."""
     expression, equals, result = annotation[2:-2].rpartition("=")
@@ -142,7 +126,7 @@ def _check_annotation(annotation: str) -> tuple[str | None, str | None, Fraction
             f"annotation {_shorten(annotation)} has no '=' (expected <<expression=result>>)",
             None,
         )
-    stated = _stated_value(result)
+    stated = annotation_result(result)
     if stated is None:
         return (
             UNPARSABLE_ANNOTATION,

@@ -23,7 +23,7 @@ from .base import SamplingParams, TeacherRequest, TeacherResponse
 
 logger = logging.getLogger(__name__)
 
-CONSTRAINTS_VERSION = "v3"  # bump when the calculator / grammar / budget rules change what is generated
+CONSTRAINTS_VERSION = "v4"  # bump when the calculator / grammar / budget rules change what is generated
 
 
 class TransformersTeacher:
