@@ -375,7 +375,9 @@ def _testbed_selection(args: argparse.Namespace) -> int:
 
     print(f"Selection benchmark{' (quick)' if args.quick else ''} -> {args.output_dir}")
     try:
-        run_selection_bench(args.output_dir, quick=args.quick, n_pairs=args.n_pairs, progress=print)
+        run_selection_bench(
+            args.output_dir, quick=args.quick, n_pairs=args.n_pairs, pool_seed=args.pool_seed, progress=print
+        )
     except ValueError as err:
         print(f"embedsdg testbed: error: {err}", file=sys.stderr)
         return 2
@@ -534,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     testbed.add_argument("--reducers", nargs="+", default=["pca", "svd", "tsne", "umap"])
     testbed.add_argument("--n", type=int, default=2000, help="Pool size.")
     testbed.add_argument("--n-pairs", type=int, default=60, help="Seed pairs per selector.")
+    testbed.add_argument(
+        "--pool-seed", type=int, default=0, help="selection: which draw of every benchmark pool (default 0)."
+    )
     testbed.add_argument("--output-dir", default="outputs/testbed")
     testbed.add_argument(
         "--part",

@@ -184,7 +184,7 @@ class PipelineConfig:
         default="rarity",
         metadata=_declare(
             "select",
-            help="rarity (default: TF-IDF of the question, numbers masked, k = 1/2/4% of the pool; "
+            help="rarity (default: TF-IDF of the question, numbers masked, best rank at k = 0.5-8% of the pool; "
             "docs/selection-benchmark.md), knn (sparsity by k-NN distance of the student's embedding, k = knn_k), "
             "grid (the paper's 2-D grid), or a selector registered with quality.selectors.register_selector",
         ),

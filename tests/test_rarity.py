@@ -313,3 +313,12 @@ def test_kind_visibility_tells_a_kind_that_is_a_region_from_one_the_text_does_no
     embedded = add_embeddings(pool, model=MODEL, text_template="{question}", column=INPUT_EMBEDDING)
     student = kind_visibility(embedded, ["tight", "scattered"], model=MODEL)["kinds"]
     assert student["tight"]["student"] > 0.9 and student["scattered"]["student"] < 0.25
+
+
+def test_selection_benchmark_rejects_a_bad_pool_seed_in_one_line(tmp_path, capsys):
+    from embedsdg_hf.cli import main
+
+    assert main(["testbed", "--part", "selection", "--pool-seed", "-1", "--output-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pool_seed must be an integer >= 0; got -1" in err and "Traceback" not in err
+    assert not (tmp_path / "selection.json").exists()

@@ -18,7 +18,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -244,12 +244,14 @@ def run_selection_bench(
     selectors: Sequence[str] | None = None,
     n_pairs: int = 60,
     seed: int = 0,
+    pool_seed: int = 0,
     random_repeats: int = 100,
     gsm8k_path: str = "../shared/data/gsm8k/train.jsonl",
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Run every selector of :func:`selector_rows` (or those labelled in ``selectors``; RandomSDG always) on the
-    benchmark pools; write ``selection.{md,json}``."""
+    benchmark pools; write ``selection.{md,json}``. ``seed``: the selectors'; ``pool_seed``: which draw of every
+    pool (its rows, and for mathematics_dataset its questions), so a result can be checked on a second draw."""
     import datasets
 
     chosen = [
@@ -257,6 +259,9 @@ def run_selection_bench(
     ]
     if pools is not None and len(chosen) != len(set(pools)):
         raise ValueError(f"Unknown pool(s) in {list(pools)}; the pools are {[p.name for p in POOLS]}.")
+    if not isinstance(pool_seed, int) or pool_seed < 0:
+        raise ValueError(f"pool_seed must be an integer >= 0; got {pool_seed!r}.")
+    chosen = [replace(p, seed=pool_seed) for p in chosen]
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
@@ -306,6 +311,7 @@ def run_selection_bench(
         "pools": [spec.__dict__ for spec in chosen],
         "tune_sources": list(TUNE_SOURCES),
         "n_pairs": n_pairs,
+        "pool_seed": pool_seed,
         "model": model,
         "rows": rows,
         "summary": _summary(rows),
@@ -355,7 +361,7 @@ def render_selection(report: dict) -> str:
         "",
         f"{report['n_pairs']} seed pairs per selector; lift = rare share of the seeds / rare share of the pool "
         f"(1 = uniform). Tuning source(s): {', '.join(report['tune_sources'])}; every other source is held out. "
-        f"Student: {report['model']}.",
+        f"Student: {report['model']}. Draw of the pools: pool seed {report.get('pool_seed', 0)}.",
         "",
         "| pool | source | held out | kind shape | rows | rare kinds x share |",
         "|---|---|---|---|---|---|",

@@ -578,8 +578,9 @@ class KnnSelector:
 @register_selector
 class RaritySelector:
     """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF with numbers
-    masked), as mean ranks of k-th-neighbour distances at k = 1/2/4% of the pool against a fixed-size reference
-    sample; regions are the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
+    masked), as the best rank over scales of k-th-neighbour distances at k = 0.5/1/2/4/8% of the pool against a
+    fixed-size reference sample; regions are the sparsest rows' neighbourhoods, as for ``knn``
+    (docs/selection-benchmark.md).
     Fitted parts (``rarity.json``): token weights / TF-IDF vocabulary and every setting, in one JSON spec.
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
@@ -645,8 +646,8 @@ class RaritySelector:
         settings = dict(self.spec["settings"]) if self.spec else {}
         return {
             "selector": self.name,
-            "region": "a row whose question is rare by the rarity views (mean rank of its k-th-neighbour distances "
-            "at k = the fractions of the pool) and its nearest neighbours; rarest first",
+            "region": "a row whose question is rare by the rarity views (best or mean rank of its k-th-neighbour "
+            "distances at k = the fractions of the pool) and its nearest neighbours; rarest first",
             "settings": {**settings, "pairing": self.pairing},
             "fitted": {"spec": "rarity.json"} if self.spec else {},
         }
