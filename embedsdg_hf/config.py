@@ -216,7 +216,7 @@ class PipelineConfig:
     )
     # Pairs
     n_pairs: int = field(
-        default=24,
+        default=20,
         metadata=_declare(
             "select",
             help="Seed pairs to make, sparsest regions first (then next-sparsest windows: T is raised).",

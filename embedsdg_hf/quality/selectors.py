@@ -575,6 +575,15 @@ class KnnSelector:
 # The rarity selector (space/rarity.py)
 
 
+def _scales_note(settings: Mapping[str, Any]) -> str:
+    """The histogram title's note on how the rarity selector ranks rows (it shows one scale of several)."""
+    n = len(settings.get("fractions", ()))
+    if n < 2 or settings.get("score") != "distance":
+        return ""
+    how = "best" if settings.get("combine", "mean") == "best" else "mean"
+    return f";\ncentres by their {how} rank over {n} scales"
+
+
 @register_selector
 class RaritySelector:
     """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF with numbers
@@ -671,7 +680,7 @@ class RaritySelector:
         view = self.spec["settings"]["views"][0]
         density = plot_sparsity_histogram(
             radius, out_dir / "density_histogram.png", chosen=centres, k=k,
-            title=f"Rarity of the seed pool ({view} view; the selector takes the rarest first)",
+            title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(self.spec['settings'])}",
         )  # fmt: skip
         labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
         mapped = plot_knn_map(
