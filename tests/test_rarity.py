@@ -322,3 +322,34 @@ def test_selection_benchmark_rejects_a_bad_pool_seed_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert "pool_seed must be an integer >= 0; got -1" in err and "Traceback" not in err
     assert not (tmp_path / "selection.json").exists()
+
+
+def test_the_rarity_selectors_figures_reuse_the_scores_of_its_selection(gsm8k_rows, tmp_path, monkeypatch):
+    """``select`` measures every row's rarity once; ``plot`` draws from it (on a 400k pool a second pass costs as much
+    as the selection). A selector that did not select in this process (a resumed run) measures it again, the same."""
+    import datasets
+
+    from embedsdg_hf.quality.selectors import EmbeddingSettings, RaritySelector, SelectionContext
+    from embedsdg_hf.space import rarity
+
+    questions = [r["question"] for r in gsm8k_rows[:150]]
+    coords = np.random.default_rng(0).random((len(questions), 2)).tolist()
+    pool = datasets.Dataset.from_dict({"question": questions, "coords": coords})
+    ctx = SelectionContext(pool=pool, embedding=EmbeddingSettings(model=MODEL, text_template="{question}"))
+    selector = RaritySelector()
+    regions, pairs = selector.select(ctx, n_pairs=6)
+    assert len(pairs) == 6 and selector.radius is not None and len(selector.radius) == len(pool)
+    measured = selector.radius.copy()
+    calls = []
+    real = rarity.rarity_scores
+    monkeypatch.setattr(rarity, "rarity_scores", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for name in ("now", "resumed"):
+        (tmp_path / name).mkdir()
+    selector.plot(ctx, regions, pairs, tmp_path / "now")
+    assert calls == [] and (tmp_path / "now" / "density_histogram.png").exists()
+    resumed = RaritySelector()
+    resumed.spec = json.loads(json.dumps(selector.spec))  # what load() reads from rarity.json
+    resumed.plot(ctx, regions, pairs, tmp_path / "resumed")
+    assert calls == [1] and (tmp_path / "resumed" / "embedding_map.png").exists()
+    _, radius = real(rarity.view_matrices(resumed.spec, questions), resumed.spec["settings"], seed=0)
+    np.testing.assert_allclose(radius, measured)

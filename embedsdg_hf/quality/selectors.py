@@ -600,7 +600,7 @@ class RaritySelector:
     def __init__(self, *, pairing: str = "near") -> None:
         self.pairing = pairing
         self.spec: dict | None = None
-        self.score: np.ndarray | None = None
+        self.radius: np.ndarray | None = None  # every pool row's, from select(): the figures reuse it
 
     @classmethod
     def from_config(cls, config: Any) -> RaritySelector:
@@ -621,12 +621,12 @@ class RaritySelector:
         self.spec = fit_rarity(texts, model=ctx.embedding.model)
 
     def select(self, ctx: SelectionContext, *, n_pairs: int):
-        from ..space.rarity import rarity_seed_pairs
+        from ..space.rarity import rarity_selection
 
         if self.spec is None:
             self.fit(ctx)
         column, _ = self._texts(ctx)
-        regions, pairs, _ = rarity_seed_pairs(
+        chosen = rarity_selection(
             ctx.pool,
             n_pairs=n_pairs,
             model=ctx.embedding.model,
@@ -635,7 +635,8 @@ class RaritySelector:
             seed=ctx.seed,
             pairing=self.pairing,
         )
-        return regions, pairs
+        self.radius = chosen.radius
+        return chosen.regions, chosen.pairs
 
     def save(self, run_dir: Path) -> None:
         from ..common.rundir import write_json_atomic
@@ -672,8 +673,10 @@ class RaritySelector:
 
         if self.spec is None:
             self.fit(ctx)
-        _, texts = self._texts(ctx)
-        _, radius = rarity_scores(view_matrices(self.spec, texts), self.spec["settings"], seed=ctx.seed)
+        radius = self.radius
+        if radius is None or len(radius) != len(ctx.pool):  # selected in an earlier process: measure it again
+            _, texts = self._texts(ctx)
+            _, radius = rarity_scores(view_matrices(self.spec, texts), self.spec["settings"], seed=ctx.seed)
         k = int(regions["k"][0]) if len(regions) else None
         out_dir = Path(out_dir)
         centres = list(regions["centre"]) if len(regions) else []

@@ -36,6 +36,7 @@ import functools
 import logging
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import datasets
 import numpy as np
@@ -58,8 +59,10 @@ __all__ = [
     "lexical_matrix",
     "mask_numbers",
     "number_token_ids",
+    "RaritySelection",
     "rarity_scores",
     "rarity_seed_pairs",
+    "rarity_selection",
     "reference_sample",
     "view_matrices",
 ]
@@ -422,7 +425,41 @@ def rarity_seed_pairs(
 
     ``regions`` / ``pairs`` have the columns of :func:`~.knn_regions.knn_seed_pairs`'s (``knn_distance``: the
     centre's k-th-neighbour distance at the middle k in the first view; ``k``: that k).
+    :func:`rarity_selection` gives the same and every row's score and radius.
     """
+    chosen = rarity_selection(
+        ds, n_pairs=n_pairs, model=model, text_column=text_column, coords_column=coords_column, spec=spec,
+        seed=seed, pairing=pairing, **settings,
+    )  # fmt: skip
+    return chosen.regions, chosen.pairs, chosen.spec
+
+
+@dataclass(frozen=True)
+class RaritySelection:
+    """What :func:`rarity_selection` chose, and every pool row's ``score`` (the order centres are taken in) and
+    ``radius`` (its k-th-neighbour distance at the middle k in the first view: what the figures and the coverage
+    report read)."""
+
+    regions: datasets.Dataset
+    pairs: datasets.Dataset
+    spec: dict
+    score: np.ndarray
+    radius: np.ndarray
+
+
+def rarity_selection(
+    ds: datasets.Dataset,
+    *,
+    n_pairs: int,
+    model: str,
+    text_column: str = "question",
+    coords_column: str = "coords",
+    spec: dict | None = None,
+    seed: int = 0,
+    pairing: str = "near",
+    **settings,
+) -> RaritySelection:
+    """:func:`rarity_seed_pairs` with the rows' scores and radii kept (one pass: the selector's figures reuse them)."""
     from .knn_regions import PAIRINGS, _check_int, _make_pairs
 
     n_pairs = _check_int(n_pairs, "n_pairs", 1)
@@ -463,7 +500,7 @@ def rarity_seed_pairs(
             break
         walked = min(n, walked * 2)
     used = np.unique(np.asarray(pairs["region_id"], dtype=np.int64))
-    return regions.select(used.tolist()), pairs, spec
+    return RaritySelection(regions.select(used.tolist()), pairs, spec, score, radius)
 
 
 class _DenseRows:
