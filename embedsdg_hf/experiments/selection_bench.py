@@ -138,7 +138,7 @@ def kind_visibility(pool, rare_kinds: Sequence[str], *, model: str, neighbours: 
 
     from ..common.mapping import vector_matrix
     from ..space.neighbors import unit_rows
-    from ..space.rarity import _pool_similarities, fit_rarity, rarity_scores, view_matrices
+    from ..space.rarity import fit_rarity, nearest_rows, rarity_scores, view_matrices
     from .testbed import INPUT_EMBEDDING
 
     texts = [str(t) for t in pool["question"]]
@@ -150,18 +150,14 @@ def kind_visibility(pool, rare_kinds: Sequence[str], *, model: str, neighbours: 
         vectors = vector_matrix(pool, INPUT_EMBEDDING)
         spaces["student"] = unit_rows(vectors, vectors.mean(axis=0))
     rows = np.flatnonzero(np.isin(kinds, list(rare_kinds)))
-    same = {}
-    for name, x in spaces.items():
-        hits = np.empty(len(rows))
-        for start, sims in _pool_similarities(x, rows, block=256):
-            near = np.argpartition(-sims, neighbours - 1, axis=1)[:, :neighbours]
-            hits[start : start + len(sims)] = (kinds[near] == kinds[rows[start : start + len(sims)], None]).mean(1)
-        same[name] = hits
+    same = {
+        name: (kinds[nearest_rows(x, rows, neighbours)] == kinds[rows, None]).mean(1) for name, x in spaces.items()
+    }
     out = {}
     for kind in dict.fromkeys(rare_kinds):
         mine = kinds[rows] == kind
         out[kind] = {"share": round(float((kinds == kind).mean()), 4)}
-        out[kind].update({name: round(float(h[mine].mean()), 3) for name, h in same.items()})
+        out[kind].update({name: round(float(hits[mine].mean()), 3) for name, hits in same.items()})
     score, _ = rarity_scores(views, spec["settings"], seed=seed)
     rare = np.isin(kinds, list(rare_kinds))
     ranks = rankdata(score)

@@ -58,6 +58,7 @@ __all__ = [
     "fit_token_weights",
     "lexical_matrix",
     "mask_numbers",
+    "nearest_rows",
     "number_token_ids",
     "RaritySelection",
     "rarity_scores",
@@ -328,7 +329,8 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         if radius is None:
             radius = dist[:, len(ks) // 2]
     ranks = {view: np.stack([_rank01(d[:, j]) for j in range(len(ks))], axis=1) for view, d in dists.items()}
-    score = _combine(ranks, settings["score"], settings.get("combine", "mean"))
+    combine = settings.get("combine", "mean")  # a spec saved before "best" existed was fitted with the mean
+    score = _combine(ranks, settings["score"], combine)
     refine = min(int(settings.get("refine", 0)), n) if len(reference) < n - 1 else 0
     if refine:
         rows = np.argsort(-score, kind="stable")[:refine]
@@ -342,7 +344,7 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
                 [(n - refine + _rank01(e[:, j]) * (refine - 1)) / (n - 1) for j in range(len(ks))], axis=1
             )
         score = score.copy()
-        score[rows] = _combine(exact, settings["score"], settings.get("combine", "mean"))
+        score[rows] = _combine(exact, settings["score"], combine)
     return score, radius
 
 
@@ -408,29 +410,9 @@ def _rank01(values: np.ndarray) -> np.ndarray:
     return (rankdata(values) - 1) / max(len(values) - 1, 1)
 
 
-def rarity_seed_pairs(
-    ds: datasets.Dataset,
-    *,
-    n_pairs: int,
-    model: str,
-    text_column: str = "question",
-    coords_column: str = "coords",
-    spec: dict | None = None,
-    seed: int = 0,
-    pairing: str = "near",
-    **settings,
-) -> tuple[datasets.Dataset, datasets.Dataset, dict]:
-    """The ``rarity`` selector end to end: ``(regions, pairs, spec)``; pass the returned ``spec`` back to get the
-    same selection from the saved fitted parts (``settings`` are then ignored).
-
-    ``regions`` / ``pairs`` have the columns of :func:`~.knn_regions.knn_seed_pairs`'s (``knn_distance``: the
-    centre's k-th-neighbour distance at the middle k in the first view; ``k``: that k).
-    :func:`rarity_selection` gives the same and every row's score and radius.
-    """
-    chosen = rarity_selection(
-        ds, n_pairs=n_pairs, model=model, text_column=text_column, coords_column=coords_column, spec=spec,
-        seed=seed, pairing=pairing, **settings,
-    )  # fmt: skip
+def rarity_seed_pairs(ds: datasets.Dataset, **kwargs) -> tuple[datasets.Dataset, datasets.Dataset, dict]:
+    """The ``rarity`` selector end to end: ``(regions, pairs, spec)`` of :func:`rarity_selection` (same arguments)."""
+    chosen = rarity_selection(ds, **kwargs)
     return chosen.regions, chosen.pairs, chosen.spec
 
 
@@ -459,7 +441,13 @@ def rarity_selection(
     pairing: str = "near",
     **settings,
 ) -> RaritySelection:
-    """:func:`rarity_seed_pairs` with the rows' scores and radii kept (one pass: the selector's figures reuse them)."""
+    """The ``rarity`` selector end to end, with every row's score and radius kept (the selector's figures reuse
+    them); pass the returned ``spec`` back to get the same selection from the saved fitted parts (``settings`` are
+    then ignored).
+
+    ``regions`` / ``pairs`` have the columns of :func:`~.knn_regions.knn_seed_pairs`'s (``knn_distance``: the
+    centre's k-th-neighbour distance at the middle k in the first view; ``k``: that k).
+    """
     from .knn_regions import PAIRINGS, _check_int, _make_pairs
 
     n_pairs = _check_int(n_pairs, "n_pairs", 1)
@@ -486,7 +474,7 @@ def rarity_selection(
     walked = min(n, 4 * n_pairs + 64)
     while True:
         centres = order[:walked]
-        members = np.concatenate([centres[:, None], _hood(first, centres, s["hood_k"])], axis=1)
+        members = np.concatenate([centres[:, None], nearest_rows(first, centres, s["hood_k"])], axis=1)
         regions = _regions(centres, members, radius, coords, spec, seed)
         space = dense if dense is not None else _DenseRows(first)
         import warnings
@@ -514,9 +502,9 @@ class _DenseRows:
         return dense[0] if np.ndim(rows) == 0 else dense
 
 
-def _hood(x, centres: np.ndarray, hood_k: int) -> np.ndarray:
-    """The ``hood_k`` nearest rows of each centre in the whole pool (exact, cosine), nearest first; 64 centres at a
-    time."""
+def nearest_rows(x, centres: np.ndarray, hood_k: int) -> np.ndarray:
+    """The ``hood_k`` nearest rows of each of ``centres`` in the whole view ``x`` (exact, cosine; itself excluded),
+    nearest first; 64 centres at a time."""
     out = np.empty((len(centres), hood_k), dtype=np.int64)
     for start, sims in _pool_similarities(x, centres, block=64):
         top = np.argpartition(-sims, hood_k - 1, axis=1)[:, :hood_k]
