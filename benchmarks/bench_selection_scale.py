@@ -3,7 +3,8 @@
 Sparsity is measured against a fixed-size random reference sample of the pool (``reference_size``, default 8000
 rows), so the k-NN step costs n x reference instead of n x n. With ``--exact-check`` the selection is repeated with
 the whole pool as the reference and the overlap of the chosen centres is reported (the exact run is O(n^2): use it
-at the smaller sizes).
+at the smaller sizes; at 400k rows it takes about an hour, in blocks of ~256 MB). Rows measured now replace the
+rows of the same size in ``benchmarks/results/selection_scale.json``; the other sizes' rows stay, each with its date.
 
     python benchmarks/bench_selection_scale.py --rows 100000 400000 [--exact-check 20000] [--pairs 200]
 """
@@ -60,15 +61,25 @@ def main() -> None:
             "seconds": round(seconds, 1),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "load": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
         if n in args.exact_check:
             exact_seconds, exact = _select(pool, args.pairs, reference_size=n)
             a, b = set(regions["centre"]), set(exact["centre"])
-            row.update({"exact_seconds": round(exact_seconds, 1), "centre_overlap": round(len(a & b) / len(b), 3)})
+            row.update(
+                {
+                    "exact_seconds": round(exact_seconds, 1),
+                    "exact_peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+                    "centre_overlap": round(len(a & b) / len(b), 3),
+                }
+            )
         print(json.dumps(row), flush=True)
         results.append(row)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "selection_scale.json").write_text(json.dumps(results, indent=2))
+    path = RESULTS / "selection_scale.json"
+    measured = {row["rows"] for row in results}
+    kept = [row for row in json.loads(path.read_text()) if row["rows"] not in measured] if path.exists() else []
+    path.write_text(json.dumps(sorted(kept + results, key=lambda row: row["rows"]), indent=2))
 
 
 if __name__ == "__main__":

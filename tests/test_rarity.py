@@ -353,3 +353,18 @@ def test_the_rarity_selectors_figures_reuse_the_scores_of_its_selection(gsm8k_ro
     assert calls == [1] and (tmp_path / "resumed" / "embedding_map.png").exists()
     _, radius = real(rarity.view_matrices(resumed.spec, questions), resumed.spec["settings"], seed=0)
     np.testing.assert_allclose(radius, measured)
+
+
+def test_kth_distances_in_small_blocks_equal_one_block_and_the_default_block_shrinks_with_the_reference(monkeypatch):
+    """Rows are compared with the reference a block at a time; the block is a memory bound, never a change of result.
+    With a 256-byte budget every block is the 16-row floor."""
+    from embedsdg_hf.space import rarity
+
+    texts = word_problem_rows(300, seed=1)["question"]
+    x = lexical_matrix(fit_lexical(texts), texts)
+    reference = np.arange(0, 300, 2)
+    whole = rarity._kth_distances(x, reference, [1, 5, 20], block=300)
+    assert np.allclose(rarity._kth_distances(x, reference, [1, 5, 20], block=7), whole)
+    monkeypatch.setattr(rarity, "_BLOCK_BYTES", 256)
+    assert np.allclose(rarity._kth_distances(x, reference, [1, 5, 20]), whole)
+    assert (np.diff(whole, axis=1) >= -1e-12).all()  # the 20th neighbour is never nearer than the 5th
