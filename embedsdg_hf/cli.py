@@ -373,6 +373,10 @@ def _testbed_targeting(args: argparse.Namespace) -> None:
 def _testbed_selection(args: argparse.Namespace) -> int:
     from .experiments.selection_bench import run_selection_bench
 
+    for flag, value, minimum in (("--n-pairs", args.n_pairs, 1), ("--pool-seed", args.pool_seed, 0)):
+        if value < minimum:  # named as the user typed it; the library's own check names its argument
+            print(f"embedsdg testbed: error: {flag} must be an integer >= {minimum}; got {value}.", file=sys.stderr)
+            return 2
     print(f"Selection benchmark{' (quick)' if args.quick else ''} -> {args.output_dir}")
     try:
         run_selection_bench(

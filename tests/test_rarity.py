@@ -320,8 +320,10 @@ def test_selection_benchmark_rejects_a_bad_pool_seed_in_one_line(tmp_path, capsy
 
     assert main(["testbed", "--part", "selection", "--pool-seed", "-1", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "pool_seed must be an integer >= 0; got -1" in err and "Traceback" not in err
+    assert "--pool-seed must be an integer >= 0; got -1" in err and "Traceback" not in err
     assert not (tmp_path / "selection.json").exists()
+    assert main(["testbed", "--part", "selection", "--n-pairs", "0", "--output-dir", str(tmp_path)]) == 2
+    assert "--n-pairs must be an integer >= 1; got 0" in capsys.readouterr().err
 
 
 def test_the_rarity_selectors_figures_reuse_the_scores_of_its_selection(gsm8k_rows, tmp_path, monkeypatch):
