@@ -184,7 +184,8 @@ class PipelineConfig:
         default="rarity",
         metadata=_declare(
             "select",
-            help="rarity (default: TF-IDF of the question, numbers masked, best rank at k = 0.5-8% of the pool; "
+            help="rarity (default: the question rare both in TF-IDF and in the student's token embeddings, numbers "
+            "masked, at its rarest of k = 0.5-8% of the pool; "
             "docs/selection-benchmark.md), knn (sparsity by k-NN distance of the student's embedding, k = knn_k), "
             "grid (the paper's 2-D grid), or a selector registered with quality.selectors.register_selector",
         ),

@@ -580,17 +580,20 @@ def _scales_note(settings: Mapping[str, Any]) -> str:
     n = len(settings.get("fractions", ()))
     if n < 2 or settings.get("score") != "distance":
         return ""
-    how = "best" if settings.get("combine", "mean") == "best" else "mean"
+    combine = settings.get("combine", "mean")
+    if combine == "every" and len(settings.get("views", ())) > 1:
+        return f";\ncentres by their best rank over {n} scales in each view, multiplied"
+    how = "mean" if combine == "mean" else "best"
     return f";\ncentres by their {how} rank over {n} scales"
 
 
 @register_selector
 class RaritySelector:
-    """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF with numbers
-    masked), as the best rank over scales of k-th-neighbour distances at k = 0.5/1/2/4/8% of the pool against a
-    fixed-size reference sample; regions are the sparsest rows' neighbourhoods, as for ``knn``
-    (docs/selection-benchmark.md).
-    Fitted parts (``rarity.json``): token weights / TF-IDF vocabulary and every setting, in one JSON spec.
+    """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF and the
+    student's mean token embedding, numbers masked), as each view's best rank over scales of k-th-neighbour distances
+    at k = 0.5/1/2/4/8% of the pool against a fixed-size reference sample, multiplied over the views; regions are
+    the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
+    Fitted parts (``rarity.json``): token weights, TF-IDF vocabulary and every setting, in one JSON spec.
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
     name: ClassVar[str] = "rarity"

@@ -16,10 +16,14 @@ selector fixes both, with everything it fits saved as a JSON spec:
    in rank between consecutive k (near at a small k, far at the next: a small group, not a lone outlier). The
    reference is a fixed-size random sample of the pool (``reference_size`` rows; all of it when smaller), so time
    and memory stay bounded on large pools.
-3. *One score per row*: each (view, k) distance becomes a rank in [0, 1]; ``combine="best"`` (the default) scores a
-   row by its highest rank, the scale at which it looks rarest (a kind of 0.5% of the pool is sparse at k = 1%, one
-   of 3% only at k = 4-8%; a mean over scales hides the larger kinds), ``combine="mean"`` by their mean; the highest
-   scores are the region centres (ties broken with ``seed``).
+3. *One score per row*: each (view, k) distance becomes a rank in [0, 1]. ``combine="every"`` (the default) takes
+   each view's highest rank over the ks, the scale at which the row looks rarest there (a kind of 0.5% of the pool is
+   sparse at k = 1%, one of 3% only at k = 4-8%; a mean over scales hides the larger kinds), and multiplies the
+   views': a row must look rare in *every* view. The lexical view also finds rows whose words are one-offs (unit
+   names, letter strings, names), which make every question of a large kind look unique; the student's token
+   embeddings place such words near each other, so that kind is dense there while a rare kind stays sparse in both.
+   ``combine="best"`` takes the highest rank over views and ks, ``combine="mean"`` their mean. The highest scores
+   are the region centres (ties broken with ``seed``).
 4. *Pairs*: a centre's region is it and its ``hood_k`` nearest rows in the first view (exact, searched for the
    walked centres only); the pair is taken as the ``knn`` selector does (:func:`~.knn_regions.make_knn_pairs`),
    so the regions and pairs datasets have the ``knn`` selector's columns and everything downstream works unchanged.
@@ -71,27 +75,28 @@ __all__ = [
 VIEWS = ("student", "lexical")
 TOKEN_SCHEMES = ("sif", "idf", "mean")
 SCORES = ("distance", "drop")
-COMBINES = ("best", "mean")
-#: The selector's default settings: the lexical view at k = 0.5/1/2/4/8% of the pool, a row scored by its best rank
-#: over those scales (a kind is sparse at the scale just above its size, so each scale finds the kinds of its size).
-#: In the selection benchmark (docs/selection-benchmark.md) no setting has a held-out worst case above 0 (GSM8K topic
-#: kinds the text does not make regions of); this one has the best held-out mean of the distance scores on two
-#: draws of the pools (7.17 and 4.97, against 2.76 and 2.67 for the previous default, mean ranks at k = 1/2/4%)
-#: with the same mean on the tuning source (23.66 / 21.57 against 23.19 / 21.94).
+COMBINES = ("every", "best", "mean")
+#: The selector's default settings: the lexical view and the student's mean token embedding (numbers masked) at
+#: k = 0.5/1/2/4/8% of the pool, a row scored by its best rank over those scales in each view, multiplied over the
+#: views (``combine="every"``: rare in both). In the selection benchmark (docs/selection-benchmark.md) no setting has
+#: a held-out worst case above 0 (GSM8K topic kinds the text does not make regions of); this one has the best
+#: held-out mean on two draws of the pools (9.48 and 5.07, against 7.17 and 4.97 for the lexical view alone, the
+#: default before, and 2.76 / 2.67 for mean ranks at k = 1/2/4%, the one before that) with the same mean on the
+#: tuning source (23.66 / 23.31 against 23.66 / 21.57).
 DEFAULTS = {
-    "views": ("lexical",),
-    "token_weights": "sif",
+    "views": ("lexical", "student"),
+    "token_weights": "mean",
     "sif_a": 1e-3,
     "numbers": "mask",
     "fractions": (0.005, 0.01, 0.02, 0.04, 0.08),
     "score": "distance",
-    "combine": "best",
+    "combine": "every",
     "min_k": 5,
     "reference_size": 8000,
     "hood_k": 5,
     "min_df": 1,
     "symbols": False,
-    "refine": 2048,
+    "refine": 4096,
 }
 _DENSE_REFERENCE_BYTES = 1 << 30  # a sparse view's reference sample is made dense below this size
 _BLOCK_BYTES = 1 << 28  # one block of rows x reference similarities (float64) stays near this size
@@ -315,15 +320,18 @@ def _kth_distances(x, reference: np.ndarray, ks: Sequence[int], block: int | Non
 
 
 def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's score (``distance``: the best (``combine="best"``) or mean (``"mean"``) rank of its k-th-neighbour
-    distances over views and ks, 1 = sparsest; ``drop``: the largest rise in that rank between consecutive ks,
+    """Each row's score (``distance``: the product over views of each view's best rank over ks (``combine="every"``),
+    or the best (``"best"``) or mean (``"mean"``) rank of its k-th-neighbour distances over views and ks, 1 =
+    sparsest; ``drop``: the largest rise in that rank between consecutive ks,
     averaged over views) and the
     first view's distance at the middle k (the region radius the coverage report reads).
 
     With a reference sample smaller than the pool and ``refine`` > 0, the ``refine`` best-scored rows are scored
-    again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool), ranked
-    among themselves above every other row: the top of the order, where the centres come from, then follows the
-    exact search (chosen-centre overlap 0.92 at 100k rows) at a cost of refine x pool rows.
+    again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool): in each
+    (view, k) column they keep the set of ranks the sample gave them, dealt out again in their exact order, so their
+    ranks stay on the pool's scale (which the product over views needs) while their order is the exact search's.
+    The top of the order, where the centres come from, then follows the exact search (docs/selection-benchmark.md,
+    "Scale") at a cost of refine x pool rows.
     """
     n = next(iter(views.values())).shape[0]
     reference, ks = reference_sample(n, settings, seed=seed)
@@ -331,7 +339,8 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         raise ValueError("score='drop' needs at least two distinct k (fractions) to compare.")
     dists, radius = {}, None
     for view in settings["views"]:
-        dist = _kth_distances(views[view], reference, ks)
+        # rounded: a dense product's last bits move with threads and load, and must not reorder rows at equal distance
+        dist = np.round(_kth_distances(views[view], reference, ks), 6)
         dist[_empty_rows(views[view])] = 0.0  # a row with no word of the view is not a region: least sparse
         dists[view] = dist
         if radius is None:
@@ -343,16 +352,13 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     if refine:
         rows = np.argsort(-score, kind="stable")[:refine]
         pool_ks = [min(n - 1, max(1, round(k * (n - 1) / len(reference)))) for k in ks]
-        exact = {}
         for view in dists:
-            e = _pool_kth_distances(views[view], rows, pool_ks)
-            e[_empty_rows(views[view])[rows]] = 0.0
-            # the re-scored rows are the top of the pool: ranked among themselves, above the n - refine others
-            exact[view] = np.stack(
-                [(n - refine + _rank01(e[:, j]) * (refine - 1)) / (n - 1) for j in range(len(ks))], axis=1
-            )
-        score = score.copy()
-        score[rows] = _combine(exact, settings["score"], combine)
+            exact = np.round(_pool_kth_distances(views[view], rows, pool_ks), 6)
+            exact[_empty_rows(views[view])[rows]] = 0.0
+            for j in range(len(ks)):  # the rows keep the ranks they held in this column, dealt in their exact order
+                held = np.sort(ranks[view][rows, j])
+                ranks[view][rows, j] = held[np.argsort(np.argsort(exact[:, j], kind="stable"), kind="stable")]
+        score = _combine(ranks, settings["score"], combine)
     return score, radius
 
 
@@ -360,6 +366,8 @@ def _combine(ranks: dict, how: str, combine: str) -> np.ndarray:
     """One score per row from its per-view (rows, ks) ranks."""
     if how == "distance":
         stacked = np.concatenate(list(ranks.values()), axis=1)  # (rows, views x ks)
+        if combine == "every":  # each view's best scale; rare in every view
+            return np.prod([r.max(axis=1) for r in ranks.values()], axis=0)
         return stacked.max(axis=1) if combine == "best" else stacked.mean(axis=1)
     # "drop": a small group is near at a small k and far at the next larger one
     return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
