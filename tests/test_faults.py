@@ -395,7 +395,18 @@ def _parts(out: Path) -> list[Path]:
     return sorted((out / "decoded").glob("part-*")) if (out / "decoded").is_dir() else []
 
 
+@pytest.fixture
+def ctrl_c_reaches_children():
+    """Children started from here take Ctrl-C (SIGINT) as a terminal's processes do. A suite started as a shell's
+    background job (``make test &`` without job control) runs with SIGINT ignored, and a child inherits that: its
+    Ctrl-C would never arrive and the run would finish with exit 0."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("ctrl_c_reaches_children")
 def test_kill_9_during_decoding_then_ctrl_c_then_resume_loses_nothing(student, short_pool, good_teacher, tmp_path):
     from datasets import load_from_disk
 
