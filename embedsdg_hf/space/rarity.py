@@ -80,9 +80,9 @@ COMBINES = ("every", "best", "mean")
 #: k = 0.5/1/2/4/8% of the pool, a row scored by its best rank over those scales in each view, multiplied over the
 #: views (``combine="every"``: rare in both). In the selection benchmark (docs/selection-benchmark.md) no setting has
 #: a held-out worst case above 0 (GSM8K topic kinds the text does not make regions of); this one has the best
-#: held-out mean on two draws of the pools (9.48 and 5.07, against 7.17 and 4.97 for the lexical view alone, the
-#: default before, and 2.76 / 2.67 for mean ranks at k = 1/2/4%, the one before that) with the same mean on the
-#: tuning source (23.66 / 23.31 against 23.66 / 21.57).
+#: held-out mean on two draws of the pools (9.48 and 5.07, against 7.27 and 4.97 for the lexical view alone, the
+#: default before, and 2.76 / 2.67 for mean ranks at k = 1/2/4%, the one before that) with the same or a better mean
+#: on the tuning source (23.66 / 23.38 against 23.66 / 21.57).
 DEFAULTS = {
     "views": ("lexical", "student"),
     "token_weights": "mean",
@@ -365,9 +365,9 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
 def _combine(ranks: dict, how: str, combine: str) -> np.ndarray:
     """One score per row from its per-view (rows, ks) ranks."""
     if how == "distance":
-        stacked = np.concatenate(list(ranks.values()), axis=1)  # (rows, views x ks)
         if combine == "every":  # each view's best scale; rare in every view
             return np.prod([r.max(axis=1) for r in ranks.values()], axis=0)
+        stacked = np.concatenate(list(ranks.values()), axis=1)  # (rows, views x ks)
         return stacked.max(axis=1) if combine == "best" else stacked.mean(axis=1)
     # "drop": a small group is near at a small k and far at the next larger one
     return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
