@@ -136,6 +136,45 @@ def test_rarity_settings_are_checked():
         fit_rarity(["a b"], model=MODEL, score="lof")
 
 
+def test_the_default_reads_the_pools_shape_and_finds_a_small_group_among_unique_rows(gsm8k_train_file):
+    """585 real GSM8K questions (natural writing: nearly every row unique) and 15 questions of one built-in template.
+    ``pool_shape`` calls the pool ungrouped, so the default scores ``drop``: the template's rows are near each other at
+    k = 5-12 and as far as any row at k = 24-48, and they are the seeds (measured: lift 38 of at most 40). The
+    ``distance`` score ranks them the *densest* rows at every k (lift 0 measured). The built-in generator's rows come
+    in groups: ``distance``. Saved and read back, the spec gives the same selection."""
+    import datasets
+
+    from embedsdg_hf.data import bench_sources
+    from embedsdg_hf.space.rarity import GROUPED_SHARE, rarity_scores, scoring_settings, view_matrices
+
+    questions = bench_sources.gsm8k_rows(gsm8k_train_file)["question"][:585]
+    template = [r["question"] for r in word_problem_rows(300, seed=0) if r["kind"] == "reading_pages"][:15]
+    order = np.random.default_rng(0).permutation(600)
+    texts = [(questions + template)[i] for i in order]
+    planted = order >= 585
+    pool = datasets.Dataset.from_dict({"question": texts, "coords": np.zeros((600, 2)).tolist()})
+    spec = fit_rarity(texts, model=MODEL)
+    assert spec["shape"]["score"] == "drop" and spec["shape"]["grouped_share"] < GROUPED_SHARE
+    assert scoring_settings(spec)["score"] == "drop" and spec["settings"]["score"] == "auto"
+
+    def lift(**kwargs):
+        _, pairs, used = rarity_seed_pairs(pool, n_pairs=10, model=MODEL, seed=0, **kwargs)
+        seeds = np.concatenate([pairs["seed_a"], pairs["seed_b"]])
+        return planted[seeds].mean() / planted.mean(), pairs
+
+    found, pairs = lift(spec=json.loads(json.dumps(spec)))
+    assert found >= 20, f"lift {found:.2f}"
+    assert lift(score="distance")[0] < 5
+    assert lift(spec=json.loads(json.dumps(spec)))[1]["seed_a"] == pairs["seed_a"]
+    with pytest.raises(ValueError, match="must be resolved first"):
+        rarity_scores(view_matrices(spec, texts), spec["settings"])
+
+    grouped = fit_rarity(word_problem_rows(600, seed=1)["question"], model=MODEL)
+    assert grouped["shape"]["score"] == "distance" and grouped["shape"]["grouped_share"] >= GROUPED_SHARE
+    one_scale = fit_rarity(texts, model=MODEL, fractions=(0.01,))  # nothing to compare: distance
+    assert one_scale["shape"] == {"grouped_share": None, "score": "distance"}
+
+
 @pytest.mark.slow
 def test_selection_benchmark_quick_from_the_cli(tmp_path):
     """``embedsdg testbed --part selection --quick``: 3 pools (one per source), every selector row (minutes)."""
@@ -245,14 +284,14 @@ def test_refining_the_top_rows_follows_the_exact_search():
     the top 100 of the order (where centres come from) is then the exact search's (reference = the whole pool;
     measured: 100 of 100, against 71 without refining). The sample has 1,000 rows so that its smallest k (0.5% = 5)
     is not raised to ``min_k``: a 600-row sample would measure k = 5 of 600, a scale of 25 pool rows, not 15."""
-    from embedsdg_hf.space.rarity import DEFAULTS, rarity_scores, view_matrices
+    from embedsdg_hf.space.rarity import rarity_scores, scoring_settings, view_matrices
 
     texts = word_problem_rows(3000, seed=3)["question"]
     spec = fit_rarity(texts, model=MODEL)
     views = view_matrices(spec, texts)
 
     def top(**settings):
-        score, _ = rarity_scores(views, {**DEFAULTS, **settings}, seed=0)
+        score, _ = rarity_scores(views, {**scoring_settings(spec), **settings}, seed=0)
         return set(np.argsort(-score, kind="stable")[:100].tolist())
 
     exact = top(reference_size=10_000)
@@ -270,7 +309,7 @@ def test_a_region_of_texts_identical_in_the_view_still_gives_a_pair(gsm8k_rows):
     questions = [r["question"] for r in gsm8k_rows[:120]] + [f"Is {n} composite?" for n in (91, 1003, 77, 6, 4, 85)]
     rng = np.random.default_rng(0)
     pool = datasets.Dataset.from_dict({"question": questions, "coords": rng.random((len(questions), 2)).tolist()})
-    settings = {"views": ("lexical",), "fractions": (0.05, 0.1), "hood_k": 5}
+    settings = {"views": ("lexical",), "fractions": (0.05, 0.1), "hood_k": 5, "score": "distance"}
     regions, pairs, _ = rarity_seed_pairs(pool, n_pairs=20, model=MODEL, seed=0, **settings)
     rare = set(range(120, 126))
     centred = [rid for rid, centre in zip(regions["region_id"], regions["centre"]) if centre in rare]
@@ -347,7 +386,7 @@ def test_the_rarity_selectors_figures_reuse_the_scores_of_its_selection(gsm8k_ro
     resumed.spec = json.loads(json.dumps(selector.spec))  # what load() reads from rarity.json
     resumed.plot(ctx, regions, pairs, tmp_path / "resumed")
     assert calls == [1] and (tmp_path / "resumed" / "embedding_map.png").exists()
-    _, radius = real(rarity.view_matrices(resumed.spec, questions), resumed.spec["settings"], seed=0)
+    _, radius = real(rarity.view_matrices(resumed.spec, questions), rarity.scoring_settings(resumed.spec), seed=0)
     np.testing.assert_allclose(radius, measured)
 
 
@@ -375,7 +414,38 @@ def test_every_view_must_find_a_row_rare_its_best_scale_per_view_multiplied():
         "lexical": np.array([[1.0, 0.2], [0.7, 0.8], [0.1, 0.3]]),
         "student": np.array([[0.1, 0.0], [0.9, 0.6], [0.5, 0.2]]),
     }
-    every = _combine(ranks, "distance", "every")
+    every = _combine(ranks, "every")
     assert np.allclose(every, [1.0 * 0.1, 0.8 * 0.9, 0.3 * 0.5])
-    assert np.argmax(every) == 1 and np.argmax(_combine(ranks, "distance", "best")) == 0
-    assert np.allclose(_combine({"lexical": ranks["lexical"]}, "distance", "every"), [1.0, 0.8, 0.3])  # one view
+    assert np.argmax(every) == 1 and np.argmax(_combine(ranks, "best")) == 0
+    assert np.allclose(_combine({"lexical": ranks["lexical"]}, "every"), [1.0, 0.8, 0.3])  # one view
+
+
+def test_the_drop_column_is_the_largest_relative_rise_of_the_distance_from_one_k_to_the_next():
+    """k-th-neighbour distances at three ks: a small group (near, then 5x as far), a row of natural writing (far at
+    every k: hardly rises), a row of a large template (near at every k) and a row with no word of the view (0)."""
+    from embedsdg_hf.space.rarity import _columns
+
+    dist = np.array([[0.1, 0.1, 0.5], [0.8, 0.85, 0.9], [0.01, 0.012, 0.013], [0.0, 0.0, 0.0]])
+    drop = _columns(dist, "drop")
+    assert drop.shape == (4, 1)
+    assert np.allclose(drop[:, 0], [np.log(5), np.log(0.85 / 0.8), np.log(1.2), 0.0], atol=1e-6)
+    assert list(np.argsort(-drop[:, 0])) == [0, 2, 1, 3]
+    assert _columns(dist, "distance") is dist
+
+
+def test_the_views_fitting_computes_are_the_views_of_the_saved_spec():
+    """``fit_with_views`` hands the selection the views it computed while fitting (tokenizing and pooling a 400k pool
+    twice cost ~40 s); they must be exactly what the saved spec gives, or a resumed run would select differently."""
+    from embedsdg_hf.space.rarity import fit_with_views, rarity_selection, view_matrices
+
+    texts = word_problem_rows(300, seed=2)["question"]
+    spec, views = fit_with_views(texts, model=MODEL)
+    again = view_matrices(json.loads(json.dumps(spec)), texts)
+    assert list(views) == list(again) == ["lexical", "student"]
+    np.testing.assert_array_equal(views["student"], again["student"])
+    assert (views["lexical"] != again["lexical"]).nnz == 0
+    import datasets
+
+    pool = datasets.Dataset.from_dict({"question": texts, "coords": np.zeros((300, 2)).tolist()})
+    with pytest.raises(ValueError, match="views must be the"):
+        rarity_selection(pool, n_pairs=2, model=MODEL, spec=spec, views={"student": views["student"]})

@@ -136,7 +136,7 @@ def kind_visibility(pool, rare_kinds: Sequence[str], *, model: str, neighbours: 
     """
     from scipy.stats import rankdata
 
-    from ..space.rarity import fit_rarity, nearest_rows, rarity_scores, view_matrices
+    from ..space.rarity import fit_rarity, nearest_rows, rarity_scores, scoring_settings, view_matrices
 
     texts = [str(t) for t in pool["question"]]
     kinds = np.asarray(pool["kind"])
@@ -152,12 +152,12 @@ def kind_visibility(pool, rare_kinds: Sequence[str], *, model: str, neighbours: 
         mine = kinds[rows] == kind
         out[kind] = {"share": round(float((kinds == kind).mean()), 4)}
         out[kind].update({name: round(float(hits[mine].mean()), 3) for name, hits in same.items()})
-    score, _ = rarity_scores(views, spec["settings"], seed=seed)
+    score, _ = rarity_scores(views, scoring_settings(spec), seed=seed)
     rare = np.isin(kinds, list(rare_kinds))
     ranks = rankdata(score)
     n_rare, n_rest = int(rare.sum()), int((~rare).sum())
     auc = (ranks[rare].sum() - n_rare * (n_rare + 1) / 2) / (n_rare * n_rest)
-    return {"kinds": out, "score_auc": round(float(auc), 3)}
+    return {"kinds": out, "score_auc": round(float(auc), 3), "pool_shape": spec.get("shape")}
 
 
 def selector_rows() -> list[tuple[str, str, dict]]:
@@ -172,7 +172,7 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         "fractions": (0.005, 0.01, 0.02),
         "combine": "mean",
     }  # the rows below measured the mean rank over scales (the default until 2026-12-06)
-    best = {**DEFAULTS, "fractions": (0.005, 0.01, 0.02, 0.04, 0.08), "combine": "best"}
+    best = {**DEFAULTS, "score": "distance", "fractions": (0.005, 0.01, 0.02, 0.04, 0.08), "combine": "best"}
     every = {**best, "views": ("lexical", "student"), "token_weights": "mean", "combine": "every"}
     drop = {"score": "drop", "fractions": (0.0025, 0.01, 0.04)}
     return [
@@ -197,7 +197,11 @@ def selector_rows() -> list[tuple[str, str, dict]]:
          {**best, "views": ("student",), "token_weights": "mean"}),
         ("lexical + student mean, k=0.5/1/2/4/8%, best rank", "rarity",
          {**best, "views": ("lexical", "student"), "token_weights": "mean"}),
-        ("lexical x student mean, k=0.5/1/2/4/8%, each view's best rank multiplied (rarity default)", "rarity", every),
+        ("lexical x student mean, k=0.5/1/2/4/8%, each view's best rank multiplied (the rarity default on every pool "
+         "until the 4th round of 2026-12-06; now on grouped pools)", "rarity", every),
+        ("drop: lexical + student mean, k=0.5/1/2/4/8% (the rarity default on ungrouped pools)", "rarity",
+         {**every, "score": "drop"}),
+        ("rarity default, the rule chosen by the pool's shape (score=auto)", "rarity", {**every, "score": "auto"}),
         ("lexical, k=1/2/4%, words in < 3 rows left out", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04), "min_df": 3}),
         ("lexical, k=1/2/4%, words in < 0.2% of rows left out, % and $ as words", "rarity",
@@ -400,20 +404,23 @@ def _visibility_lines(report: dict) -> list[str]:
         "Same-kind share of each rare row's 5 nearest rows: near 1 = the kind is a region of the view; near its share "
         "of the pool = the view scatters it among the rest, and a selector that ranks rows by their neighbours cannot "
         "find it. Score AUC: the default's rarity score, rare rows against the rest (0.5 = no information, below = "
-        "the rare rows look denser).",
+        "the rare rows look denser). Grouped share: the share of rows with near copies, which decides the default's "
+        "rule (`distance` from 0.25, else `drop`; `space/rarity.py`'s `pool_shape`).",
         "",
         "| pool | rare kind | share of pool | same-kind share, lexical view | same-kind share, student view "
-        "| default score AUC | best lift of any selector |",
-        "|---|---|---|---|---|---|---|",
+        "| default score AUC | grouped share (rule) | best lift of any selector |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for pool, entry in visibility.items():
         top = best.get(pool)
         top_text = f"{top[0]:.2f} ({top[1]})" if top else "-"
+        shape = entry.get("pool_shape") or {}
+        rule = f"{fmt(shape.get('grouped_share'))} ({shape['score']})" if shape else "-"
         for i, (kind, k) in enumerate(entry["kinds"].items()):
-            first = ("", "", "") if i else (pool, fmt(entry["score_auc"]), top_text)
+            first = ("", "", "", "") if i else (pool, fmt(entry["score_auc"]), rule, top_text)
             lines.append(
                 f"| {first[0]} | {kind} | {k['share']:.1%} | {fmt(k.get('lexical'))} | {fmt(k.get('student'))} "
-                f"| {first[1]} | {first[2]} |"
+                f"| {first[1]} | {first[2]} | {first[3]} |"
             )
     return lines

@@ -178,7 +178,9 @@ def _default_settings() -> list[_Setting]:
         _Setting("knn", "knn in the map's dims (PCA, 2 or 3)", {"knn_dims": "map"}, True),
         _Setting("knn", "knn, 16-D PCA", {"knn_dims": 16}, False),
         _Setting("knn", "knn with suppression (suppress=k)", {"knn_suppress": knn["k"]}, False),
-        _Setting("rarity", "rarity (defaults: TF-IDF x student mean, best rank at k = 0.5-8%)", {}, False),
+        _Setting(
+            "rarity", "rarity (defaults: TF-IDF x student mean at k = 0.5-8%, rule by the pool's shape)", {}, False
+        ),
     ]
 
 

@@ -578,8 +578,10 @@ class KnnSelector:
 def _scales_note(settings: Mapping[str, Any]) -> str:
     """The histogram title's note on how the rarity selector ranks rows (it shows one scale of several)."""
     n = len(settings.get("fractions", ()))
-    if n < 2 or settings.get("score") != "distance":
+    if n < 2:
         return ""
+    if settings.get("score") == "drop":
+        return f";\ncentres: near at one of {n} scales and far at the next (a small group)"
     combine = settings.get("combine", "mean")
     if combine == "every" and len(settings.get("views", ())) > 1:
         return f";\ncentres by their best rank over {n} scales in each view, multiplied"
@@ -590,9 +592,11 @@ def _scales_note(settings: Mapping[str, Any]) -> str:
 @register_selector
 class RaritySelector:
     """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF and the
-    student's mean token embedding, numbers masked), as each view's best rank over scales of k-th-neighbour distances
-    at k = 0.5/1/2/4/8% of the pool against a fixed-size reference sample, multiplied over the views; regions are
-    the sparsest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
+    student's mean token embedding, numbers masked) from k-th-neighbour distances at k = 0.5/1/2/4/8% of the pool
+    against a fixed-size reference sample. By the pool's shape: when its rows come in groups (templated problems),
+    each view's best rank over those scales, multiplied over the views; when nearly every row is unique (natural
+    writing), the largest rise of the distance from one scale to the next (a small group). Regions are the
+    rarest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
     Fitted parts (``rarity.json``): token weights, TF-IDF vocabulary and every setting, in one JSON spec.
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
@@ -604,6 +608,7 @@ class RaritySelector:
         self.pairing = pairing
         self.spec: dict | None = None
         self.radius: np.ndarray | None = None  # every pool row's, from select(): the figures reuse it
+        self._views: dict | None = None  # the pool's views computed by fit(), until select() uses them
 
     @classmethod
     def from_config(cls, config: Any) -> RaritySelector:
@@ -618,10 +623,10 @@ class RaritySelector:
         return column, [str(t) for t in ctx.pool[column]]
 
     def fit(self, ctx: SelectionContext) -> None:
-        from ..space.rarity import fit_rarity
+        from ..space.rarity import fit_with_views
 
         _, texts = self._texts(ctx)
-        self.spec = fit_rarity(texts, model=ctx.embedding.model)
+        self.spec, self._views = fit_with_views(texts, model=ctx.embedding.model)
 
     def select(self, ctx: SelectionContext, *, n_pairs: int):
         from ..space.rarity import rarity_selection
@@ -629,6 +634,7 @@ class RaritySelector:
         if self.spec is None:
             self.fit(ctx)
         column, _ = self._texts(ctx)
+        views, self._views = self._views, None  # fit()'s views of this pool, when fit() ran in this process
         chosen = rarity_selection(
             ctx.pool,
             n_pairs=n_pairs,
@@ -637,6 +643,7 @@ class RaritySelector:
             spec=self.spec,
             seed=ctx.seed,
             pairing=self.pairing,
+            views=views,
         )
         self.radius = chosen.radius
         return chosen.regions, chosen.pairs
@@ -659,34 +666,42 @@ class RaritySelector:
         settings = dict(self.spec["settings"]) if self.spec else {}
         return {
             "selector": self.name,
-            "region": "a row whose question is rare by the rarity views (best or mean rank of its k-th-neighbour "
-            "distances at k = the fractions of the pool) and its nearest neighbours; rarest first",
+            "region": "a row whose question is rare by the rarity views (its k-th-neighbour distances at k = the "
+            "fractions of the pool, or their largest rise from one k to the next: `shape`) and its nearest "
+            "neighbours; rarest first",
             "settings": {**settings, "pairing": self.pairing},
+            "shape": self.spec.get("shape") if self.spec else None,
             "fitted": {"spec": "rarity.json"} if self.spec else {},
         }
 
     def summarize(self, regions, pairs) -> dict[str, Any]:
+        from ..space.rarity import scoring_settings
+
         views = "+".join(self.spec["settings"]["views"]) if self.spec else "?"
-        return {"counts": {}, "text": f"{len(regions)} rare regions (rarity, {views} view), {len(pairs)} seed pairs."}
+        score = f", {scoring_settings(self.spec)['score']} score" if self.spec else ""
+        return {
+            "counts": {},
+            "text": f"{len(regions)} rare regions (rarity, {views} view{score}), {len(pairs)} seed pairs.",
+        }
 
     def plot(self, ctx: SelectionContext, regions, pairs, out_dir: Path) -> dict[str, str]:
         from ..common.mapping import vector_matrix
         from ..plots import plot_knn_map, plot_sparsity_histogram
-        from ..space.rarity import rarity_scores, view_matrices
+        from ..space.rarity import rarity_scores, scoring_settings, view_matrices
 
         if self.spec is None:
             self.fit(ctx)
         radius = self.radius
         if radius is None or len(radius) != len(ctx.pool):  # selected in an earlier process: measure it again
             _, texts = self._texts(ctx)
-            _, radius = rarity_scores(view_matrices(self.spec, texts), self.spec["settings"], seed=ctx.seed)
+            _, radius = rarity_scores(view_matrices(self.spec, texts), scoring_settings(self.spec), seed=ctx.seed)
         k = int(regions["k"][0]) if len(regions) else None
         out_dir = Path(out_dir)
         centres = list(regions["centre"]) if len(regions) else []
         view = self.spec["settings"]["views"][0]
         density = plot_sparsity_histogram(
             radius, out_dir / "density_histogram.png", chosen=centres, k=k,
-            title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(self.spec['settings'])}",
+            title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(scoring_settings(self.spec))}",
         )  # fmt: skip
         labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
         mapped = plot_knn_map(

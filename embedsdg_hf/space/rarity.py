@@ -12,10 +12,10 @@ selector fixes both, with everything it fits saved as a JSON spec:
      the pool mean and scaled to unit length (cosine geometry);
    - ``"lexical"``: TF-IDF over the words of the text with numbers masked (:func:`fit_lexical`), unit rows.
 2. *Sparsity at the pool's scale*: for each view and each ``fraction`` in ``fractions``, the distance of every row to
-   its k-th nearest neighbour with k = fraction x (reference rows); ``score="drop"`` scores instead the largest jump
-   in rank between consecutive k (near at a small k, far at the next: a small group, not a lone outlier). The
-   reference is a fixed-size random sample of the pool (``reference_size`` rows; all of it when smaller), so time
-   and memory stay bounded on large pools.
+   its k-th nearest neighbour with k = fraction x (reference rows); ``score="drop"`` scores instead the largest
+   relative rise of that distance between consecutive k (near at a small k, far at the next: a small group, not a
+   lone outlier). The reference is a fixed-size random sample of the pool (``reference_size`` rows; all of it when
+   smaller), so time and memory stay bounded on large pools.
 3. *One score per row*: each (view, k) distance becomes a rank in [0, 1]. ``combine="every"`` (the default) takes
    each view's highest rank over the ks, the scale at which the row looks rarest there (a kind of 0.5% of the pool is
    sparse at k = 1%, one of 3% only at k = 4-8%; a mean over scales hides the larger kinds), and multiplies the
@@ -24,6 +24,10 @@ selector fixes both, with everything it fits saved as a JSON spec:
    embeddings place such words near each other, so that kind is dense there while a rare kind stays sparse in both.
    ``combine="best"`` takes the highest rank over views and ks, ``combine="mean"`` their mean. The highest scores
    are the region centres (ties broken with ``seed``).
+   ``score="auto"`` (the default) first looks at the pool's shape (:func:`pool_shape`, fitted with the spec): in a
+   pool whose rows come in groups (templated or generated problems) it scores ``"distance"`` as above; in a pool of
+   mostly unique rows (natural writing), where every row is far from every other at every k, a rare kind is a small
+   group instead, near at a small k and far at a larger one, and it scores ``"drop"``.
 4. *Pairs*: a centre's region is it and its ``hood_k`` nearest rows in the first view (exact, searched for the
    walked centres only); the pair is taken as the ``knn`` selector does (:func:`~.knn_regions.make_knn_pairs`),
    so the regions and pairs datasets have the ``knn`` selector's columns and everything downstream works unchanged.
@@ -54,42 +58,48 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULTS",
+    "GROUPED_SHARE",
     "TOKEN_SCHEMES",
     "VIEWS",
     "apply_token_weights",
     "fit_lexical",
     "fit_rarity",
+    "fit_with_views",
     "fit_token_weights",
     "lexical_matrix",
     "mask_numbers",
     "nearest_rows",
+    "pool_shape",
     "number_token_ids",
     "RaritySelection",
     "rarity_scores",
     "rarity_seed_pairs",
     "rarity_selection",
     "reference_sample",
+    "scoring_settings",
     "view_matrices",
 ]
 
 VIEWS = ("student", "lexical")
 TOKEN_SCHEMES = ("sif", "idf", "mean")
-SCORES = ("distance", "drop")
+SCORES = ("auto", "distance", "drop")
 COMBINES = ("every", "best", "mean")
 #: The selector's default settings: the lexical view and the student's mean token embedding (numbers masked) at
-#: k = 0.5/1/2/4/8% of the pool, a row scored by its best rank over those scales in each view, multiplied over the
-#: views (``combine="every"``: rare in both). In the selection benchmark (docs/selection-benchmark.md) no setting has
-#: a held-out worst case above 0 (GSM8K topic kinds the text does not make regions of); this one has the best
-#: held-out mean on two draws of the pools (9.48 and 5.07, against 7.27 and 4.97 for the lexical view alone, the
-#: default before, and 2.76 / 2.67 for mean ranks at k = 1/2/4%, the one before that) with the same or a better mean
-#: on the tuning source (23.66 / 23.38 against 23.66 / 21.57).
+#: k = 0.5/1/2/4/8% of the pool. When the pool's rows come in groups (``score="auto"``, :func:`pool_shape`), a row is
+#: scored by its best rank over those scales in each view, multiplied over the views (``combine="every"``: rare in
+#: both); when nearly every row is unique, by the largest rise of its log distance from one k to the next
+#: (``"drop"``: a small group), multiplied over the views. In the selection benchmark (docs/selection-benchmark.md)
+#: no setting has a held-out worst case above 0 (GSM8K topic kinds the text does not make regions of); this one has
+#: the best held-out mean on two draws of the pools (11.72 and 7.05, against 9.48 and 5.07 for the grouped rule on
+#: every pool, the default before, and 7.27 / 4.97 for the lexical view alone) and the same mean on the tuning
+#: source (23.66 / 23.38).
 DEFAULTS = {
     "views": ("lexical", "student"),
     "token_weights": "mean",
     "sif_a": 1e-3,
     "numbers": "mask",
     "fractions": (0.005, 0.01, 0.02, 0.04, 0.08),
-    "score": "distance",
+    "score": "auto",
     "combine": "every",
     "min_k": 5,
     "reference_size": 8000,
@@ -98,6 +108,11 @@ DEFAULTS = {
     "symbols": False,
     "refine": 4096,
 }
+#: ``score="auto"``: a pool is *grouped* (templated: most rows have near copies) when at least this share of the
+#: reference rows is at under half its largest-k distance already at the smallest k (mean over views); measured on
+#: the selection benchmark's sources: 0.54-0.89 for the built-in generator and mathematics_dataset, 0.000-0.004 for
+#: GSM8K, in either view.
+GROUPED_SHARE = 0.25
 _DENSE_REFERENCE_BYTES = 1 << 30  # a sparse view's reference sample is made dense below this size
 _BLOCK_BYTES = 1 << 28  # one block of rows x reference similarities (float64) stays near this size
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -247,6 +262,14 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
     ``settings`` override :data:`DEFAULTS` (``views``, ``token_weights``, ``sif_a``, ``numbers``, ``fractions``,
     ``score``, ``combine``, ``min_k``, ``reference_size``, ``hood_k``, ``min_df``, ``symbols``, ``refine``).
     """
+    return fit_with_views(texts, model=model, **settings)[0]
+
+
+def fit_with_views(texts: Sequence[str], *, model: str, **settings) -> tuple[dict, dict]:
+    """:func:`fit_rarity`'s spec and the views of ``texts`` under it (what :func:`view_matrices` gives), which
+    fitting computes on the way: the student view's vectors are what the pool mean is taken over, and tokenizing and
+    pooling a large pool twice costs tens of seconds (~40 s at 400k rows). Pass them to :func:`rarity_selection`."""
+    texts = list(texts)
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"Unknown rarity setting(s) {unknown}; the settings are {sorted(DEFAULTS)}.")
@@ -266,14 +289,63 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
         if not isinstance(s[name], int) or s[name] < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {s[name]!r}.")
     spec: dict = {"selector": "rarity", "model": model, "settings": s}
-    if "student" in s["views"]:
-        ids = _tokenize(model, texts)
-        weights = fit_token_weights(ids, model=model, scheme=s["token_weights"], a=s["sif_a"], numbers=s["numbers"])
-        spec["token_weights"] = weights
-        spec["center"] = [float(v) for v in _student_vectors(weights, ids).mean(axis=0)]
-    if "lexical" in s["views"]:
-        spec["lexical"] = fit_lexical(texts, min_df=s["min_df"], symbols=s["symbols"])
-    return spec
+    views = {}
+    for view in s["views"]:
+        if view == "student":
+            ids = _tokenize(model, texts)
+            weights = fit_token_weights(
+                ids, model=model, scheme=s["token_weights"], a=s["sif_a"], numbers=s["numbers"]
+            )
+            vectors = _student_vectors(weights, ids)
+            spec["token_weights"] = weights
+            spec["center"] = [float(v) for v in vectors.mean(axis=0)]
+            views[view] = unit_rows(vectors, np.asarray(spec["center"], dtype=np.float32))
+        else:
+            spec["lexical"] = fit_lexical(texts, min_df=s["min_df"], symbols=s["symbols"])
+            views[view] = lexical_matrix(spec["lexical"], texts)
+    if s["score"] == "auto":
+        spec["shape"] = pool_shape(spec, texts, views=views)
+    return spec, views
+
+
+def pool_shape(spec: dict, texts: Sequence[str], *, seed: int = 0, views: dict | None = None) -> dict:
+    """Do the pool's rows come in groups, or is nearly every row unique? What ``score="auto"`` scores by.
+
+    ``grouped_share``: the share of the reference rows (:func:`reference_sample`, against themselves) whose k-th
+    neighbour at the smallest k is under half as far as at the largest k, the mean over the spec's views. In a
+    *grouped* pool (at least :data:`GROUPED_SHARE`: templated or generated problems, where a kind's rows are near
+    copies) a rare kind is a group smaller than the large ks, sparse there: ``"distance"``. In an *ungrouped* pool
+    (natural writing, where distances to the near and the far rows hardly differ) every row is sparse at every k,
+    and a rare kind shows as a small group that is near at a small k and far at a larger one: ``"drop"``.
+
+    Example:
+        >>> pool_shape(fit_rarity(texts, model="smollm2-135m-instruct", score="distance"), texts)  # doctest: +SKIP
+        {'grouped_share': 0.71, 'score': 'distance'}
+    """
+    texts = list(texts)
+    settings = spec["settings"]
+    reference, ks = reference_sample(len(texts), settings, seed=seed)
+    if len(ks) < 2:  # one scale: nothing to compare; "drop" could not run either
+        return {"grouped_share": None, "score": "distance"}
+    if views is None:  # the reference rows' views; ``views``: the whole pool's, already computed
+        sample = view_matrices(spec, [texts[i] for i in reference])
+    else:
+        sample = {name: x[reference] for name, x in views.items()}
+    shares = []
+    for x in sample.values():
+        dist = _kth_distances(x, np.arange(x.shape[0]), [ks[0], ks[-1]])
+        shares.append(float(np.mean(dist[:, 0] < 0.5 * dist[:, 1])))
+    share = float(np.mean(shares))
+    return {"grouped_share": round(share, 4), "score": "distance" if share >= GROUPED_SHARE else "drop"}
+
+
+def scoring_settings(spec: dict) -> dict:
+    """The spec's settings with ``score="auto"`` replaced by the rule :func:`pool_shape` chose when it was fitted:
+    what :func:`rarity_scores` takes."""
+    settings = dict(spec["settings"])
+    if settings["score"] == "auto":
+        settings["score"] = spec["shape"]["score"]
+    return settings
 
 
 def view_matrices(spec: dict, texts: Sequence[str], *, views: Sequence[str] | None = None) -> dict:
@@ -320,19 +392,22 @@ def _kth_distances(x, reference: np.ndarray, ks: Sequence[int], block: int | Non
 
 
 def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's score (``distance``: the product over views of each view's best rank over ks (``combine="every"``),
-    or the best (``"best"``) or mean (``"mean"``) rank of its k-th-neighbour distances over views and ks, 1 =
-    sparsest; ``drop``: the largest rise in that rank between consecutive ks,
-    averaged over views) and the
-    first view's distance at the middle k (the region radius the coverage report reads).
+    """Each row's score and the first view's distance at the middle k (the region radius the coverage report reads).
+
+    ``score="distance"``: each (view, k) k-th-neighbour distance is ranked in [0, 1] (1 = sparsest); ``"drop"``: each
+    view's largest rise of the log distance from one k to the next is. ``combine="every"`` multiplies each view's
+    best rank, ``"best"`` / ``"mean"`` take the best / mean rank over views and columns. ``settings["score"]`` must
+    be resolved (:func:`scoring_settings`).
 
     With a reference sample smaller than the pool and ``refine`` > 0, the ``refine`` best-scored rows are scored
     again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool): in each
-    (view, k) column they keep the set of ranks the sample gave them, dealt out again in their exact order, so their
+    column they keep the set of ranks the sample gave them, dealt out again in their exact order, so their
     ranks stay on the pool's scale (which the product over views needs) while their order is the exact search's.
     The top of the order, where the centres come from, then follows the exact search (docs/selection-benchmark.md,
     "Scale") at a cost of refine x pool rows.
     """
+    if settings["score"] not in ("distance", "drop"):
+        raise ValueError(f"score={settings['score']!r} must be resolved first: pass scoring_settings(spec).")
     n = next(iter(views.values())).shape[0]
     reference, ks = reference_sample(n, settings, seed=seed)
     if settings["score"] == "drop" and len(ks) < 2:
@@ -345,9 +420,10 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         dists[view] = dist
         if radius is None:
             radius = dist[:, len(ks) // 2]
-    ranks = {view: np.stack([_rank01(d[:, j]) for j in range(len(ks))], axis=1) for view, d in dists.items()}
+    how = settings["score"]
+    ranks = {view: _ranks(_columns(d, how)) for view, d in dists.items()}
     combine = settings.get("combine", "mean")  # a spec saved before "best" existed was fitted with the mean
-    score = _combine(ranks, settings["score"], combine)
+    score = _combine(ranks, combine)
     refine = min(int(settings.get("refine", 0)), n) if len(reference) < n - 1 else 0
     if refine:
         rows = np.argsort(-score, kind="stable")[:refine]
@@ -355,22 +431,33 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
         for view in dists:
             exact = np.round(_pool_kth_distances(views[view], rows, pool_ks), 6)
             exact[_empty_rows(views[view])[rows]] = 0.0
-            for j in range(len(ks)):  # the rows keep the ranks they held in this column, dealt in their exact order
+            exact = _columns(exact, how)
+            for j in range(exact.shape[1]):  # the rows keep the ranks they held in this column, dealt in exact order
                 held = np.sort(ranks[view][rows, j])
                 ranks[view][rows, j] = held[np.argsort(np.argsort(exact[:, j], kind="stable"), kind="stable")]
-        score = _combine(ranks, settings["score"], combine)
+        score = _combine(ranks, combine)
     return score, radius
 
 
-def _combine(ranks: dict, how: str, combine: str) -> np.ndarray:
-    """One score per row from its per-view (rows, ks) ranks."""
+def _columns(dist: np.ndarray, how: str) -> np.ndarray:
+    """What one view ranks rows by, from their (rows, ks) k-th-neighbour distances: those distances
+    (``"distance"``), or the largest rise of their log from one k to the next (``"drop"``, one column: near at a
+    small k and far at the next larger one is a small group, however near or far the rest of the pool is)."""
     if how == "distance":
-        if combine == "every":  # each view's best scale; rare in every view
-            return np.prod([r.max(axis=1) for r in ranks.values()], axis=0)
-        stacked = np.concatenate(list(ranks.values()), axis=1)  # (rows, views x ks)
-        return stacked.max(axis=1) if combine == "best" else stacked.mean(axis=1)
-    # "drop": a small group is near at a small k and far at the next larger one
-    return np.mean([np.diff(r, axis=1).max(axis=1) for r in ranks.values()], axis=0)
+        return dist
+    return np.round(np.diff(np.log(np.maximum(dist, 1e-6)), axis=1).max(axis=1, keepdims=True), 6)
+
+
+def _ranks(columns: np.ndarray) -> np.ndarray:
+    return np.stack([_rank01(columns[:, j]) for j in range(columns.shape[1])], axis=1)
+
+
+def _combine(ranks: dict, combine: str) -> np.ndarray:
+    """One score per row from its per-view (rows, columns) ranks."""
+    if combine == "every":  # each view's best column; rare in every view
+        return np.prod([r.max(axis=1) for r in ranks.values()], axis=0)
+    stacked = np.concatenate(list(ranks.values()), axis=1)  # (rows, views x columns)
+    return stacked.max(axis=1) if combine == "best" else stacked.mean(axis=1)
 
 
 def _pool_kth_distances(x, rows: np.ndarray, ks: Sequence[int]) -> np.ndarray:
@@ -455,11 +542,12 @@ def rarity_selection(
     spec: dict | None = None,
     seed: int = 0,
     pairing: str = "near",
+    views: dict | None = None,
     **settings,
 ) -> RaritySelection:
     """The ``rarity`` selector end to end, with every row's score and radius kept (the selector's figures reuse
     them); pass the returned ``spec`` back to get the same selection from the saved fitted parts (``settings`` are
-    then ignored).
+    then ignored). ``views``: the texts' views under ``spec`` when already computed (:func:`fit_with_views`).
 
     ``regions`` / ``pairs`` have the columns of :func:`~.knn_regions.knn_seed_pairs`'s (``knn_distance``: the
     centre's k-th-neighbour distance at the middle k in the first view; ``k``: that k).
@@ -474,14 +562,17 @@ def rarity_selection(
     require_rows(ds, step="the rarity selector")
     texts = [str(t) for t in ds[text_column]]
     if spec is None:
-        spec = fit_rarity(texts, model=model, **settings)
+        spec, views = fit_with_views(texts, model=model, **settings)
     s = spec["settings"]
     if len(ds) <= max(s["hood_k"], s["min_k"]) + 1:
         raise ValueError(
             f"The rarity selector needs more than {max(s['hood_k'], s['min_k']) + 1} rows; got {len(ds)}."
         )
-    views = view_matrices(spec, texts)
-    score, radius = rarity_scores(views, s, seed=seed)
+    if views is None:
+        views = view_matrices(spec, texts)
+    elif list(views) != list(s["views"]) or any(x.shape[0] != len(texts) for x in views.values()):
+        raise ValueError(f"views must be the {s['views']} views of the {len(texts)} texts (fit_with_views).")
+    score, radius = rarity_scores(views, scoring_settings(spec), seed=seed)
     n = len(ds)
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
     first = views[s["views"][0]]
