@@ -158,6 +158,7 @@ def plot_sparsity_histogram(
     chosen: Sequence[int] = (),
     k: int | None = None,
     title: str | None = None,
+    cutoff: bool = True,
 ):
     """Histogram of every pool point's sparsity score (the k-NN selector's distance to the ``k``-th nearest
     neighbour), with the cut-off (the smallest score among the chosen centres) and the chosen centres marked.
@@ -166,6 +167,8 @@ def plot_sparsity_histogram(
         score: (n,) every pool point's score; larger is sparser.
         chosen: pool rows of the chosen region centres.
         k: the selector's k, for the labels.
+        cutoff: mark the cut-off; False when the centres were not chosen as the sparsest by ``score`` (the
+            ``rarity`` selector's small-group rule picks rows that are *near* at a small k).
 
     Example:
         >>> import numpy as np, tempfile, os
@@ -181,18 +184,23 @@ def plot_sparsity_histogram(
     ax.hist(score, bins=bins, color="#4C72B0", edgecolor="white", linewidth=0.4, label=f"pool points ({len(score):,})")
     if len(chosen):
         picked = score[chosen]
-        cutoff = float(picked.min())
         ax.hist(picked, bins=bins, color="#C44E52", edgecolor="white", linewidth=0.4,
                 label=f"chosen region centres ({len(chosen)})")  # fmt: skip
-        ax.axvline(cutoff, color="#C44E52", linestyle="--", linewidth=1.5, label=f"cut-off = {cutoff:.4f}")
-        ax.axvspan(cutoff, bins[-1], color="#C44E52", alpha=0.08)
-        above = int((score >= cutoff).sum())
+    if len(chosen) and cutoff:
+        cut = float(picked.min())
+        ax.axvline(cut, color="#C44E52", linestyle="--", linewidth=1.5, label=f"cut-off = {cut:.4f}")
+        ax.axvspan(cut, bins[-1], color="#C44E52", alpha=0.08)
+        above = int((score >= cut).sum())
         ax.plot([], [], ls="", label=f"{above} pool points at or above the cut-off")
     ax.set_yscale("log")
-    from matplotlib.ticker import ScalarFormatter
+    from matplotlib.ticker import FuncFormatter
 
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(ScalarFormatter())
+    def count(value, _):  # 1, 2, 5, 10, 20, 50, ...: plain numbers, and few enough not to overlap
+        mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+        return f"{value:g}" if round(mantissa) in (1, 2, 5) and abs(mantissa - round(mantissa)) < 1e-6 else ""
+
+    ax.yaxis.set_major_formatter(FuncFormatter(count))
+    ax.yaxis.set_minor_formatter(FuncFormatter(count))
     ax.set_xlabel(f"sparsity: distance to the {kth} nearest pool neighbour (density space)")
     ax.set_ylabel("pool points (log scale)")
     ax.set_title(title or "k-NN sparsity of the seed pool (the selector takes the sparsest first)")

@@ -699,9 +699,10 @@ class RaritySelector:
         out_dir = Path(out_dir)
         centres = list(regions["centre"]) if len(regions) else []
         view = self.spec["settings"]["views"][0]
+        settings = scoring_settings(self.spec)
         density = plot_sparsity_histogram(
-            radius, out_dir / "density_histogram.png", chosen=centres, k=k,
-            title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(scoring_settings(self.spec))}",
+            radius, out_dir / "density_histogram.png", chosen=centres, k=k, cutoff=settings["score"] != "drop",
+            title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(settings)}",
         )  # fmt: skip
         labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
         mapped = plot_knn_map(
