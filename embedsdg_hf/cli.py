@@ -345,12 +345,18 @@ def _cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_counts(*checks: tuple[str, int, int]) -> None:
+    """``(flag, value, minimum)``: a value below its minimum is a ValueError naming the flag as the user typed it
+    (``main`` prints it as one line and exits 2); the library's own checks name their arguments instead."""
+    for flag, value, minimum in checks:
+        if value < minimum:
+            raise ValueError(f"{flag} must be an integer >= {minimum}; got {value}.")
+
+
 def _testbed_targeting(args: argparse.Namespace) -> None:
     from .experiments.testbed import PATTERNS, QUICK_PATTERNS, run_targeting
 
-    for flag, value in (("--n", args.n), ("--n-pairs", args.n_pairs)):
-        if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}.")
+    _check_counts(("--n", args.n, 1), ("--n-pairs", args.n_pairs, 1))
 
     patterns = args.patterns or (list(QUICK_PATTERNS) if args.quick else [p.name for p in PATTERNS])
     weights = args.weights or ["mean", "mask"]
@@ -373,10 +379,7 @@ def _testbed_targeting(args: argparse.Namespace) -> None:
 def _testbed_selection(args: argparse.Namespace) -> int:
     from .experiments.selection_bench import run_selection_bench
 
-    for flag, value, minimum in (("--n-pairs", args.n_pairs, 1), ("--pool-seed", args.pool_seed, 0)):
-        if value < minimum:  # named as the user typed it; the library's own check names its argument
-            print(f"embedsdg testbed: error: {flag} must be an integer >= {minimum}; got {value}.", file=sys.stderr)
-            return 2
+    _check_counts(("--n-pairs", args.n_pairs, 1), ("--pool-seed", args.pool_seed, 0))
     print(f"Selection benchmark{' (quick)' if args.quick else ''} -> {args.output_dir}")
     try:
         run_selection_bench(

@@ -393,7 +393,7 @@ def test_no_lock_file_stays_in_a_finished_or_failed_run_dir(capsys, short_pool, 
     [
         (["coverage", "RUN", "--output_dir", "X"], "does not exist"),
         (["analyze", "--run_dir", "RUN", "--predictions", "X"], "is not an `embedsdg run` output dir"),
-        (["testbed", "--quick", "--n_pairs", "0", "--output_dir", "X"], "--n-pairs must be >= 1"),
+        (["testbed", "--quick", "--n_pairs", "0", "--output_dir", "X"], "--n-pairs must be an integer >= 1; got 0"),
         (["ablation", "--config", "NOSUCH", "--sft_config", "X", "--budgets", "4", "--eval_limit", "3"], "NOSUCH"),
     ],
 )
