@@ -691,15 +691,15 @@ class RaritySelector:
 
         if self.spec is None:
             self.fit(ctx)
+        settings = scoring_settings(self.spec)
         radius = self.radius
         if radius is None or len(radius) != len(ctx.pool):  # selected in an earlier process: measure it again
             _, texts = self._texts(ctx)
-            _, radius = rarity_scores(view_matrices(self.spec, texts), scoring_settings(self.spec), seed=ctx.seed)
+            _, radius = rarity_scores(view_matrices(self.spec, texts), settings, seed=ctx.seed)
         k = int(regions["k"][0]) if len(regions) else None
         out_dir = Path(out_dir)
         centres = list(regions["centre"]) if len(regions) else []
         view = self.spec["settings"]["views"][0]
-        settings = scoring_settings(self.spec)
         density = plot_sparsity_histogram(
             radius, out_dir / "density_histogram.png", chosen=centres, k=k, cutoff=settings["score"] != "drop",
             title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(settings)}",

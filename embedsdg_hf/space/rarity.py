@@ -299,7 +299,7 @@ def fit_with_views(texts: Sequence[str], *, model: str, **settings) -> tuple[dic
             vectors = _student_vectors(weights, ids)
             spec["token_weights"] = weights
             spec["center"] = [float(v) for v in vectors.mean(axis=0)]
-            views[view] = unit_rows(vectors, np.asarray(spec["center"], dtype=np.float32))
+            views[view] = _student_view(spec, vectors)
         else:
             spec["lexical"] = fit_lexical(texts, min_df=s["min_df"], symbols=s["symbols"])
             views[view] = lexical_matrix(spec["lexical"], texts)
@@ -348,6 +348,11 @@ def scoring_settings(spec: dict) -> dict:
     return settings
 
 
+def _student_view(spec: dict, vectors: np.ndarray) -> np.ndarray:
+    """The student view's rows: pooled ``vectors`` centred on the pool mean the spec saved, at unit length."""
+    return unit_rows(vectors, np.asarray(spec["center"], dtype=np.float32))
+
+
 def view_matrices(spec: dict, texts: Sequence[str], *, views: Sequence[str] | None = None) -> dict:
     """Each view of ``texts`` under a fitted spec (or only ``views``): ``"student"`` dense unit rows, ``"lexical"``
     sparse unit rows. The first view is the one regions and their radius live in."""
@@ -355,7 +360,7 @@ def view_matrices(spec: dict, texts: Sequence[str], *, views: Sequence[str] | No
     for view in spec["settings"]["views"] if views is None else views:
         if view == "student":
             vectors = _student_vectors(spec["token_weights"], _tokenize(spec["model"], texts))
-            out[view] = unit_rows(vectors, np.asarray(spec["center"], dtype=np.float32))
+            out[view] = _student_view(spec, vectors)
         else:
             out[view] = lexical_matrix(spec["lexical"], texts)
     return out
