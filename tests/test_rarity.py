@@ -15,6 +15,7 @@ from embedsdg_hf.space.rarity import (
     mask_numbers,
     number_token_ids,
     rarity_seed_pairs,
+    scoring_settings,
 )
 
 MODEL = "smollm2-135m-instruct"
@@ -145,7 +146,7 @@ def test_the_default_reads_the_pools_shape_and_finds_a_small_group_among_unique_
     import datasets
 
     from embedsdg_hf.data import bench_sources
-    from embedsdg_hf.space.rarity import GROUPED_SHARE, rarity_scores, scoring_settings, view_matrices
+    from embedsdg_hf.space.rarity import GROUPED_SHARE, rarity_scores, view_matrices
 
     questions = bench_sources.gsm8k_rows(gsm8k_train_file)["question"][:585]
     template = [r["question"] for r in word_problem_rows(300, seed=0) if r["kind"] == "reading_pages"][:15]
@@ -168,9 +169,20 @@ def test_the_default_reads_the_pools_shape_and_finds_a_small_group_among_unique_
     assert lift(spec=json.loads(json.dumps(spec)))[1]["seed_a"] == pairs["seed_a"]
     with pytest.raises(ValueError, match="must be resolved first"):
         rarity_scores(view_matrices(spec, texts), spec["settings"])
+    # the coverage report says the radius did not rank these regions (it does under the distance score)
+    from embedsdg_hf.analysis.rarity_coverage import measure_rarity_coverage
 
-    grouped = fit_rarity(word_problem_rows(600, seed=1)["question"], model=MODEL)
+    regions, _, _ = rarity_seed_pairs(pool, n_pairs=4, model=MODEL, seed=0, spec=spec)
+    report = measure_rarity_coverage(spec, texts, regions, {"embedsdg": template[:3]})
+    assert report.before["score"] == "drop" and "scored small groups" in report.to_markdown()
+
+    grouped_texts = word_problem_rows(600, seed=1)["question"]
+    grouped = fit_rarity(grouped_texts, model=MODEL)
     assert grouped["shape"]["score"] == "distance" and grouped["shape"]["grouped_share"] >= GROUPED_SHARE
+    grouped_pool = datasets.Dataset.from_dict({"question": grouped_texts, "coords": np.zeros((600, 2)).tolist()})
+    regions, _, _ = rarity_seed_pairs(grouped_pool, n_pairs=4, model=MODEL, seed=0, spec=grouped)
+    report = measure_rarity_coverage(grouped, grouped_texts, regions, {"embedsdg": grouped_texts[:3]})
+    assert report.before["score"] == "distance" and "scored small groups" not in report.to_markdown()
     one_scale = fit_rarity(texts, model=MODEL, fractions=(0.01,))  # nothing to compare: distance
     assert one_scale["shape"] == {"grouped_share": None, "score": "distance"}
 
@@ -246,6 +258,7 @@ def test_rarity_coverage_counts_rows_landing_in_the_regions_in_the_selectors_own
     assert ours["landed_in_targeted_regions"] == len(centres) and theirs["landed_in_targeted_regions"] == 0
     assert ours["regions_gaining"] == len(centres) and theirs["regions_gaining"] == 0
     assert report.to_dict()["selector"] == "rarity" and "rarity regions" in report.text()["summary"][0]
+    assert report.before["score"] == scoring_settings(spec)["score"]  # the rule the selection used
     assert all(r["before"] >= 1 for r in report.regions)
     # the radius is checked against the selector's: another pool is an error naming the regions
     other = [t.replace("apples", "pears") for t in texts]
@@ -284,7 +297,7 @@ def test_refining_the_top_rows_follows_the_exact_search():
     the top 100 of the order (where centres come from) is then the exact search's (reference = the whole pool;
     measured: 100 of 100, against 71 without refining). The sample has 1,000 rows so that its smallest k (0.5% = 5)
     is not raised to ``min_k``: a 600-row sample would measure k = 5 of 600, a scale of 25 pool rows, not 15."""
-    from embedsdg_hf.space.rarity import rarity_scores, scoring_settings, view_matrices
+    from embedsdg_hf.space.rarity import rarity_scores, view_matrices
 
     texts = word_problem_rows(3000, seed=3)["question"]
     spec = fit_rarity(texts, model=MODEL)

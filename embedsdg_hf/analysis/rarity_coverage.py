@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..space.rarity import reference_sample, view_matrices
+from ..space.rarity import reference_sample, scoring_settings, view_matrices
 from .coverage import CoverageReport, choose_targets, resolve_aims
 from .knn_coverage import KnnCoverage, _kth, _region_table, measure_balls
 
@@ -56,7 +56,7 @@ class RarityCoverage(KnnCoverage):
             f"{before['pool_points']:,} points. A region is the ball (cosine distance) around its centre whose radius "
             f"is the centre's distance to its {k}th reference neighbour (its rarity). tau = {report.threshold:.4f}: "
             f"{before['threshold_rule']}; a region is no longer sparse once its {k}th-neighbour distance, counting "
-            "the synthetic points, falls below tau.",
+            "the synthetic points, falls below tau." + _drop_caveat(before),
         ]
 
     @staticmethod
@@ -69,6 +69,17 @@ class RarityCoverage(KnnCoverage):
             f"{k}th-neighbour distance, counting the kept rows, falls below tau = {tau:.4f}, the smallest radius "
             "among the regions the selector took. `coverage.md` has the per-region numbers."
         )
+
+
+def _drop_caveat(before: dict) -> str:
+    """Under the small-group rule (``score="drop"``: mostly unique rows) the radius did not rank the regions."""
+    if before.get("score") != "drop":
+        return ""
+    return (
+        " This pool's rows are mostly unique, so the selection scored small groups (rows near their neighbours at a "
+        "small k and far at the next), not this radius: here the radius and tau are a common yardstick, and 'no "
+        "longer sparse' means a region is now as dense as the tightest group the selector took."
+    )
 
 
 def _cosine_distances(x, centres: np.ndarray) -> np.ndarray:
@@ -139,7 +150,12 @@ def measure_rarity_coverage(
     }
     aims = resolve_aims({name: len(d) for name, d in point_dist.items()}, synthetic_region_ids, table["region_id"])
     chosen = choose_targets(table["region_id"], aims, target_regions)
-    before = {"view": view, "text_column": text_column, "reference_rows": len(reference)}
+    before = {
+        "view": view,
+        "text_column": text_column,
+        "reference_rows": len(reference),
+        "score": scoring_settings(spec)["score"],
+    }
     return measure_balls(
         RarityCoverage(), table, k=k, pool_dist=pool_dist, others=others, radius=radius, point_dist=point_dist,
         aims=aims, chosen=chosen, threshold=threshold, before=before, pool_coords=pool_coords,

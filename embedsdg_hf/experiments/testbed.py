@@ -163,7 +163,7 @@ class _Setting:
     label: str
     settings: dict  # PipelineConfig fields that differ from the defaults ("map": knn_dims = the map's dims)
     per_map: bool  # True when the selection depends on the map (the grid); k-NN depends only on the embeddings
-    is_default: bool = False  # the grid's and the k-NN selector's default settings (figures, headline table)
+    is_default: bool = False  # each selector's default settings (share figures, headline table)
 
 
 def _default_settings() -> list[_Setting]:
@@ -179,7 +179,11 @@ def _default_settings() -> list[_Setting]:
         _Setting("knn", "knn, 16-D PCA", {"knn_dims": 16}, False),
         _Setting("knn", "knn with suppression (suppress=k)", {"knn_suppress": knn["k"]}, False),
         _Setting(
-            "rarity", "rarity (defaults: TF-IDF x student mean at k = 0.5-8%, rule by the pool's shape)", {}, False
+            "rarity",
+            "rarity (defaults: TF-IDF x student mean at k = 0.5-8%, rule by the pool's shape)",
+            {},
+            False,
+            True,
         ),
     ]
 
@@ -212,8 +216,8 @@ def measure_targeting(
     question only, for the k-NN settings with ``text="input"``) and ``family_column``).
 
     One row per (reducer, dims, setting): the EmbedSDG lift, the RandomSDG lift (mean and sd over
-    ``random_repeats`` draws), rare families hit, seeds, seconds; with ``figure_dir``, the grid's and the default
-    k-NN's share figures for the PCA map (``figure`` holds the file name).
+    ``random_repeats`` draws), rare families hit, seeds, seconds; with ``figure_dir``, each selector's default's
+    share figures for the PCA map (``figure`` holds the file name).
 
     Example:
         >>> rows = measure_targeting(add_embeddings(pool, model="smollm2-135m-instruct"), rare_families=["ages"])
