@@ -217,7 +217,7 @@ def measure_targeting(
 
     One row per (reducer, dims, setting): the EmbedSDG lift, the RandomSDG lift (mean and sd over
     ``random_repeats`` draws), rare families hit, seeds, seconds; with ``figure_dir``, each selector's default's
-    share figures for the PCA map (``figure`` holds the file name).
+    share figure (the grid's for each PCA map; k-NN and rarity read no map: one each) (``figure`` holds the file name).
 
     Example:
         >>> rows = measure_targeting(add_embeddings(pool, model="smollm2-135m-instruct"), rare_families=["ages"])
@@ -262,8 +262,9 @@ def measure_targeting(
                     "n_seeds": len(seeds),
                     "seconds": round(time.perf_counter() - t0 + t_map, 2),
                 }
-                if figure_dir is not None and reducer == "pca" and s.is_default:
-                    name = f"shares-{tag}-{reducer}-{k}d-{s.selector}.png".lstrip("-")
+                if figure_dir is not None and reducer == "pca" and s.is_default and (s.per_map or k == dims[0]):
+                    where = f"{reducer}-{k}d-" if s.per_map else ""  # knn and rarity read no map: one figure
+                    name = f"shares-{tag}-{where}{s.selector}.png".lstrip("-")
                     row["figure"] = _share_figure(Path(figure_dir) / name, result, rare_families, s.label, tag)
                 rows.append(row)
             if progress:
