@@ -418,6 +418,19 @@ def test_kth_distances_in_small_blocks_equal_one_block_and_the_default_block_shr
     assert (np.diff(whole, axis=1) >= -1e-12).all()  # the 20th neighbour is never nearer than the 5th
 
 
+@pytest.mark.parametrize("rows", [5, 200])  # one thread; rows split over threads
+def test_kth_largest_reads_every_k_of_a_full_sort_with_ties(monkeypatch, rows):
+    from embedsdg_hf.space import rarity
+
+    monkeypatch.setattr(rarity, "_cores", lambda: 4)
+    sims = np.random.default_rng(0).random((rows, 500))
+    sims[:, :40] = 0.5  # ties, as identical texts give
+    sims[0, 3] = -np.inf  # a row's own column
+    ks = [1, 7, 40, 120, 499]
+    expected = -np.sort(-sims, axis=1)[:, np.asarray(ks) - 1]
+    assert np.array_equal(rarity._kth_largest(sims.copy(), ks), expected)
+
+
 def test_every_view_must_find_a_row_rare_its_best_scale_per_view_multiplied():
     """combine="every": a row's best rank over the ks in each view, multiplied over the views. Row 0 is the rarest in
     the lexical view only, row 1 fairly rare in both: row 1 comes first; "best" (either view) puts row 0 first."""

@@ -217,7 +217,7 @@ def measure_targeting(
 
     One row per (reducer, dims, setting): the EmbedSDG lift, the RandomSDG lift (mean and sd over
     ``random_repeats`` draws), rare families hit, seeds, seconds; with ``figure_dir``, each selector's default's
-    share figure (the grid's for each PCA map; k-NN and rarity read no map: one each) (``figure`` holds the file name).
+    share figure, its file name in ``figure`` (the grid's for each PCA map; k-NN and rarity read no map: one each).
 
     Example:
         >>> rows = measure_targeting(add_embeddings(pool, model="smollm2-135m-instruct"), rare_families=["ages"])
