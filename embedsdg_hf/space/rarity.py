@@ -42,8 +42,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import datasets
@@ -490,8 +492,6 @@ def _kth_largest(sims: np.ndarray, ks: Sequence[int]) -> np.ndarray:
 
     One partition at all the ks (no sort of the top ``max(ks)``: at 400k rows that is 32,000 values a row), split
     over the rows in one thread per available core, up to 8 (numpy's partition releases the GIL)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     kth = np.asarray(ks) - 1
     negated = np.negative(sims, out=sims)  # sims is the caller's scratch block
 
@@ -506,8 +506,6 @@ def _kth_largest(sims: np.ndarray, ks: Sequence[int]) -> np.ndarray:
 
 
 def _cores() -> int:
-    import os
-
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
