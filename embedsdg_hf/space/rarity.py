@@ -405,12 +405,14 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     best rank, ``"best"`` / ``"mean"`` take the best / mean rank over views and columns. ``settings["score"]`` must
     be resolved (:func:`scoring_settings`).
 
-    With a reference sample smaller than the pool and ``refine`` > 0, the ``refine`` best-scored rows are scored
-    again from their exact k-th-neighbour distances in the whole pool (k scaled from the sample to the pool): in each
-    column they keep the set of ranks the sample gave them, dealt out again in their exact order, so their
-    ranks stay on the pool's scale (which the product over views needs) while their order is the exact search's.
-    The top of the order, where the centres come from, then follows the exact search (docs/selection-benchmark.md,
-    "Scale") at a cost of refine x pool rows.
+    With a reference sample smaller than the pool and ``refine`` > 0, rows are scored again from their exact
+    k-th-neighbour distances in the whole pool (k scaled from the sample to the pool): in each view, the ``refine``
+    best-scored rows and the ``refine`` best rows of each of the view's columns. In each column they keep the set of
+    ranks the sample gave them, dealt out again in their exact order (rows tied there share the mean of theirs, as
+    tied rows do in the exact search), so their ranks stay on the pool's scale (which the product over views needs)
+    while their order is the exact search's. With a column's own best rows among them, the top ranks of every column,
+    where the centres' ranks come from, are the exact search's (docs/selection-benchmark.md, "Scale"), at a cost of
+    up to (1 + columns) x refine x pool rows per view.
     """
     if settings["score"] not in ("distance", "drop"):
         raise ValueError(f"score={settings['score']!r} must be resolved first: pass scoring_settings(spec).")
@@ -418,31 +420,45 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     reference, ks = reference_sample(n, settings, seed=seed)
     if settings["score"] == "drop" and len(ks) < 2:
         raise ValueError("score='drop' needs at least two distinct k (fractions) to compare.")
-    dists, radius = {}, None
+    columns, radius = {}, None
+    how = settings["score"]
     for view in settings["views"]:
         # rounded: a dense product's last bits move with threads and load, and must not reorder rows at equal distance
         dist = np.round(_kth_distances(views[view], reference, ks), 6)
         dist[_empty_rows(views[view])] = 0.0  # a row with no word of the view is not a region: least sparse
-        dists[view] = dist
+        columns[view] = _columns(dist, how)
         if radius is None:
             radius = dist[:, len(ks) // 2]
-    how = settings["score"]
-    ranks = {view: _ranks(_columns(d, how)) for view, d in dists.items()}
+    ranks = {view: _ranks(c) for view, c in columns.items()}
     combine = settings.get("combine", "mean")  # a spec saved before "best" existed was fitted with the mean
     score = _combine(ranks, combine)
     refine = min(int(settings.get("refine", 0)), n) if len(reference) < n - 1 else 0
     if refine:
-        rows = np.argsort(-score, kind="stable")[:refine]
+        best = np.argsort(-score, kind="stable")[:refine]
         pool_ks = [min(n - 1, max(1, round(k * (n - 1) / len(reference)))) for k in ks]
-        for view in dists:
+        for view, sampled in columns.items():
+            tops = [np.argsort(-sampled[:, j], kind="stable")[:refine] for j in range(sampled.shape[1])]
+            rows = np.unique(np.concatenate([best, *tops]))
             exact = np.round(_pool_kth_distances(views[view], rows, pool_ks), 6)
             exact[_empty_rows(views[view])[rows]] = 0.0
             exact = _columns(exact, how)
-            for j in range(exact.shape[1]):  # the rows keep the ranks they held in this column, dealt in exact order
-                held = np.sort(ranks[view][rows, j])
-                ranks[view][rows, j] = held[np.argsort(np.argsort(exact[:, j], kind="stable"), kind="stable")]
+            for j in range(exact.shape[1]):
+                ranks[view][rows, j] = _deal(ranks[view][rows, j], exact[:, j])
         score = _combine(ranks, combine)
     return score, radius
+
+
+def _deal(held: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """The ranks ``held`` dealt out again in the order of ``exact`` (the lowest rank to the lowest value); rows with
+    equal ``exact`` values share the mean of the ranks dealt to them, as rankdata's average gives tied rows.
+
+    Example:
+        >>> _deal(np.array([0.9, 0.5, 0.7, 0.6]), np.array([0.3, 0.1, 0.3, 0.2])).tolist()
+        [0.8, 0.5, 0.8, 0.6]
+    """
+    dealt = np.sort(held)[np.argsort(np.argsort(exact, kind="stable"), kind="stable")]
+    _, group = np.unique(exact, return_inverse=True)
+    return (np.bincount(group, dealt) / np.bincount(group))[group]
 
 
 def _columns(dist: np.ndarray, how: str) -> np.ndarray:
