@@ -17,12 +17,11 @@ import argparse
 import json
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from embedsdg_hf.space.rarity import _cores, _kth_largest
+from embedsdg_hf.space.rarity import _cores, _kth_largest, _over_rows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "kth.json"
 SHAPES = ((2048, 8000), (83, 400_000), (256, 400_000))
@@ -39,11 +38,7 @@ def partition_then_sort(sims: np.ndarray, ks: list[int]) -> np.ndarray:
 def one_partition(sims: np.ndarray, ks: list[int]) -> np.ndarray:
     """The first baseline: one partition at every k over the whole row, rows split over the same threads."""
     kth = np.asarray(ks) - 1
-    negated = np.negative(sims, out=sims)
-    n_threads = min(_cores(), 8, len(negated) // 32)
-    with ThreadPoolExecutor(max(n_threads, 1)) as pool:
-        parts = pool.map(lambda c: -np.partition(c, kth, axis=1)[:, kth], np.array_split(negated, max(n_threads, 1)))
-        return np.concatenate(list(parts))
+    return _over_rows(lambda chunk: -np.partition(chunk, kth, axis=1)[:, kth], np.negative(sims, out=sims))
 
 
 def best_of(fn, sims: np.ndarray, ks: list[int], repeats: int) -> tuple[float, np.ndarray]:

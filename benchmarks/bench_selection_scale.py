@@ -53,7 +53,8 @@ def _exact_select(pool, n_pairs: int, spec: dict, views: dict):
     """The same fitted spec and views, with the whole pool as the reference (so only the neighbour search differs),
     timed. The lexical view's reference is made dense up to 4 GB here (the library's limit is 1 GB, which a 400k-row
     reference of a 755-word vocabulary passes): as a sparse product the exact check at 400k rows would take hours
-    instead of about half an hour. Same values."""
+    instead of about half an hour. The approximate run makes its 8,000-row reference dense too, so both compute the
+    lexical similarities the same way."""
     import copy
 
     from embedsdg_hf.space import rarity

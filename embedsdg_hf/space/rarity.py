@@ -521,11 +521,17 @@ def _kth_largest(sims: np.ndarray, ks: Sequence[int]) -> np.ndarray:
             top[:, :last] = np.partition(top[:, :last], smaller, axis=1)
         return -top[:, kth]
 
-    n_threads = min(_cores(), 8, len(negated) // 32)
+    return _over_rows(part, negated)
+
+
+def _over_rows(fn, block: np.ndarray) -> np.ndarray:
+    """``fn`` of ``block``, its rows split over one thread per available core (up to 8, at least 32 rows each),
+    the results stacked in row order."""
+    n_threads = min(_cores(), 8, len(block) // 32)
     if n_threads < 2:
-        return part(negated)
+        return fn(block)
     with ThreadPoolExecutor(n_threads) as pool:
-        return np.concatenate(list(pool.map(part, np.array_split(negated, n_threads))))
+        return np.concatenate(list(pool.map(fn, np.array_split(block, n_threads))))
 
 
 def _cores() -> int:
