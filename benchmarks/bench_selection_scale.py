@@ -45,7 +45,7 @@ def _select(pool, n_pairs: int):
 
     t0 = time.perf_counter()
     spec, views = fit_with_views(pool["question"], model=MODEL)
-    chosen = rarity_selection(pool, n_pairs=n_pairs, model=MODEL, spec=spec, views=views)
+    chosen = rarity_selection(pool, n_pairs=n_pairs, model=MODEL, spec=spec, fitted_views=views)
     return time.perf_counter() - t0, chosen.regions, spec, views
 
 
@@ -65,7 +65,7 @@ def _exact_select(pool, n_pairs: int, spec: dict, views: dict):
     rarity._DENSE_REFERENCE_BYTES = 4 << 30
     try:
         t0 = time.perf_counter()
-        chosen = rarity.rarity_selection(pool, n_pairs=n_pairs, model=MODEL, spec=exact, views=views)
+        chosen = rarity.rarity_selection(pool, n_pairs=n_pairs, model=MODEL, spec=exact, fitted_views=views)
         return time.perf_counter() - t0, chosen.regions
     finally:
         rarity._DENSE_REFERENCE_BYTES = limit

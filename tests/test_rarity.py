@@ -475,5 +475,22 @@ def test_the_views_fitting_computes_are_the_views_of_the_saved_spec():
     import datasets
 
     pool = datasets.Dataset.from_dict({"question": texts, "coords": np.zeros((300, 2)).tolist()})
-    with pytest.raises(ValueError, match="views must be the"):
-        rarity_selection(pool, n_pairs=2, model=MODEL, spec=spec, views={"student": views["student"]})
+    with pytest.raises(ValueError, match="fitted_views must be the"):
+        rarity_selection(pool, n_pairs=2, model=MODEL, spec=spec, fitted_views={"student": views["student"]})
+
+
+def test_a_views_setting_reaches_the_fit_and_changes_the_selection():
+    """``views=`` is a setting of the selector (which views to fit), not the precomputed ``fitted_views``: a
+    parameter of that name once swallowed it, and every benchmark row with one view ran the default two."""
+    import datasets
+
+    from embedsdg_hf.space.rarity import rarity_seed_pairs
+
+    texts = word_problem_rows(300, seed=3)["question"]
+    pool = datasets.Dataset.from_dict({"question": texts, "coords": np.zeros((300, 2)).tolist()})
+    specs = {}
+    for views in (("lexical",), ("student",), ("lexical", "student")):
+        _, _, spec = rarity_seed_pairs(pool, n_pairs=4, model=MODEL, seed=0, views=views, score="distance")
+        assert spec["settings"]["views"] == list(views)
+        assert ("lexical" in spec) == ("lexical" in views) and ("token_weights" in spec) == ("student" in views)
+        specs[views] = spec

@@ -643,7 +643,7 @@ class RaritySelector:
             spec=self.spec,
             seed=ctx.seed,
             pairing=self.pairing,
-            views=views,
+            fitted_views=views,
         )
         self.radius = chosen.radius
         return chosen.regions, chosen.pairs

@@ -270,7 +270,8 @@ def fit_rarity(texts: Sequence[str], *, model: str, **settings) -> dict:
 def fit_with_views(texts: Sequence[str], *, model: str, **settings) -> tuple[dict, dict]:
     """:func:`fit_rarity`'s spec and the views of ``texts`` under it (what :func:`view_matrices` gives), which
     fitting computes on the way: the student view's vectors are what the pool mean is taken over, and tokenizing and
-    pooling a large pool twice costs tens of seconds (~40 s at 400k rows). Pass them to :func:`rarity_selection`."""
+    pooling a large pool twice costs tens of seconds (~40 s at 400k rows). Pass them to :func:`rarity_selection`
+    as ``fitted_views``."""
     texts = list(texts)
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
@@ -596,12 +597,13 @@ def rarity_selection(
     spec: dict | None = None,
     seed: int = 0,
     pairing: str = "near",
-    views: dict | None = None,
+    fitted_views: dict | None = None,
     **settings,
 ) -> RaritySelection:
     """The ``rarity`` selector end to end, with every row's score and radius kept (the selector's figures reuse
     them); pass the returned ``spec`` back to get the same selection from the saved fitted parts (``settings`` are
-    then ignored). ``views``: the texts' views under ``spec`` when already computed (:func:`fit_with_views`).
+    then ignored). ``fitted_views``: the texts' views under ``spec`` when already computed (:func:`fit_with_views`);
+    ``settings`` (``views`` among them: which views to fit) go to :func:`fit_rarity`.
 
     ``regions`` / ``pairs`` have the columns of :func:`~.knn_regions.knn_seed_pairs`'s (``knn_distance``: the
     centre's k-th-neighbour distance at the middle k in the first view; ``k``: that k).
@@ -615,7 +617,10 @@ def rarity_selection(
     require_columns(ds, [text_column, coords_column])
     require_rows(ds, step="the rarity selector")
     texts = [str(t) for t in ds[text_column]]
+    views = fitted_views
     if spec is None:
+        if views is not None:
+            raise ValueError("fitted_views needs the spec they were computed under (fit_with_views).")
         spec, views = fit_with_views(texts, model=model, **settings)
     s = spec["settings"]
     if len(ds) <= max(s["hood_k"], s["min_k"]) + 1:
@@ -625,7 +630,7 @@ def rarity_selection(
     if views is None:
         views = view_matrices(spec, texts)
     elif list(views) != list(s["views"]) or any(x.shape[0] != len(texts) for x in views.values()):
-        raise ValueError(f"views must be the {s['views']} views of the {len(texts)} texts (fit_with_views).")
+        raise ValueError(f"fitted_views must be the {s['views']} views of the {len(texts)} texts (fit_with_views).")
     score, radius = rarity_scores(views, scoring_settings(spec), seed=seed)
     n = len(ds)
     order = np.lexsort((np.random.default_rng(seed).random(n), -score))
