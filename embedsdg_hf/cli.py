@@ -551,7 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--part",
         choices=("all", "targeting", "training", "selection"),
         default="all",
-        help="What to run (--quick: targeting). selection: the selection benchmark (3 sources, held out by source).",
+        help="What to run (--quick: targeting). selection: the selection benchmark (4 sources, held out by source).",
     )
     training = testbed.add_argument_group("training half (a student fine-tuned on a pool with rare families)")
     training.add_argument("--train-pattern", default="r4s2", help="Pattern of D (default: a held-out one).")

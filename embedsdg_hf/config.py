@@ -185,7 +185,8 @@ class PipelineConfig:
         metadata=_declare(
             "select",
             help="rarity (default: the question rare both in TF-IDF and in the student's token embeddings, numbers "
-            "masked, at its rarest of k = 0.5-8% of the pool, or, in a pool of mostly unique rows, in a small group; "
+            "masked, at its rarest of k = 0.5-8% of the pool; in a pool of mostly unique rows, rare in TF-IDF or in a "
+            "small group; "
             "docs/selection-benchmark.md), knn (sparsity by k-NN distance of the student's embedding, k = knn_k), "
             "grid (the paper's 2-D grid), or a selector registered with quality.selectors.register_selector",
         ),

@@ -72,7 +72,15 @@ class RarityCoverage(KnnCoverage):
 
 
 def _drop_caveat(before: dict) -> str:
-    """Under the small-group rule (``score="drop"``: mostly unique rows) the radius did not rank the regions."""
+    """Under a small-group rule (``score="drop"``, or ``"groups"``, the default on a pool of mostly unique rows) the
+    radius did not rank the regions, or not all of them."""
+    if before.get("score") == "groups":
+        return (
+            " This pool's rows are mostly unique, so the selection took the rows sparsest at their best scale, or a "
+            "small group's rows (near their neighbours at a small k and far at the next) where they ranked higher: "
+            "the radius ranked only the first, and for a small group's regions 'no longer sparse' means as dense as "
+            "the tightest region taken."
+        )
     if before.get("score") != "drop":
         return ""
     return (

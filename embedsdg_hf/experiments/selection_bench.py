@@ -1,10 +1,12 @@
 """The selection benchmark: do the seed selectors find rare kinds on pools from sources nobody tuned them on?
 
-Pools (:data:`POOLS`) are drawn from three independent sources (``data/bench_sources.py``): the built-in word-problem
-generator (the **tuning** source), GSM8K train (real text, topics as kinds: varied wording) and DeepMind's
-``mathematics_dataset`` (modules as kinds: tight templates), the last two **held out**. In each pool some kinds are
-made rare (0.5-5%). Lift = rare share of the chosen seeds (2 per pair, repeats count) / rare share of the pool.
-The report gives lift per pool and selector, the mean and the worst case over held-out and tuning pools::
+Pools (:data:`POOLS`) are drawn from four independent sources (``data/bench_sources.py``): the built-in word-problem
+generator (the **tuning** source), GSM8K train (real text, topics as kinds: varied wording), DeepMind's
+``mathematics_dataset`` (modules as kinds: tight templates) and the MMLU test set (real exam questions, subjects as
+kinds), the last three **held out**; two more pools mix MMLU's mathematics questions into GSM8K (the rare kind is a
+change of source). In each pool some kinds are made rare (0.5-5%). Lift = rare share of the chosen seeds (2 per
+pair, repeats count) / rare share of the pool. The report gives lift per pool and selector, the mean and the worst
+case over held-out and tuning pools::
 
     embedsdg testbed --part selection [--quick] --output-dir outputs/selection
 
@@ -48,7 +50,8 @@ class BenchPool:
     n: int
     rare: tuple[str, ...]
     rare_share: float
-    shape: str  # "template" (instances differ in names / numbers) or "wording" (a topic written many ways)
+    shape: str  # "template" (instances differ in names / numbers), "wording" (a topic written many ways) or "source"
+    # (rows from another source mixed in)
     quick: bool = False
     seed: int = 0
 
@@ -72,6 +75,18 @@ POOLS: tuple[BenchPool, ...] = (
     BenchPool("md-4x1%-20k", "math_dataset", 20000,
               ("probability__swr_p_sequence", "numbers__round_number", "comparison__sort", "numbers__gcd"), 0.01,
               "template"),
+    # MMLU: rare subjects drawn at random (numpy default_rng(2026)) among those with enough rows
+    BenchPool("mmlu-3x1%-3k", "mmlu", 3000, ("anatomy", "philosophy", "college medicine"), 0.01, "wording",
+              quick=True),
+    BenchPool("mmlu-2x0.5%-8k", "mmlu", 8000, ("clinical knowledge", "high school government and politics"), 0.005,
+              "wording"),
+    BenchPool("mmlu-1x3%-4k", "mmlu", 4000, ("international law",), 0.03, "wording"),
+    BenchPool("mmlu-4x1%-6k", "mmlu", 6000, ("nutrition", "global facts", "moral disputes", "machine learning"), 0.01,
+              "wording"),
+    BenchPool("mmlustem-2x1%-2k", "mmlu_stem", 2000, ("formal logic", "high school biology"), 0.01, "wording"),
+    BenchPool("gsm+mmlu-2x1%-3k", "gsm8k+mmlu", 3000, ("high school statistics", "college mathematics"), 0.01,
+              "source"),
+    BenchPool("gsm+mmlu-1x0.5%-6k", "gsm8k+mmlu", 6000, ("elementary mathematics",), 0.005, "source"),
 )  # fmt: skip
 
 
@@ -94,6 +109,14 @@ class _Sources:
             key = ("gsm8k",)
             if key not in self.cache:
                 self.cache[key] = src.gsm8k_rows(self.gsm8k_path)
+        elif pool.source in ("mmlu", "mmlu_stem"):
+            key = (pool.source,)
+            if key not in self.cache:
+                self.cache[key] = src.mmlu_rows(subjects=src.MMLU_STEM if pool.source == "mmlu_stem" else None)
+        elif pool.source == "gsm8k+mmlu":
+            key = ("gsm8k+mmlu",)
+            if key not in self.cache:
+                self.cache[key] = src.gsm8k_mmlu_rows(self.gsm8k_path)
         elif pool.source == "math_dataset":
             per = max(self.md_per_module, _md_per_module(pool))
             key = ("md", per)
@@ -199,8 +222,10 @@ def selector_rows() -> list[tuple[str, str, dict]]:
          {**best, "views": ("lexical", "student"), "token_weights": "mean"}),
         ("lexical x student mean, k=0.5/1/2/4/8%, each view's best rank multiplied (the rarity default on every pool "
          "until the 4th round of 2026-12-06; now on grouped pools)", "rarity", every),
-        ("drop: lexical + student mean, k=0.5/1/2/4/8% (the rarity default on ungrouped pools)", "rarity",
-         {**every, "score": "drop"}),
+        ("drop: lexical + student mean, k=0.5/1/2/4/8% (the rarity default on ungrouped pools until the 7th round "
+         "of 2026-12-06)", "rarity", {**every, "score": "drop"}),
+        ("groups: the lexical view's best rank, or the small-group rank in both views if higher (the rarity default "
+         "on ungrouped pools)", "rarity", {**every, "score": "groups"}),
         ("rarity default, the rule chosen by the pool's shape (score=auto)", "rarity", {**every, "score": "auto"}),
         ("lexical, k=1/2/4%, words in < 3 rows left out", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04), "min_df": 3}),
@@ -267,7 +292,8 @@ def run_selection_bench(
     visibility = {}
     for spec in chosen:
         pool = build_pool(spec, sources)
-        if selectors is None or any(not label.startswith(("lexical", "student", "drop")) for label in selectors):
+        rarity_only = ("lexical", "student", "drop", "groups")
+        if selectors is None or any(not label.startswith(rarity_only) for label in selectors):
             pool = _embed_and_map(pool, model, seed)
         else:  # only rarity rows: they embed their own views; a placeholder map for the region boxes
             vec = datasets.List(datasets.Value("float32"), length=2)
@@ -405,7 +431,7 @@ def _visibility_lines(report: dict) -> list[str]:
         "of the pool = the view scatters it among the rest, and a selector that ranks rows by their neighbours cannot "
         "find it. Score AUC: the default's rarity score, rare rows against the rest (0.5 = no information, below = "
         "the rare rows look denser). Grouped share: the share of rows with near copies, which decides the default's "
-        "rule (`distance` from 0.25, else `drop`; `space/rarity.py`'s `pool_shape`).",
+        "rule (`distance` from 0.25, else `groups`; `space/rarity.py`'s `pool_shape`).",
         "",
         "| pool | rare kind | share of pool | same-kind share, lexical view | same-kind share, student view "
         "| default score AUC | grouped share (rule) | best lift of any selector |",

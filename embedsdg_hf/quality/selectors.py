@@ -582,6 +582,8 @@ def _scales_note(settings: Mapping[str, Any]) -> str:
         return ""
     if settings.get("score") == "drop":
         return f";\ncentres: near at one of {n} scales and far at the next (a small group)"
+    if settings.get("score") == "groups":
+        return f";\ncentres by their best rank over {n} scales, or as a small group"
     combine = settings.get("combine", "mean")
     if combine == "every" and len(settings.get("views", ())) > 1:
         return f";\ncentres by their best rank over {n} scales in each view, multiplied"
@@ -595,7 +597,8 @@ class RaritySelector:
     student's mean token embedding, numbers masked) from k-th-neighbour distances at k = 0.5/1/2/4/8% of the pool
     against a fixed-size reference sample. By the pool's shape: when its rows come in groups (templated problems),
     each view's best rank over those scales, multiplied over the views; when nearly every row is unique (natural
-    writing), the largest rise of the distance from one scale to the next (a small group). Regions are the
+    writing), the first view's (TF-IDF's) best rank, or where it ranks higher, a small group's (the largest rise of the
+    distance from one scale to the next, in every view). Regions are the
     rarest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
     Fitted parts (``rarity.json``): token weights, TF-IDF vocabulary and every setting, in one JSON spec.
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
@@ -701,7 +704,7 @@ class RaritySelector:
         centres = list(regions["centre"]) if len(regions) else []
         view = self.spec["settings"]["views"][0]
         density = plot_sparsity_histogram(
-            radius, out_dir / "density_histogram.png", chosen=centres, k=k, cutoff=settings["score"] != "drop",
+            radius, out_dir / "density_histogram.png", chosen=centres, k=k, cutoff=settings["score"] == "distance",
             title=f"Rarity of the seed pool ({view} view, k = {k}){_scales_note(settings)}",
         )  # fmt: skip
         labels = ctx.reducer.axis_labels() if ctx.reducer is not None else None
