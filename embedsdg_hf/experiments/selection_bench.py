@@ -127,6 +127,19 @@ class _Sources:
         return self.cache[key]
 
 
+def _check_sources(pools: Sequence[BenchPool], gsm8k_path: str) -> None:
+    """Fail before any pool runs when a source the run needs is missing (not minutes in, at its first pool)."""
+    from ..data import bench_sources as src
+
+    sources = {p.source for p in pools}
+    if sources & {"gsm8k", "gsm8k+mmlu"} and not Path(gsm8k_path).is_file():
+        raise ValueError(f"GSM8K file {gsm8k_path} does not exist; point gsm8k_path at GSM8K's train.jsonl.")
+    if sources & {"mmlu", "mmlu_stem", "gsm8k+mmlu"}:
+        src.mmlu_file()
+    if "math_dataset" in sources:
+        src._import_math_dataset()
+
+
 def _md_per_module(pool: BenchPool) -> int:
     from ..data.bench_sources import MATH_DATASET_MODULES
 
@@ -285,6 +298,7 @@ def run_selection_bench(
     if not isinstance(pool_seed, int) or pool_seed < 0:
         raise ValueError(f"pool_seed must be an integer >= 0; got {pool_seed!r}.")
     chosen = [replace(p, seed=pool_seed) for p in chosen]
+    _check_sources(chosen, gsm8k_path)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
