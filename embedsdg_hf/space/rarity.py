@@ -410,8 +410,7 @@ def rarity_scores(views: dict, settings: dict, *, seed: int = 0) -> tuple[np.nda
     best rank, ``"best"`` / ``"mean"`` take the best / mean rank over views and columns. ``"groups"``: the first
     view's distances as under ``"distance"``; a row's score is then raised to its small-group rank (the rank of its
     largest rise of the log distance from one k to the next, the largest k left out, multiplied over every view)
-    where that is higher. ``settings["score"]`` must
-    be resolved (:func:`scoring_settings`).
+    where that is higher. ``settings["score"]`` must be resolved (:func:`scoring_settings`).
 
     With a reference sample smaller than the pool and ``refine`` > 0, rows are scored again from their exact
     k-th-neighbour distances in the whole pool (k scaled from the sample to the pool): in each view, the ``refine``
