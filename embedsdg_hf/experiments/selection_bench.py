@@ -386,6 +386,9 @@ def _summary(rows: list[dict]) -> list[dict]:
             if lifts:
                 worst = min((r for r in mine if keep is None or r["held_out"] == keep), key=lambda r: r["lift"])
                 entry[f"{part}_worst_pool"] = worst["pool"]
+            if part == "held_out":  # how often, not only whether, a selector takes no rare seed at all
+                entry["held_out_zeros"] = sum(v == 0 for v in lifts) if lifts else None
+                entry["held_out_median"] = round(float(np.median(lifts)), 2) if lifts else None
         out.append(entry)
     return out
 
@@ -412,15 +415,18 @@ def render_selection(report: dict) -> str:
         "",
         "## Lift per pool",
         "",
-        "| selector | " + " | ".join(pools) + " | held-out mean | held-out worst | tuning mean | tuning worst |",
-        "|---|" + "---|" * (len(pools) + 4),
+        "| selector | " + " | ".join(pools) + " | held-out mean | held-out median | held-out worst "
+        "| held-out pools at 0 | tuning mean | tuning worst |",
+        "|---|" + "---|" * (len(pools) + 6),
     ]
     for s in report["summary"]:
         cells = [f"{by[(s['selector'], p)]['lift']:.2f}" for p in pools]
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         worst = fmt(s["held_out_worst"]) + (f" ({s['held_out_worst_pool']})" if s.get("held_out_worst_pool") else "")
+        zeros = s.get("held_out_zeros")
         lines.append(
-            f"| {s['selector']} | " + " | ".join(cells) + f" | {fmt(s['held_out_mean'])} | {worst} | "
+            f"| {s['selector']} | " + " | ".join(cells) + f" | {fmt(s['held_out_mean'])} | "
+            f"{fmt(s.get('held_out_median'))} | {worst} | {'-' if zeros is None else zeros} | "
             f"{fmt(s['tuning_mean'])} | {fmt(s['tuning_worst'])} |"
         )
     lines += _visibility_lines(report)
