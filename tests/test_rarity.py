@@ -541,6 +541,8 @@ def test_mmlu_rows_come_from_the_installed_wheel_once_per_question(monkeypatch, 
     assert set(math["kind"]) == set(src.MMLU_MATH) and 1_000 < len(math) < 1_100
     mixed = src.gsm8k_mmlu_rows(gsm8k_train_file)
     assert set(src.MMLU_MATH) < set(mixed["kind"]) and "age" in set(mixed["kind"])
+    planted = set(src.gsm8k_mmlu_rows(gsm8k_train_file, subjects=["abstract algebra"])["kind"])
+    assert "abstract algebra" in planted and not planted & (set(src.MMLU_MATH) - {"abstract algebra"})
     with pytest.raises(ValueError, match=r"Unknown MMLU subject\(s\) \['cooking'\]"):
         src.mmlu_rows(subjects=["cooking"])
 

@@ -207,11 +207,13 @@ def mmlu_rows(path: str | Path | None = None, *, subjects: Sequence[str] | None 
     return _dataset([questions[i] for i in keep], [answers[i] for i in keep], [kinds[i] for i in keep])
 
 
-def gsm8k_mmlu_rows(gsm8k_path: str | Path = "../shared/data/gsm8k/train.jsonl") -> datasets.Dataset:
-    """GSM8K train (kinds: :func:`gsm8k_topic`) with MMLU's mathematics questions mixed in (kinds: their subjects,
-    :data:`MMLU_MATH`): a pool of one kind of writing where a few rows come from elsewhere (a rare kind that is a
-    change of source, not a topic of the rest)."""
-    return datasets.concatenate_datasets([gsm8k_rows(gsm8k_path), mmlu_rows(subjects=MMLU_MATH)])
+def gsm8k_mmlu_rows(
+    gsm8k_path: str | Path = "../shared/data/gsm8k/train.jsonl", *, subjects: Sequence[str] = MMLU_MATH
+) -> datasets.Dataset:
+    """GSM8K train (kinds: :func:`gsm8k_topic`) with MMLU's questions of ``subjects`` mixed in (kinds: their subjects;
+    by default :data:`MMLU_MATH`): a pool of one kind of writing where a few rows come from elsewhere (a rare kind that
+    is a change of source, not a topic of the rest)."""
+    return datasets.concatenate_datasets([gsm8k_rows(gsm8k_path), mmlu_rows(subjects=subjects)])
 
 
 def _import_math_dataset():

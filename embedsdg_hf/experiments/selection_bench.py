@@ -3,10 +3,10 @@
 Pools (:data:`POOLS`) are drawn from four independent sources (``data/bench_sources.py``): the built-in word-problem
 generator (the **tuning** source), GSM8K train (real text, topics as kinds: varied wording), DeepMind's
 ``mathematics_dataset`` (modules as kinds: tight templates) and the MMLU test set (real exam questions, subjects as
-kinds), the last three **held out**; two more pools mix MMLU's mathematics questions into GSM8K (the rare kind is a
-change of source). In each pool some kinds are made rare (0.5-5%). Lift = rare share of the chosen seeds (2 per
-pair, repeats count) / rare share of the pool. The report gives lift per pool and selector, the mean and the worst
-case over held-out and tuning pools::
+kinds), the last three **held out**; four more pools mix MMLU's mathematics questions into GSM8K (the rare kind is a
+change of source; in two of them no other MMLU subject is in the pool). In each pool some kinds are made rare (0.5-5%).
+Lift = rare share of the chosen seeds (2 per pair, repeats count) / rare share of the pool. The report gives lift per
+pool and selector, the mean and the worst case over held-out and tuning pools::
 
     embedsdg testbed --part selection [--quick] --output-dir outputs/selection
 
@@ -87,6 +87,10 @@ POOLS: tuple[BenchPool, ...] = (
     BenchPool("gsm+mmlu-2x1%-3k", "gsm8k+mmlu", 3000, ("high school statistics", "college mathematics"), 0.01,
               "source"),
     BenchPool("gsm+mmlu-1x0.5%-6k", "gsm8k+mmlu", 6000, ("elementary mathematics",), 0.005, "source"),
+    # the same plants with no other MMLU subject in the pool: the rare kind is the change of source alone
+    BenchPool("gsm+mmlu-only-2x1%-3k", "gsm8k+mmlu-planted", 3000, ("high school statistics", "college mathematics"),
+              0.01, "source"),
+    BenchPool("gsm+mmlu-only-1x0.5%-6k", "gsm8k+mmlu-planted", 6000, ("elementary mathematics",), 0.005, "source"),
 )  # fmt: skip
 
 
@@ -117,6 +121,10 @@ class _Sources:
             key = ("gsm8k+mmlu",)
             if key not in self.cache:
                 self.cache[key] = src.gsm8k_mmlu_rows(self.gsm8k_path)
+        elif pool.source == "gsm8k+mmlu-planted":  # only the planted subjects come from MMLU
+            key = ("gsm8k+mmlu-planted", pool.rare)
+            if key not in self.cache:
+                self.cache[key] = src.gsm8k_mmlu_rows(self.gsm8k_path, subjects=pool.rare)
         elif pool.source == "math_dataset":
             per = max(self.md_per_module, _md_per_module(pool))
             key = ("md", per)
@@ -132,9 +140,9 @@ def _check_sources(pools: Sequence[BenchPool], gsm8k_path: str) -> None:
     from ..data import bench_sources as src
 
     sources = {p.source for p in pools}
-    if sources & {"gsm8k", "gsm8k+mmlu"} and not Path(gsm8k_path).is_file():
+    if sources & {"gsm8k", "gsm8k+mmlu", "gsm8k+mmlu-planted"} and not Path(gsm8k_path).is_file():
         raise ValueError(f"GSM8K file {gsm8k_path} does not exist; point gsm8k_path at GSM8K's train.jsonl.")
-    if sources & {"mmlu", "mmlu_stem", "gsm8k+mmlu"}:
+    if sources & {"mmlu", "mmlu_stem", "gsm8k+mmlu", "gsm8k+mmlu-planted"}:
         src.mmlu_file()
     if "math_dataset" in sources:
         src._import_math_dataset()
