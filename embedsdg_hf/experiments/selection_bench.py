@@ -106,33 +106,30 @@ class _Sources:
         from ..data import bench_sources as src
 
         if pool.source == "word_problems":
-            key = ("wp", pool.n)
-            if key not in self.cache:
-                self.cache[key] = src.word_problem_rows(2 * pool.n, seed=1000 + pool.n)
+            key, build = ("wp", pool.n), lambda: src.word_problem_rows(2 * pool.n, seed=1000 + pool.n)
         elif pool.source == "gsm8k":
-            key = ("gsm8k",)
-            if key not in self.cache:
-                self.cache[key] = src.gsm8k_rows(self.gsm8k_path)
+            key, build = ("gsm8k",), lambda: src.gsm8k_rows(self.gsm8k_path)
         elif pool.source in ("mmlu", "mmlu_stem"):
-            key = (pool.source,)
-            if key not in self.cache:
-                self.cache[key] = src.mmlu_rows(subjects=src.MMLU_STEM if pool.source == "mmlu_stem" else None)
+            subjects = src.MMLU_STEM if pool.source == "mmlu_stem" else None
+            key, build = (pool.source,), lambda: src.mmlu_rows(subjects=subjects)
         elif pool.source == "gsm8k+mmlu":
-            key = ("gsm8k+mmlu",)
-            if key not in self.cache:
-                self.cache[key] = src.gsm8k_mmlu_rows(self.gsm8k_path)
+            key, build = ("gsm8k+mmlu",), lambda: src.gsm8k_mmlu_rows(self.gsm8k_path)
         elif pool.source == "gsm8k+mmlu-planted":  # only the planted subjects come from MMLU
-            key = ("gsm8k+mmlu-planted", pool.rare)
-            if key not in self.cache:
-                self.cache[key] = src.gsm8k_mmlu_rows(self.gsm8k_path, subjects=pool.rare)
+            key, build = (
+                ("gsm8k+mmlu-planted", pool.rare),
+                lambda: src.gsm8k_mmlu_rows(self.gsm8k_path, subjects=pool.rare),
+            )
         elif pool.source == "math_dataset":
             per = max(self.md_per_module, _md_per_module(pool))
-            key = ("md", per)
-            if key not in self.cache:
-                self.cache[key] = src.math_dataset_rows(per, seed=pool.seed)
+            key, build = ("md", per), lambda: src.math_dataset_rows(per, seed=pool.seed)
         else:
             raise ValueError(f"Unknown benchmark source {pool.source!r}.")
+        if key not in self.cache:
+            self.cache[key] = build()
         return self.cache[key]
+
+
+_MIXES = ("gsm8k+mmlu", "gsm8k+mmlu-planted")  # sources that read both GSM8K and MMLU
 
 
 def _check_sources(pools: Sequence[BenchPool], gsm8k_path: str) -> None:
@@ -140,9 +137,9 @@ def _check_sources(pools: Sequence[BenchPool], gsm8k_path: str) -> None:
     from ..data import bench_sources as src
 
     sources = {p.source for p in pools}
-    if sources & {"gsm8k", "gsm8k+mmlu", "gsm8k+mmlu-planted"} and not Path(gsm8k_path).is_file():
+    if sources & {"gsm8k", *_MIXES} and not Path(gsm8k_path).is_file():
         raise ValueError(f"GSM8K file {gsm8k_path} does not exist; point gsm8k_path at GSM8K's train.jsonl.")
-    if sources & {"mmlu", "mmlu_stem", "gsm8k+mmlu", "gsm8k+mmlu-planted"}:
+    if sources & {"mmlu", "mmlu_stem", *_MIXES}:
         src.mmlu_file()
     if "math_dataset" in sources:
         src._import_math_dataset()
@@ -312,9 +309,9 @@ def run_selection_bench(
     per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
     sources, rows, started = _Sources(gsm8k_path, per), [], time.perf_counter()
     visibility = {}
+    rarity_only = ("lexical", "student", "drop", "groups")  # selector rows that embed their own views
     for spec in chosen:
         pool = build_pool(spec, sources)
-        rarity_only = ("lexical", "student", "drop", "groups")
         if selectors is None or any(not label.startswith(rarity_only) for label in selectors):
             pool = _embed_and_map(pool, model, seed)
         else:  # only rarity rows: they embed their own views; a placeholder map for the region boxes

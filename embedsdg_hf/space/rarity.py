@@ -469,9 +469,7 @@ def _small_group_rise(dist: np.ndarray) -> np.ndarray:
         >>> _small_group_rise(np.array([[0.1, 0.1, 0.8, 0.9], [0.5, 0.6, 0.6, 0.9]])).round(2).tolist()
         [2.08, 0.18]
     """
-    logs = np.log(np.maximum(dist, 1e-6))
-    logs = logs[:, :-1] if logs.shape[1] > 2 else logs  # two scales: their one rise
-    return np.round(np.diff(logs, axis=1).max(axis=1), 6)
+    return _largest_log_rise(dist[:, :-1] if dist.shape[1] > 2 else dist)  # two scales: their one rise
 
 
 def _deal(held: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -494,7 +492,13 @@ def _columns(dist: np.ndarray, how: str) -> np.ndarray:
     the rest of the pool is)."""
     if how in ("distance", "groups"):
         return dist
-    return np.round(np.diff(np.log(np.maximum(dist, 1e-6)), axis=1).max(axis=1, keepdims=True), 6)
+    return _largest_log_rise(dist)[:, None]
+
+
+def _largest_log_rise(dist: np.ndarray) -> np.ndarray:
+    """Each row's largest rise of its log k-th-neighbour distance from one k to the next, rounded like the
+    distances (what ``"drop"`` ranks, and ``"groups"`` without the largest k)."""
+    return np.round(np.diff(np.log(np.maximum(dist, 1e-6)), axis=1).max(axis=1), 6)
 
 
 def _ranks(columns: np.ndarray) -> np.ndarray:
