@@ -601,3 +601,26 @@ def test_the_selection_summary_counts_the_held_out_pools_a_selector_takes_no_rar
     assert "| s | 0.00 | 3.00 | 0.00 | 9.00 | 0.00 | 3.00 | 1.50 | 0.00 (a) | 2 | 0.00 | 0.00 |" in render_selection(
         report
     )
+
+
+def test_the_selection_report_names_the_held_out_pools_no_selector_reaches_the_bar_on():
+    from embedsdg_hf.experiments.selection_bench import best_per_pool, render_selection
+
+    rows = [
+        {"selector": sel, "pool": p, "lift": lift, "held_out": p != "t", "source": "x", "n": 1}
+        for sel, p, lift in (
+            ("RandomSDG (uniform seeds)", "a", 9.0),  # never counts as a selector
+            ("s1", "a", 4.0),
+            ("s2", "a", 1.0),
+            ("s1", "b", 0.0),
+            ("s2", "b", 6.0),
+            ("s1", "t", 0.0),  # a tuning pool is not listed
+            ("s2", "t", 2.0),
+        )
+    ]
+    assert best_per_pool(rows) == {"a": (4.0, "s1"), "b": (6.0, "s2"), "t": (2.0, "s2")}
+    report = {"pools": [{"name": p, "source": "x", "shape": "s", "n": 1, "rare": ["k"], "rare_share": 0.01}
+                        for p in "abt"], "rows": rows, "summary": [], "n_pairs": 1, "tune_sources": ["t"],
+              "model": "m", "wall_seconds": 0}  # fmt: skip
+    text = render_selection(report)
+    assert "none of the 2 selectors reaches lift 5, even chosen per pool after the fact: 1 of 2: a (4.00)." in text
