@@ -186,6 +186,16 @@ def test_the_default_reads_the_pools_shape_and_finds_a_small_group_among_unique_
     regions, _, _ = rarity_seed_pairs(grouped_pool, n_pairs=4, model=MODEL, seed=0, spec=grouped)
     report = measure_rarity_coverage(grouped, grouped_texts, regions, {"embedsdg": grouped_texts[:3]})
     assert report.before["score"] == "distance" and "small group" not in report.to_markdown()
+    # the run's summary line tells a user of a pool of unique rows what the selector could not see
+    from embedsdg_hf.quality.selectors import RaritySelector
+
+    said = {}
+    for name, fitted in (("unique", spec), ("grouped", grouped)):
+        selector = RaritySelector()
+        selector.spec = fitted
+        said[name] = selector.summarize(regions, regions)["text"]
+    assert "groups score" in said["unique"] and "a topic written many ways cannot be seen" in said["unique"]
+    assert "distance score" in said["grouped"] and "cannot be seen" not in said["grouped"]
     one_scale = fit_rarity(texts, model=MODEL, fractions=(0.01,))  # nothing to compare: distance
     assert one_scale["shape"] == {"grouped_share": None, "score": "distance"}
 

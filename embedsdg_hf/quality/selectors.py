@@ -681,11 +681,15 @@ class RaritySelector:
         from ..space.rarity import scoring_settings
 
         views = "+".join(self.spec["settings"]["views"]) if self.spec else "?"
-        score = f", {scoring_settings(self.spec)['score']} score" if self.spec else ""
-        return {
-            "counts": {},
-            "text": f"{len(regions)} rare regions (rarity, {views} view{score}), {len(pairs)} seed pairs.",
-        }
+        how = scoring_settings(self.spec)["score"] if self.spec else None
+        score = f", {how} score" if how else ""
+        text = f"{len(regions)} rare regions (rarity, {views} view{score}), {len(pairs)} seed pairs."
+        if how in ("groups", "drop"):  # what the benchmark measured it cannot see (docs/selection-benchmark.md)
+            text += (
+                " The pool's rows are mostly unique: rare wording and small groups of near copies were taken; a topic"
+                " written many ways cannot be seen (README, 'Choosing seeds')."
+            )
+        return {"counts": {}, "text": text}
 
     def plot(self, ctx: SelectionContext, regions, pairs, out_dir: Path) -> dict[str, str]:
         from ..common.mapping import vector_matrix
