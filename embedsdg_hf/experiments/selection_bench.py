@@ -246,6 +246,8 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         ("groups: the lexical view's best rank, or the small-group rank in both views if higher (the rarity default "
          "on ungrouped pools)", "rarity", {**every, "score": "groups"}),
         ("rarity default, the rule chosen by the pool's shape (score=auto)", "rarity", {**every, "score": "auto"}),
+        ("rarity default with a 5-row region (hood_k=5; the default until the 8th round of 2026-12-06)", "rarity",
+         {**every, "score": "auto", "hood_k": 5}),
         ("lexical, k=1/2/4%, words in < 3 rows left out", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04), "min_df": 3}),
         ("lexical, k=1/2/4%, words in < 0.2% of rows left out, % and $ as words", "rarity",
