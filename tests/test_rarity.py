@@ -186,6 +186,12 @@ def test_the_default_reads_the_pools_shape_and_finds_a_small_group_among_unique_
     regions, _, _ = rarity_seed_pairs(grouped_pool, n_pairs=4, model=MODEL, seed=0, spec=grouped)
     report = measure_rarity_coverage(grouped, grouped_texts, regions, {"embedsdg": grouped_texts[:3]})
     assert report.before["score"] == "distance" and "small group" not in report.to_markdown()
+    # a region is its centre and the centre's 2 nearest rows; a spec saved with 5 (the default before) keeps 5
+    assert grouped["settings"]["hood_k"] == 2 and all(len(m) == 3 for m in regions["members"])
+    older = json.loads(json.dumps(grouped))
+    older["settings"]["hood_k"] = 5
+    wider, _, _ = rarity_seed_pairs(grouped_pool, n_pairs=4, model=MODEL, seed=0, spec=older)
+    assert all(len(m) == 6 for m in wider["members"]) and wider["centre"][:2] == regions["centre"][:2]
     # the run's summary line tells a user of a pool of unique rows what the selector could not see
     from embedsdg_hf.quality.selectors import RaritySelector
 

@@ -685,9 +685,10 @@ class RaritySelector:
         score = f", {how} score" if how else ""
         text = f"{len(regions)} rare regions (rarity, {views} view{score}), {len(pairs)} seed pairs."
         if how in ("groups", "drop"):  # what the benchmark measured it cannot see (docs/selection-benchmark.md)
+            taken = ("rare wording and " if how == "groups" else "") + "small groups of near copies"
             text += (
-                " The pool's rows are mostly unique: rare wording and small groups of near copies were taken; a topic"
-                " written many ways cannot be seen (README, 'Choosing seeds')."
+                f" The pool's rows are mostly unique: {taken} were taken; a topic written many ways cannot be seen"
+                " (README, 'Choosing seeds')."
             )
         return {"counts": {}, "text": text}
 

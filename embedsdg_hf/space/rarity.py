@@ -99,9 +99,9 @@ COMBINES = ("every", "best", "mean")
 #: (2026-12-06, seventh round), which took no rare seed on 7 / 8 of the 13 such benchmark pools in two draws (four
 #: of the five MMLU pools), against 1 / 1 for this rule; held-out mean 6.87 / 5.56 against 5.74 / 3.63.
 #: ``hood_k``: a centre's region is it and its 2 nearest rows (5 until the eighth round of 2026-12-06): a rare centre's
-#: farther neighbours are of its kind less often on natural writing (17-48% of a 5-row hood on the GSM8K and MMLU
-#: pools), and the seeds come from the region; held-out mean +0.47 / +0.87 / +0.51 on three draws, worst case 0 as
-#: before (docs/selection-benchmark.md).
+#: farther neighbours are of its kind less often on natural writing (17-48% of a 5-row hood on gsm-2x0.5%-6k and four
+#: MMLU pools), and the seeds come from the region; held-out mean +0.47 / +0.87 / +0.51 on three draws, worst case
+#: 0.28 / 0.00 (was 0.00 / 0.00; docs/selection-benchmark.md).
 DEFAULTS = {
     "views": ("lexical", "student"),
     "token_weights": "mean",
