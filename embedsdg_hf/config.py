@@ -208,6 +208,15 @@ class PipelineConfig:
     knn_pairing: KnnPairingOption = field(
         default="near", metadata=_declare("select", help="knn: near (nearest on each side) or extreme.")
     )
+    rarity_hood_k: int = field(
+        default=2,
+        metadata=_declare(
+            "select",
+            help="rarity: a region is its centre and this many nearest rows, and the seed pair comes from it. More "
+            "rows give seeds farther apart (a teacher copies a seed less often), fewer give rare seeds more often "
+            "(docs/selection-benchmark.md; 5 until 2026-12-06).",
+        ),
+    )
     knn_text: KnnTextOption = field(
         default="input",
         metadata=_declare(
@@ -502,7 +511,7 @@ class PipelineConfig:
             )
         if self.max_pairs_per_region is not None and self.max_pairs_per_region < 1:
             raise ValueError(f"max_pairs_per_region must be >= 1, got {self.max_pairs_per_region}.")
-        for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1)):
+        for name, minimum in (("knn_k", 1), ("knn_suppress", 0), ("knn_hood_k", 1), ("rarity_hood_k", 1)):
             if getattr(self, name) < minimum:
                 raise ValueError(f"{name} must be >= {minimum}, got {getattr(self, name)}.")
         if self.knn_dims is not None and self.knn_dims < 1:

@@ -640,3 +640,23 @@ def test_the_selection_report_names_the_held_out_pools_no_selector_reaches_the_b
               "model": "m", "wall_seconds": 0}  # fmt: skip
     text = render_selection(report)
     assert "none of the 2 selectors reaches lift 5, even chosen per pool after the fact: 1 of 2: a (4.00)." in text
+
+
+def test_the_region_size_is_a_config_setting_and_a_bad_value_is_one_line(gsm8k_rows):
+    """``rarity_hood_k`` reaches the fitted spec and the regions; 0 is refused naming the key and what is allowed."""
+    import datasets
+
+    from embedsdg_hf.config import PipelineConfig
+    from embedsdg_hf.quality.selectors import EmbeddingSettings, RaritySelector, SelectionContext
+    from embedsdg_hf.space.rarity import DEFAULTS
+
+    assert PipelineConfig().rarity_hood_k == DEFAULTS["hood_k"]  # one default, whichever door a user comes in by
+    with pytest.raises(ValueError, match=r"^rarity_hood_k must be >= 1, got 0\.$"):
+        PipelineConfig(rarity_hood_k=0)
+    questions = [r["question"] for r in gsm8k_rows[:150]]
+    pool = datasets.Dataset.from_dict({"question": questions, "coords": np.zeros((150, 2)).tolist()})
+    ctx = SelectionContext(pool=pool, embedding=EmbeddingSettings(model=MODEL, text_template="{question}"))
+    for config, size in ((PipelineConfig(rarity_hood_k=4), 4), (PipelineConfig().to_dict(), DEFAULTS["hood_k"])):
+        selector = RaritySelector.from_config(config)
+        regions, _ = selector.select(ctx, n_pairs=3)
+        assert selector.spec["settings"]["hood_k"] == size and all(len(m) == size + 1 for m in regions["members"])

@@ -604,18 +604,19 @@ class RaritySelector:
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
     name: ClassVar[str] = "rarity"
-    config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing",)
+    config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing", "rarity_hood_k")
     saved_files: ClassVar[tuple[str, ...]] = ("rarity.json",)
 
-    def __init__(self, *, pairing: str = "near") -> None:
+    def __init__(self, *, pairing: str = "near", hood_k: int | None = None) -> None:
         self.pairing = pairing
+        self.hood_k = hood_k  # None: the selector's default (space/rarity.py DEFAULTS); a saved spec keeps its own
         self.spec: dict | None = None
         self.radius: np.ndarray | None = None  # every pool row's, from select(): the figures reuse it
         self._views: dict | None = None  # the pool's views computed by fit(), until select() uses them
 
     @classmethod
     def from_config(cls, config: Any) -> RaritySelector:
-        return cls(pairing=_setting(config, "knn_pairing", "near"))
+        return cls(pairing=_setting(config, "knn_pairing", "near"), hood_k=_setting(config, "rarity_hood_k"))
 
     @staticmethod
     def _texts(ctx: SelectionContext) -> tuple[str, list[str]]:
@@ -629,7 +630,8 @@ class RaritySelector:
         from ..space.rarity import fit_with_views
 
         _, texts = self._texts(ctx)
-        self.spec, self._views = fit_with_views(texts, model=ctx.embedding.model)
+        settings = {} if self.hood_k is None else {"hood_k": self.hood_k}
+        self.spec, self._views = fit_with_views(texts, model=ctx.embedding.model, **settings)
 
     def select(self, ctx: SelectionContext, *, n_pairs: int):
         from ..space.rarity import rarity_selection
