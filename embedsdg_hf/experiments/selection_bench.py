@@ -312,10 +312,11 @@ def run_selection_bench(
     per = max([_md_per_module(p) for p in chosen if p.source == "math_dataset"], default=0)
     sources, rows, started = _Sources(gsm8k_path, per), [], time.perf_counter()
     visibility = {}
-    rarity_only = ("lexical", "student", "drop", "groups")  # selector rows that embed their own views
+    # the pipeline's selectors read the pool's embeddings and map; the rarity rows embed their own views
+    needs_map = selectors is None or any(k != "rarity" for label, k, _ in selector_rows() if label in selectors)
     for spec in chosen:
         pool = build_pool(spec, sources)
-        if selectors is None or any(not label.startswith(rarity_only) for label in selectors):
+        if needs_map:
             pool = _embed_and_map(pool, model, seed)
         else:  # only rarity rows: they embed their own views; a placeholder map for the region boxes
             vec = datasets.List(datasets.Value("float32"), length=2)
