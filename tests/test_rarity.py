@@ -593,6 +593,41 @@ def test_the_selection_benchmark_stops_before_any_pool_when_mmlu_is_missing(tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_the_random_mathematics_dataset_pools_plant_the_modules_their_seed_draws():
+    """The ``md-rand*`` pools' rare modules are the seeded draw the code names, not a hand-picked list."""
+    from embedsdg_hf.data.bench_sources import MATH_DATASET_MODULES
+    from embedsdg_hf.experiments.selection_bench import POOLS, RANDOM_MD_DRAW
+
+    seed, sizes = RANDOM_MD_DRAW
+    rng = np.random.default_rng(seed)
+    drawn = [tuple(str(m) for m in rng.choice(MATH_DATASET_MODULES, n, replace=False)) for n in sizes]
+    assert [p.rare for p in POOLS if p.name.startswith("md-rand")] == drawn
+
+
+def test_the_selection_report_gives_each_group_of_held_out_pools_its_mean_and_worst():
+    from embedsdg_hf.experiments.selection_bench import _summary, render_selection
+
+    rows = [
+        {"selector": "s", "pool": p, "lift": lift, "held_out": src != "t", "source": src, "n": 1}
+        for p, src, lift in (("a", "x", 2.0), ("b", "x", 6.0), ("c", "x", 1.0), ("d", "y", 4.0), ("t", "t", 0.0))
+    ]
+    pools = [
+        {"name": p, "source": src, "shape": "s", "n": 1, "rare": ["k"], "rare_share": 0.01, "drawn": drawn}
+        for p, src, drawn in (
+            ("a", "x", False),
+            ("b", "x", False),
+            ("c", "x", True),
+            ("d", "y", False),
+            ("t", "t", False),
+        )
+    ]
+    report = {"pools": pools, "rows": rows, "summary": _summary(rows), "n_pairs": 1, "tune_sources": ["t"],
+              "model": "m", "wall_seconds": 0}  # fmt: skip
+    text = render_selection(report)
+    assert "| selector | x (2) | x, kinds drawn at random (1) | y (1) |" in text  # the tuning pool is not a group
+    assert "| s | 4.00 (2.00) | 1.00 (1.00) | 4.00 (4.00) |" in text
+
+
 def test_the_selection_summary_counts_the_held_out_pools_a_selector_takes_no_rare_seed_from():
     from embedsdg_hf.experiments.selection_bench import _summary, render_selection
 

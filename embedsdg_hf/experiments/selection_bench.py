@@ -2,9 +2,10 @@
 
 Pools (:data:`POOLS`) are drawn from four independent sources (``data/bench_sources.py``): the built-in word-problem
 generator (the **tuning** source), GSM8K train (real text, topics as kinds: varied wording), DeepMind's
-``mathematics_dataset`` (modules as kinds: tight templates) and the MMLU test set (real exam questions, subjects as
-kinds), the last three **held out**; four more pools mix MMLU's mathematics questions into GSM8K (the rare kind is a
-change of source; in two of them no other MMLU subject is in the pool). In each pool some kinds are made rare (0.5-5%).
+``mathematics_dataset`` (modules as kinds: tight templates; in six of its pools the rare modules are drawn at
+random) and the MMLU test set (real exam questions, subjects as kinds), the last three **held out**; four more
+pools mix MMLU's mathematics questions into GSM8K (the rare kind is a change of source; in two of them no other MMLU
+subject is in the pool). In each pool some kinds are made rare (0.5-5%).
 Lift = rare share of the chosen seeds (2 per pair, repeats count) / rare share of the pool. The report gives lift per
 pool and selector, the mean and the worst case over held-out and tuning pools::
 
@@ -29,17 +30,22 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "POOLS",
+    "RANDOM_MD_DRAW",
     "TUNE_SOURCES",
     "BenchPool",
     "best_per_pool",
     "build_pool",
     "kind_visibility",
+    "pool_group",
     "run_selection_bench",
     "selector_rows",
 ]
 
 #: Sources the selector's defaults were chosen on; every other source is held out.
 TUNE_SOURCES: tuple[str, ...] = ("word_problems",)
+#: How the ``md-rand*`` pools' rare modules were drawn (before any selector ran on them): ``numpy.random.
+#: default_rng(seed).choice(MATH_DATASET_MODULES, n, replace=False)`` once per pool, in order, with these n.
+RANDOM_MD_DRAW: tuple[int, tuple[int, ...]] = (2028, (3, 3, 3, 3, 2, 2))
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class BenchPool:
     # (rows from another source mixed in)
     quick: bool = False
     seed: int = 0
+    drawn: bool = False  # the rare kinds were drawn at random before any selector ran on the pool, not picked
 
 
 POOLS: tuple[BenchPool, ...] = (
@@ -76,15 +83,34 @@ POOLS: tuple[BenchPool, ...] = (
     BenchPool("md-4x1%-20k", "math_dataset", 20000,
               ("probability__swr_p_sequence", "numbers__round_number", "comparison__sort", "numbers__gcd"), 0.01,
               "template"),
-    # MMLU: rare subjects drawn at random (numpy default_rng(2026)) among those with enough rows
+    # mathematics_dataset with its rare modules drawn at random (RANDOM_MD_DRAW; the pools above were picked by
+    # hand): a kind a selector prefers whatever its share cannot lift these on average
+    BenchPool("md-rand1-3x1%", "math_dataset", 3000,
+              ("probability__swr_p_level_set", "measurement__time", "comparison__kth_biggest"), 0.01, "template",
+              drawn=True),
+    BenchPool("md-rand2-3x1%", "math_dataset", 3000,
+              ("numbers__div_remainder", "comparison__pair", "probability__swr_p_level_set"), 0.01, "template",
+              drawn=True),
+    BenchPool("md-rand3-3x1%", "math_dataset", 3000,
+              ("arithmetic__nearest_integer_root", "comparison__kth_biggest", "comparison__closest"), 0.01,
+              "template", drawn=True),
+    BenchPool("md-rand4-3x1%", "math_dataset", 3000,
+              ("polynomials__evaluate", "comparison__closest", "comparison__sort"), 0.01, "template", drawn=True),
+    BenchPool("md-rand5-2x1%-7.5k", "math_dataset", 7500, ("comparison__pair", "algebra__linear_1d"), 0.01,
+              "template", drawn=True),
+    BenchPool("md-rand6-2x1%-7.5k", "math_dataset", 7500, ("arithmetic__mixed", "algebra__sequence_next_term"), 0.01,
+              "template", drawn=True),
+    # MMLU: rare subjects drawn at random (numpy default_rng(2026)) among those with enough rows, before any
+    # selector ran on them
     BenchPool("mmlu-3x1%-3k", "mmlu", 3000, ("anatomy", "philosophy", "college medicine"), 0.01, "wording",
-              quick=True),
+              quick=True, drawn=True),
     BenchPool("mmlu-2x0.5%-8k", "mmlu", 8000, ("clinical knowledge", "high school government and politics"), 0.005,
-              "wording"),
-    BenchPool("mmlu-1x3%-4k", "mmlu", 4000, ("international law",), 0.03, "wording"),
+              "wording", drawn=True),
+    BenchPool("mmlu-1x3%-4k", "mmlu", 4000, ("international law",), 0.03, "wording", drawn=True),
     BenchPool("mmlu-4x1%-6k", "mmlu", 6000, ("nutrition", "global facts", "moral disputes", "machine learning"), 0.01,
-              "wording"),
-    BenchPool("mmlustem-2x1%-2k", "mmlu_stem", 2000, ("formal logic", "high school biology"), 0.01, "wording"),
+              "wording", drawn=True),
+    BenchPool("mmlustem-2x1%-2k", "mmlu_stem", 2000, ("formal logic", "high school biology"), 0.01, "wording",
+              drawn=True),
     BenchPool("gsm+mmlu-2x1%-3k", "gsm8k+mmlu", 3000, ("high school statistics", "college mathematics"), 0.01,
               "source"),
     BenchPool("gsm+mmlu-1x0.5%-6k", "gsm8k+mmlu", 6000, ("elementary mathematics",), 0.005, "source"),
@@ -439,6 +465,7 @@ def render_selection(report: dict) -> str:
             f"{fmt(s['tuning_mean'])} | {fmt(s['tuning_worst'])} |"
         )
     lines += _ceiling_lines(report)
+    lines += _group_lines(report)
     lines += _visibility_lines(report)
     lines += ["", f"Wall time: {report['wall_seconds']} s.", ""]
     return "\n".join(lines)
@@ -469,6 +496,35 @@ def _ceiling_lines(report: dict, bar: float = 5.0) -> list[str]:
         f"Held-out pools where none of the {n_selectors} selectors reaches lift {bar:g}, even chosen per pool after "
         f"the fact: {len(under)} of {len(held)}: {listed}.",
     ]
+
+
+def pool_group(pool: dict) -> str:
+    """The group a report's pool is summed up in: its source, and whether its rare kinds were drawn at random."""
+    return pool["source"] + (", kinds drawn at random" if pool.get("drawn") else "")
+
+
+def _group_lines(report: dict) -> list[str]:
+    """Held-out mean (worst) per group of pools (:func:`pool_group`): which sources a selector holds on, and
+    whether its lift on a source comes from the kinds someone picked to plant there."""
+    group = {p["name"]: pool_group(p) for p in report["pools"] if p["source"] not in report["tune_sources"]}
+    names = list(dict.fromkeys(group.values()))
+    if not names:
+        return []
+    lifts: dict[tuple[str, str], list[float]] = {}
+    for r in report["rows"]:
+        if r["pool"] in group:
+            lifts.setdefault((r["selector"], group[r["pool"]]), []).append(r["lift"])
+    lines = [
+        "",
+        "## Held-out lift per group of pools: mean (worst)",
+        "",
+        "| selector | " + " | ".join(f"{g} ({sum(v == g for v in group.values())})" for g in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for s in report["summary"]:
+        cells = [f"{np.mean(v):.2f} ({min(v):.2f})" if (v := lifts.get((s["selector"], g))) else "-" for g in names]
+        lines.append(f"| {s['selector']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _visibility_lines(report: dict) -> list[str]:
