@@ -95,7 +95,8 @@ COMBINES = ("every", "best", "mean")
 #: both); when nearly every row is unique (``"groups"``), by the lexical view's best rank over the scales, or where it
 #: is higher, its small-group rank (the rise of its log distance from one k to the next) in both views. In the
 #: selection benchmark (docs/selection-benchmark.md) no setting has a held-out worst case of 1 or more (GSM8K and
-#: MMLU topic kinds the text does not make regions of); on the pools of mostly unique rows this rule replaced
+#: MMLU topic kinds the text does not make regions of; drawn mathematics_dataset modules that are regions but rank
+#: below common modules written many ways); on the pools of mostly unique rows this rule replaced
 #: ``"drop"`` (2026-12-06, seventh round), which took no rare seed on 7 / 8 of the 13 such benchmark pools in two
 #: draws (four of the five MMLU pools), against 1 / 1 for this rule; held-out mean 6.87 / 5.56 against 5.74 / 3.63.
 #: ``hood_k``: a centre's region is it and its 2 nearest rows (5 until the eighth round of 2026-12-06): a rare centre's
