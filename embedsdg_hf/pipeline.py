@@ -276,7 +276,7 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         to_json_atomic(pairs, run.pairs_jsonl)
     in_region = int(sum(pairs["interp_in_region"])) if len(pairs) else 0
     summary = selector.summarize(regions, pairs)
-    manifest["selection"] = {**selector.describe(), "summary": summary["text"]}
+    manifest["selection"] = {**selector.describe(), **_seed_words(config, pool, pairs, summary["text"])}
     manifest["counts"].update(
         {
             "regions": len(regions),
@@ -287,6 +287,22 @@ def _analysis(config: PipelineConfig, pool, out: Path, timer: _Timer, manifest: 
         }
     )
     return pool, pairs
+
+
+def _seed_words(config: PipelineConfig, pool, pairs, text: str) -> dict:
+    """The selection's summary line, followed by the words its seeds lean to (``analysis/seed_words.py``), and those
+    words for the manifest: what the selection took, in the pool's own words."""
+    import numpy as np
+
+    from .analysis.seed_words import lean_sentence, seed_word_lean
+
+    column = template_fields(config.text_template)[0]
+    rows = np.unique(np.concatenate([pairs["seed_a"], pairs["seed_b"]])) if len(pairs) else np.zeros(0, np.int64)
+    lean = seed_word_lean([str(t) for t in pool[column]], rows, seed=config.seed) if len(rows) else []
+    return {
+        "summary": " ".join(filter(None, [text, lean_sentence(lean, len(rows))])),
+        "seed_words": {"seed_rows": len(rows), "words": lean},
+    }
 
 
 def _decode_in_parts(config: PipelineConfig, pairs, pool, out: Path):

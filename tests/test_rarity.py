@@ -1,6 +1,7 @@
 """The ``rarity`` selector's parts (space/rarity.py) and the selection benchmark's pool builders, on a real student."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -237,6 +238,17 @@ def test_pipeline_analysis_with_the_rarity_selector_saves_and_reuses_its_fitted_
     pool = datasets.load_from_disk(str(tmp_path / "run" / "pool"))
     _, again, _ = rarity_seed_pairs(pool, n_pairs=6, model=MODEL, seed=config.seed, spec=spec)
     assert [p["seed_a"] for p in pairs] == again["seed_a"] and [p["seed_b"] for p in pairs] == again["seed_b"]
+    # the summary names the words the seeds lean to, each in as many seed questions as it says (counted here anew)
+    seed_rows = sorted({p["seed_a"] for p in pairs} | {p["seed_b"] for p in pairs})
+    lean = selection["seed_words"]
+    assert lean["seed_rows"] == len(seed_rows) and lean["words"], lean
+    for word in lean["words"]:
+        said = sum(bool(re.search(rf"\b{word['word']}\b", pool["question"][i].lower())) for i in seed_rows)
+        assert said == word["seeds"] and word["seeds"] >= 0.2 * len(seed_rows)
+    assert (
+        f'"{lean["words"][0]["word"]}" ({lean["words"][0]["seeds"]} of {len(seed_rows)} seed rows'
+        in (selection["summary"])
+    )
 
 
 def _coverage_pool(n=400):
