@@ -40,7 +40,7 @@ def seed_word_lean(
     is ``{"word", "seeds", "seed_share", "pool_share", "lift"}``. Empty when no word leans so, or no row has a word."""
     from sklearn.feature_extraction.text import CountVectorizer
 
-    from ..space.rarity import mask_numbers
+    from ..space.rarity import NUMBER_MASK, mask_numbers
 
     rows = np.unique(np.asarray(seed_rows, dtype=np.int64))
     if len(rows) == 0 or len(texts) == 0:
@@ -65,7 +65,7 @@ def seed_word_lean(
     keep = [
         j
         for j in np.flatnonzero((seed_share >= min_share) & (seeds >= 2) & (lift >= min_lift))
-        if words[j] != "num"  # the mask of every number
+        if words[j] != NUMBER_MASK.lower()  # the mask of every number
     ]
     keep.sort(key=lambda j: (-seeds[j], -lift[j], words[j]))
     return [

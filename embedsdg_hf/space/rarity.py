@@ -64,6 +64,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "DEFAULTS",
     "GROUPED_SHARE",
+    "NUMBER_MASK",
     "TOKEN_SCHEMES",
     "VIEWS",
     "apply_token_weights",
@@ -129,6 +130,10 @@ _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _NUMBER_TOKEN = re.compile(r"^[\s\d.,:/+\-$%]*\d[\s\d.,:/+\-$%]*$")
 
 
+#: The word :func:`mask_numbers` puts in place of every number.
+NUMBER_MASK = "NUM"
+
+
 def mask_numbers(text: str) -> str:
     """``text`` with every number replaced by the word ``NUM`` (the lexical view's treatment of numbers).
 
@@ -136,7 +141,7 @@ def mask_numbers(text: str) -> str:
         >>> mask_numbers("Is 1,234 a multiple of 7.5?")
         'Is NUM a multiple of NUM?'
     """
-    return _NUMBER.sub("NUM", text)
+    return _NUMBER.sub(NUMBER_MASK, text)
 
 
 @functools.lru_cache(maxsize=4)
