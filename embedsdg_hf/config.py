@@ -14,6 +14,7 @@ from .common.options import (
     KNN_PAIRINGS,
     KNN_TEXTS,
     METHODS,
+    RARITY_WORD_WEIGHTS,
     REDUCERS,
     RUN_STAGES,
     SIDE_CHOICES,
@@ -30,6 +31,7 @@ ReducerOption = Literal[REDUCERS]
 SelectorOption = Literal[tuple(SELECTORS)]  # the built-in ones; one registered in Python is accepted as well
 KnnPairingOption = Literal[KNN_PAIRINGS]
 KnnTextOption = Literal[KNN_TEXTS]
+RarityWordWeightsOption = Literal[RARITY_WORD_WEIGHTS]
 SideChoiceOption = Literal[SIDE_CHOICES]
 RunStageOption = Literal[RUN_STAGES]
 MethodOption = Literal[METHODS]
@@ -184,9 +186,9 @@ class PipelineConfig:
         default="rarity",
         metadata=_declare(
             "select",
-            help="rarity (default: the question rare both in TF-IDF and in the student's token embeddings, numbers "
-            "masked, at its rarest of k = 0.5-8% of the pool; in a pool of mostly unique rows, rare in TF-IDF or in a "
-            "small group; "
+            help="rarity (default: the question rare both in its words (each once) and in the student's token "
+            "embeddings, numbers masked, at its rarest of k = 0.5-8% of the pool; in a pool of mostly unique rows, "
+            "rare in its words or in a small group; "
             "docs/selection-benchmark.md), knn (sparsity by k-NN distance of the student's embedding, k = knn_k), "
             "grid (the paper's 2-D grid), or a selector registered with quality.selectors.register_selector",
         ),
@@ -215,6 +217,14 @@ class PipelineConfig:
             help="rarity: a region is its centre and this many nearest rows, and the seed pair comes from it. More "
             "rows give seeds farther apart (a teacher copies a seed less often), fewer give rare seeds more often "
             "(docs/selection-benchmark.md; 5 until 2026-12-06).",
+        ),
+    )
+    rarity_word_weights: RarityWordWeightsOption = field(
+        default="presence",
+        metadata=_declare(
+            "select",
+            help="rarity: how the word view weighs a question's words: presence (each word once, every word alike) "
+            "or tfidf (words few rows use weigh more; the default until 2026-12-07; docs/selection-benchmark.md).",
         ),
     )
     knn_text: KnnTextOption = field(

@@ -2,12 +2,13 @@
 for, and are those neighbourhoods still rare with them?
 
 Measured in the space the selection used (:mod:`embedsdg_hf.space.rarity`): the *first view* of the selector's
-fitted spec (``rarity.json``; by default TF-IDF of the question with numbers masked), cosine distance, never refitted
-on the synthetic rows. A region is the ball around its centre whose radius is the centre's distance to its ``k``-th
-nearest row of the selector's reference sample (``knn_distance`` in the regions dataset; recomputed here and checked
-against it). The rest is the k-NN selector's measure (:func:`~embedsdg_hf.analysis.knn_coverage.measure_balls`): a
-point is in a region when within its radius; a region is no longer sparse when its ``k``-th-neighbour distance,
-counting the synthetic rows among the reference rows, falls below ``tau``, the smallest radius the selection took.
+fitted spec (``rarity.json``; by default the question's words, each once, numbers masked), cosine distance, never
+refitted on the synthetic rows. A region is the ball around its centre whose radius is the centre's distance to its
+``k``-th nearest row of the selector's reference sample (``knn_distance`` in the regions dataset; recomputed here and
+checked against it). The rest is the k-NN selector's measure
+(:func:`~embedsdg_hf.analysis.knn_coverage.measure_balls`): a point is in a region when within its radius; a region is
+no longer sparse when its ``k``-th-neighbour distance, counting the synthetic rows among the reference rows, falls
+below ``tau``, the smallest radius the selection took.
 
 Example:
     >>> report = measure_rarity_coverage(spec, pool_texts, regions, {"embedsdg": texts},
@@ -64,9 +65,9 @@ class RarityCoverage(KnnCoverage):
         return (
             f"Seeds were chosen by the rarity selector (k = {k} of its reference sample). Each targeted region is the "
             f"ball around its centre (a pool row) whose radius is the centre's cosine distance to its {k}th "
-            "reference neighbour, in the view the selector measured (by default TF-IDF of the question, numbers "
-            f"masked); the kept rows' questions are placed in the same view. A region is no longer sparse when its "
-            f"{k}th-neighbour distance, counting the kept rows, falls below tau = {tau:.4f}, the smallest radius "
+            "reference neighbour, in the view the selector measured (by default the question's words, each once, "
+            "numbers masked); the kept rows' questions are placed in the same view. A region is no longer sparse when "
+            f"its {k}th-neighbour distance, counting the kept rows, falls below tau = {tau:.4f}, the smallest radius "
             "among the regions the selector took. `coverage.md` has the per-region numbers."
         )
 

@@ -19,6 +19,8 @@ SIDE_CHOICES = ("random", "nearest")
 KNN_PAIRINGS = ("near", "extreme")
 #: What the k-NN selector measures sparsity on (quality/selectors.py).
 KNN_TEXTS = ("input", "full")
+#: How the rarity selector's word view weighs a question's words (space/rarity.py): each once, or TF-IDF.
+RARITY_WORD_WEIGHTS = ("presence", "tfidf")
 #: Generation methods: EmbedSDG, or the RandomSDG baseline (generation/generate.py).
 METHODS = ("embedsdg", "random")
 #: Answer formats of verification, self-consistency and evaluation (common/answers.py).

@@ -239,8 +239,16 @@ def selector_rows() -> list[tuple[str, str, dict]]:
         "score": "distance",
         "fractions": (0.005, 0.01, 0.02),
         "combine": "mean",
+        "word_weights": "tfidf",
     }  # the rows below measured the mean rank over scales (the default until 2026-12-06)
-    best = {**DEFAULTS, "score": "distance", "fractions": (0.005, 0.01, 0.02, 0.04, 0.08), "combine": "best"}
+    best = {
+        **DEFAULTS,
+        "score": "distance",
+        "fractions": (0.005, 0.01, 0.02, 0.04, 0.08),
+        "combine": "best",
+        "word_weights": "tfidf",
+    }  # every row below but the pipeline's own default reads TF-IDF in the lexical view (the default until the
+    # tenth round of 2026-12-07)
     every = {**best, "views": ("lexical", "student"), "token_weights": "mean", "combine": "every"}
     drop = {"score": "drop", "fractions": (0.0025, 0.01, 0.04)}
     return [
@@ -261,6 +269,8 @@ def selector_rows() -> list[tuple[str, str, dict]]:
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04)}),
         ("lexical, k=0.5/1/2/4/8%, best rank over scales (the rarity default until the 3rd round of 2026-12-06)",
          "rarity", {**best, "views": ("lexical",)}),
+        ("lexical word presence (each word once, no IDF), k=0.5/1/2/4/8%, best rank over scales", "rarity",
+         {**best, "views": ("lexical",), "word_weights": "presence"}),
         ("student mean, numbers masked, k=0.5/1/2/4/8%, best rank", "rarity",
          {**best, "views": ("student",), "token_weights": "mean"}),
         ("lexical + student mean, k=0.5/1/2/4/8%, best rank", "rarity",
@@ -271,8 +281,10 @@ def selector_rows() -> list[tuple[str, str, dict]]:
          "of 2026-12-06)", "rarity", {**every, "score": "drop"}),
         ("groups: the lexical view's best rank, or the small-group rank in both views if higher (the rarity default "
          "on ungrouped pools)", "rarity", {**every, "score": "groups"}),
-        ("rarity default, the rule chosen by the pool's shape (score=auto)", "rarity", {**every, "score": "auto"}),
-        ("rarity default with a 5-row region (hood_k=5; the default until the 8th round of 2026-12-06)", "rarity",
+        ("rarity default with TF-IDF in the lexical view (word_weights=tfidf; the default until the 10th round of "
+         "2026-12-07)", "rarity", {**every, "score": "auto"}),
+        ("rarity default with TF-IDF and a 5-row region (hood_k=5; the default until the 8th round of 2026-12-06)",
+         "rarity",
          {**every, "score": "auto", "hood_k": 5}),
         ("lexical, k=1/2/4%, words in < 3 rows left out", "rarity",
          {**d, "views": ("lexical",), "fractions": (0.01, 0.02, 0.04), "min_df": 3}),

@@ -180,7 +180,7 @@ def _default_settings() -> list[_Setting]:
         _Setting("knn", "knn with suppression (suppress=k)", {"knn_suppress": knn["k"]}, False),
         _Setting(
             "rarity",
-            "rarity (defaults: TF-IDF x student mean at k = 0.5-8%, rule by the pool's shape)",
+            "rarity (defaults: words x student mean at k = 0.5-8%, rule by the pool's shape)",
             {},
             False,
             True,

@@ -593,30 +593,35 @@ def _scales_note(settings: Mapping[str, Any]) -> str:
 
 @register_selector
 class RaritySelector:
-    """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: TF-IDF and the
-    student's mean token embedding, numbers masked) from k-th-neighbour distances at k = 0.5/1/2/4/8% of the pool
-    against a fixed-size reference sample. By the pool's shape: when its rows come in groups (templated problems),
-    each view's best rank over those scales, multiplied over the views; when nearly every row is unique (natural
-    writing), the first view's (TF-IDF's) best rank, or where it ranks higher, a small group's (the largest rise of the
-    distance from one scale to the next, in every view). Regions are the
-    rarest rows' neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
-    Fitted parts (``rarity.json``): token weights, TF-IDF vocabulary and every setting, in one JSON spec.
+    """Sparsity measured on the question text with the views of ``space/rarity.py`` (default: the question's words,
+    each once and every word alike, and the student's mean token embedding, numbers masked) from k-th-neighbour
+    distances at k = 0.5/1/2/4/8% of the pool against a fixed-size reference sample. By the pool's shape: when its
+    rows come in groups (templated problems), each view's best rank over those scales, multiplied over the views; when
+    nearly every row is unique (natural writing), the first (word) view's best rank, or where it ranks higher, a small
+    group's (the largest rise of the distance from one scale to the next, in every view). Regions are the rarest rows'
+    neighbourhoods, as for ``knn`` (docs/selection-benchmark.md).
+    Fitted parts (``rarity.json``): token weights, the word view's vocabulary and every setting, in one JSON spec.
     Coverage: balls in the same view (:mod:`~embedsdg_hf.analysis.rarity_coverage`)."""
 
     name: ClassVar[str] = "rarity"
-    config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing", "rarity_hood_k")
+    config_fields: ClassVar[tuple[str, ...]] = ("knn_pairing", "rarity_hood_k", "rarity_word_weights")
     saved_files: ClassVar[tuple[str, ...]] = ("rarity.json",)
 
-    def __init__(self, *, pairing: str = "near", hood_k: int | None = None) -> None:
+    def __init__(self, *, pairing: str = "near", hood_k: int | None = None, word_weights: str | None = None) -> None:
         self.pairing = pairing
         self.hood_k = hood_k  # None: the selector's default (space/rarity.py DEFAULTS); a saved spec keeps its own
+        self.word_weights = word_weights  # likewise
         self.spec: dict | None = None
         self.radius: np.ndarray | None = None  # every pool row's, from select(): the figures reuse it
         self._views: dict | None = None  # the pool's views computed by fit(), until select() uses them
 
     @classmethod
     def from_config(cls, config: Any) -> RaritySelector:
-        return cls(pairing=_setting(config, "knn_pairing", "near"), hood_k=_setting(config, "rarity_hood_k"))
+        return cls(
+            pairing=_setting(config, "knn_pairing", "near"),
+            hood_k=_setting(config, "rarity_hood_k"),
+            word_weights=_setting(config, "rarity_word_weights"),
+        )
 
     @staticmethod
     def _texts(ctx: SelectionContext) -> tuple[str, list[str]]:
@@ -630,7 +635,8 @@ class RaritySelector:
         from ..space.rarity import fit_with_views
 
         _, texts = self._texts(ctx)
-        settings = {} if self.hood_k is None else {"hood_k": self.hood_k}
+        given = {"hood_k": self.hood_k, "word_weights": self.word_weights}
+        settings = {name: value for name, value in given.items() if value is not None}
         self.spec, self._views = fit_with_views(texts, model=ctx.embedding.model, **settings)
 
     def select(self, ctx: SelectionContext, *, n_pairs: int):
