@@ -91,7 +91,6 @@ __all__ = [
 
 VIEWS = ("student", "lexical")
 TOKEN_SCHEMES = ("sif", "idf", "mean")
-WORD_WEIGHTS = RARITY_WORD_WEIGHTS
 SCORES = ("auto", "distance", "drop", "groups")
 COMBINES = ("every", "best", "mean")
 #: The selector's default settings: the lexical view and the student's mean token embedding (numbers masked) at
@@ -249,6 +248,11 @@ def _vectorizer(symbols: bool, weights: str = "tfidf", **kwargs):
     return TfidfVectorizer(sublinear_tf=True, **kwargs)
 
 
+def _check_word_weights(weights: str) -> None:
+    if weights not in RARITY_WORD_WEIGHTS:
+        raise ValueError(f"word_weights={weights!r} is not supported; choose one of {list(RARITY_WORD_WEIGHTS)}.")
+
+
 def fit_lexical(texts: Sequence[str], *, min_df: float = 1, symbols: bool = False, weights: str = "tfidf") -> dict:
     """TF-IDF over ``texts`` with numbers masked (sublinear tf, smooth idf): a JSON-serialisable spec.
 
@@ -265,8 +269,7 @@ def fit_lexical(texts: Sequence[str], *, min_df: float = 1, symbols: bool = Fals
         ['cat', 'sat', 'the']
     """
     texts = list(texts)
-    if weights not in WORD_WEIGHTS:
-        raise ValueError(f"word_weights={weights!r} is not supported; choose one of {list(WORD_WEIGHTS)}.")
+    _check_word_weights(weights)
     if min_df < 1:
         min_df = max(1, int(np.ceil(min_df * len(texts))))
     vectorizer = _vectorizer(symbols, weights, min_df=int(min_df))
@@ -322,8 +325,7 @@ def fit_with_views(texts: Sequence[str], *, model: str, **settings) -> tuple[dic
         raise ValueError(f"fractions={s['fractions']} must be a non-empty list of numbers in (0, 1).")
     if s["score"] not in SCORES:
         raise ValueError(f"score={s['score']!r} is not supported; choose one of {list(SCORES)}.")
-    if s["word_weights"] not in WORD_WEIGHTS:
-        raise ValueError(f"word_weights={s['word_weights']!r} is not supported; choose one of {list(WORD_WEIGHTS)}.")
+    _check_word_weights(s["word_weights"])
     if s["combine"] not in COMBINES:
         raise ValueError(f"combine={s['combine']!r} is not supported; choose one of {list(COMBINES)}.")
     if not isinstance(s["refine"], int) or s["refine"] < 0:
