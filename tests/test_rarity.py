@@ -155,6 +155,38 @@ def test_rarity_selector_finds_a_planted_rare_kind_and_reloads():
     assert regions2["centre"] == regions["centre"]
 
 
+def test_the_default_selection_is_the_same_in_every_process(gsm8k_train_file):
+    """Fitting and selecting on the same pool in two processes with other string-hash seeds gives the same fitted
+    spec and the same seed pairs: nothing the selection does follows the order of a set. Both of the default's rules
+    run: a templated pool (the built-in generator) and a pool of unique rows (GSM8K)."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, sys
+from embedsdg_hf.data.bench_sources import gsm8k_rows, make_kind_pool, word_problem_rows
+from embedsdg_hf.space.rarity import rarity_seed_pairs
+built_in = make_kind_pool(word_problem_rows(1200), n=600, rare_kinds=["reading_pages"], rare_share=0.025)
+out = []
+for pool in (built_in, gsm8k_rows(sys.argv[1]).select(range(600))):
+    pool = pool.add_column("coords", [[0.0, 0.0]] * len(pool))
+    _, pairs, spec = rarity_seed_pairs(pool, n_pairs=10, model="smollm2-135m-instruct", seed=0)
+    out.append([list(pairs["seed_a"]), list(pairs["seed_b"]), spec])
+print(json.dumps(out))
+"""
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", code, str(gsm8k_train_file)], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        for hash_seed in ("1", "2")
+    ]  # fmt: skip
+    assert runs[0] == runs[1]
+    (seeds_a, _, grouped), (_, _, unique) = json.loads(runs[0])
+    assert len(seeds_a) == 10 and grouped["shape"]["score"] == "distance" and unique["shape"]["score"] == "groups"
+
+
 def test_rarity_settings_are_checked():
     with pytest.raises(ValueError, match="Unknown rarity setting"):
         fit_rarity(["a b"], model=MODEL, k=3)
