@@ -1,7 +1,10 @@
 """The ``rarity`` selector's parts (space/rarity.py) and the selection benchmark's pool builders, on a real student."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -155,14 +158,18 @@ def test_rarity_selector_finds_a_planted_rare_kind_and_reloads():
     assert regions2["centre"] == regions["centre"]
 
 
+def _last_line_of_python(code: str, *args: str, hash_seed: str) -> str:
+    """The last line ``python -c code *args`` prints, run in a fresh process with ``PYTHONHASHSEED=hash_seed``."""
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+    proc = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def test_the_default_selection_is_the_same_in_every_process(gsm8k_train_file):
     """Fitting and selecting on the same pool in two processes with other string-hash seeds gives the same fitted
     spec and the same seed pairs: nothing the selection does follows the order of a set. Both of the default's rules
     run: a templated pool (the built-in generator) and a pool of unique rows (GSM8K)."""
-    import os
-    import subprocess
-    import sys
-
     code = """
 import json, sys
 from embedsdg_hf.data.bench_sources import gsm8k_rows, make_kind_pool, word_problem_rows
@@ -175,13 +182,7 @@ for pool in (built_in, gsm8k_rows(sys.argv[1]).select(range(600))):
     out.append([list(pairs["seed_a"]), list(pairs["seed_b"]), spec])
 print(json.dumps(out))
 """
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", code, str(gsm8k_train_file)], env={**os.environ, "PYTHONHASHSEED": hash_seed},
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
-        for hash_seed in ("1", "2")
-    ]  # fmt: skip
+    runs = [_last_line_of_python(code, str(gsm8k_train_file), hash_seed=seed) for seed in ("1", "2")]
     assert runs[0] == runs[1]
     (seeds_a, _, grouped), (_, _, unique) = json.loads(runs[0])
     assert len(seeds_a) == 10 and grouped["shape"]["score"] == "distance" and unique["shape"]["score"] == "groups"
@@ -670,22 +671,12 @@ def test_mathematics_dataset_rows_are_the_same_in_every_process():
     """Two processes with other string-hash seeds generate the same questions. The modules here draw from sets
     (their order follows the hash seed) or from sympy's own RNG (seeded from the system): before generation ran
     under a fixed hash seed with every RNG seeded, each benchmark run built other pools from the same seed."""
-    import os
-    import subprocess
-    import sys
-
     modules = ["algebra__linear_1d", "algebra__linear_2d", "numbers__is_prime", "polynomials__evaluate"]
     code = (
         "import json, sys; from embedsdg_hf.data.bench_sources import math_dataset_rows as rows; "
         f"r = rows(4, modules={modules!r}, seed=3); print(json.dumps([r['question'][:], r['kind'][:]]))"
     )
-    runs = [
-        subprocess.run(
-            [sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed}, capture_output=True,
-            text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
-        for hash_seed in ("1", "2")
-    ]  # fmt: skip
+    runs = [_last_line_of_python(code, hash_seed=seed) for seed in ("1", "2")]
     questions, kinds = json.loads(runs[0])
     assert runs[0] == runs[1]
     assert kinds == [m for m in modules for _ in range(4)] and len(set(questions)) == 16
