@@ -464,11 +464,19 @@ def _cmd_env(_: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineArgumentParser(argparse.ArgumentParser):
+    """A bad flag of an argparse command (``testbed``, ``coverage``, ...) is one line and exit code 2, as for ``run``:
+    the message goes to :func:`main` as a ``ValueError`` instead of argparse's usage block."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="embedsdg", description="EmbedSDG: targeted synthetic data generation.")
+    parser = _OneLineArgumentParser(prog="embedsdg", description="EmbedSDG: targeted synthetic data generation.")
     parser.add_argument("--version", action="version", version=f"embedsdg-hf {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="Log at INFO level.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_OneLineArgumentParser)
     # run / validate / train: their flags are a dataclass config (TrlParser), listed here for the top-level help only
     sub.add_parser(
         "validate",

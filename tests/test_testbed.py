@@ -112,6 +112,24 @@ def test_render_targeting_headline_table() -> None:
     assert "Note: reducer 'umap' is not offered" in text
 
 
+def test_a_bad_flag_of_an_argparse_command_is_one_line_and_exit_code_2(capsys) -> None:
+    """As for ``embedsdg run``: the flag, the value and what is allowed, on one line; no usage block, no traceback."""
+    from embedsdg_hf.cli import main
+
+    for argv, said in (
+        (
+            ["testbed", "--part", "nope"],
+            "embedsdg testbed: error: argument --part: invalid choice: 'nope' (choose from",
+        ),
+        (["testbed", "--pool-seed", "x"], "embedsdg testbed: error: argument --pool-seed: invalid int value: 'x'"),
+        (["coverage"], "embedsdg coverage: error: the following arguments are required: RUN_DIR"),
+        (["nope"], "embedsdg nope: error: argument COMMAND: invalid choice: 'nope' (choose from 'validate', 'run'"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(said) and len(err.strip().splitlines()) == 1, err
+
+
 def test_cli_testbed_help(capsys) -> None:
     from embedsdg_hf.cli import main
 
