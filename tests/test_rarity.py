@@ -674,7 +674,7 @@ def test_mathematics_dataset_rows_are_the_same_in_every_process():
     modules = ["algebra__linear_1d", "algebra__linear_2d", "numbers__is_prime", "polynomials__evaluate"]
     code = (
         "import json, sys; from embedsdg_hf.data.bench_sources import math_dataset_rows as rows; "
-        f"r = rows(4, modules={modules!r}, seed=3); print(json.dumps([r['question'][:], r['kind'][:]]))"
+        f"r = rows(4, modules={modules!r}, seed=3); print(json.dumps([list(r['question']), list(r['kind'])]))"
     )
     runs = [_last_line_of_python(code, hash_seed=seed) for seed in ("1", "2")]
     questions, kinds = json.loads(runs[0])
