@@ -254,7 +254,8 @@ def _check_word_weights(weights: str) -> None:
 
 
 def fit_lexical(texts: Sequence[str], *, min_df: float = 1, symbols: bool = False, weights: str = "tfidf") -> dict:
-    """TF-IDF over ``texts`` with numbers masked (sublinear tf, smooth idf): a JSON-serialisable spec.
+    """The word view fitted on ``texts``, numbers masked: a JSON-serialisable spec. ``weights="tfidf"`` (this
+    function's default; sublinear tf, smooth idf) or ``"presence"`` (the selector's default, :data:`DEFAULTS`).
 
     ``min_df``: words in fewer rows than this (a count, or a share of the pool when < 1) are left out: a word only
     one or two rows use (a name, a one-off object) makes a row look unique without making it a rare *kind*.
